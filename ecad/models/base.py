@@ -1,0 +1,51 @@
+"""What every model-family adapter provides: its layout, component modules and fast paths."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ecad.layouts import BlockGroup, Layout
+
+
+class ModelWeightsError(RuntimeError):
+    """Weights are not available locally; the message says which and how to fetch them."""
+
+
+# A fast path computes a block's output when every component of it is reused at this step,
+# without running norms or sub-modules: fn(block, args, kwargs, cached) -> block output.
+BlockReuseFn = Callable[[nn.Module, tuple, dict, dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class FamilyAdapter:
+    """How ecad sees one model family; one instance per family, stateless."""
+
+    family: str
+    pipeline_classes: tuple[str, ...]
+    layout_of: Callable[[nn.Module], Layout]
+    component_modules: Callable[[nn.Module, BlockGroup], dict[str, nn.Module]]
+    block_reuse: Callable[[BlockGroup], BlockReuseFn]
+    timestep_kwargs: Callable[[Any, list[int], int], dict]  # (pipe, selected steps, base steps) -> call kwargs
+
+
+def load_pretrained(pipeline_cls, hub_id: str, dtype: torch.dtype, device: str | torch.device | None, **kwargs):
+    """from_pretrained with a user-facing error when weights are missing offline."""
+    try:
+        pipe = pipeline_cls.from_pretrained(hub_id, torch_dtype=dtype, **kwargs)
+    except (OSError, ValueError) as exc:  # hub errors subclass OSError; offline misses may raise ValueError
+        local = os.path.isdir(hub_id)
+        hint = (
+            f"the directory {hub_id!r} does not hold a complete diffusers pipeline"
+            if local
+            else f"the weights of {hub_id!r} are not in the local Hugging Face cache and cannot be downloaded "
+            f"(offline or no access). Fetch them on a machine with internet: `hf download {hub_id}` "
+            f"(accept the model's licence on the Hub first if it is gated), then copy the cache "
+            f"(~/.cache/huggingface) here or pass a local directory as the model id"
+        )
+        raise ModelWeightsError(f"cannot load {pipeline_cls.__name__}: {hint}. Cause: {exc}") from exc
+    return pipe.to(device) if device is not None else pipe

@@ -1,0 +1,79 @@
+"""FLUX.1: 19 double-stream and 38 single-stream blocks, six component kinds."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecad.layouts import BlockGroup, Layout, flux_layout
+from ecad.models.base import FamilyAdapter
+
+
+def _layout_of(transformer: nn.Module) -> Layout:
+    return flux_layout(len(transformer.transformer_blocks), len(transformer.single_transformer_blocks))
+
+
+def _component_modules(block: nn.Module, group: BlockGroup) -> dict[str, nn.Module]:
+    if group.name == "transformer_blocks":
+        return {"full_attn": block.attn, "full_ff": block.ff, "full_ff_context": block.ff_context}
+    return {"single_attn": block.attn, "single_proj_mlp": block.proj_mlp, "single_proj_out": block.proj_out}
+
+
+def _arg(args, kwargs, name, index):
+    return kwargs[name] if name in kwargs else args[index]
+
+
+def _ada_chunks(norm: nn.Module, temb: torch.Tensor, n: int):
+    """The adaLN modulation vectors alone (the norm of the activations is not needed)."""
+    return norm.linear(norm.silu(temb)).chunk(n, dim=1)
+
+
+def _reuse_double(block, args, kwargs, cached):
+    """Fully reused double block: residual adds of re-gated cached outputs, in the block's op order."""
+    hidden_states = _arg(args, kwargs, "hidden_states", 0)
+    encoder_hidden_states = _arg(args, kwargs, "encoder_hidden_states", 1)
+    temb = _arg(args, kwargs, "temb", 2)
+    _, _, gate_msa, _, _, gate_mlp = _ada_chunks(block.norm1, temb, 6)
+    _, _, c_gate_msa, _, _, c_gate_mlp = _ada_chunks(block.norm1_context, temb, 6)
+    attn_out = cached["full_attn"]
+    attn_output, context_attn_output = attn_out[0], attn_out[1]
+    hidden_states = hidden_states + gate_msa.unsqueeze(1) * attn_output
+    hidden_states = hidden_states + gate_mlp.unsqueeze(1) * cached["full_ff"]
+    if len(attn_out) == 3:
+        hidden_states = hidden_states + attn_out[2]
+    encoder_hidden_states = encoder_hidden_states + c_gate_msa.unsqueeze(1) * context_attn_output
+    encoder_hidden_states = encoder_hidden_states + c_gate_mlp.unsqueeze(1) * cached["full_ff_context"]
+    if encoder_hidden_states.dtype == torch.float16:
+        encoder_hidden_states = encoder_hidden_states.clip(-65504, 65504)
+    return encoder_hidden_states, hidden_states
+
+
+def _reuse_single(block, args, kwargs, cached):
+    """Fully reused single block: only the gated proj_out output is added to the residual."""
+    hidden_states = _arg(args, kwargs, "hidden_states", 0)
+    encoder_hidden_states = _arg(args, kwargs, "encoder_hidden_states", 1)
+    temb = _arg(args, kwargs, "temb", 2)
+    text_seq_len = encoder_hidden_states.shape[1]
+    residual = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+    _, _, gate = _ada_chunks(block.norm, temb, 3)
+    hidden_states = residual + gate.unsqueeze(1) * cached["single_proj_out"]
+    if hidden_states.dtype == torch.float16:
+        hidden_states = hidden_states.clip(-65504, 65504)
+    return hidden_states[:, :text_seq_len], hidden_states[:, text_seq_len:]
+
+
+def _timestep_kwargs(pipe, selected: list[int], base_steps: int) -> dict:
+    """FluxPipeline accepts `sigmas=`: its default grid is linspace(1, 1/N, N); take the chosen ones."""
+    grid = np.linspace(1.0, 1 / base_steps, base_steps)
+    return {"sigmas": [float(grid[i]) for i in selected], "num_inference_steps": len(selected)}
+
+
+FLUX = FamilyAdapter(
+    family="flux",
+    pipeline_classes=("FluxPipeline",),
+    layout_of=_layout_of,
+    component_modules=_component_modules,
+    block_reuse=lambda group: _reuse_double if group.name == "transformer_blocks" else _reuse_single,
+    timestep_kwargs=_timestep_kwargs,
+)

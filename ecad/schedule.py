@@ -1,0 +1,368 @@
+"""`Schedule`: which components to compute at which step, and which steps to run at all.
+
+A schedule is data, never code: users share it, diff it and load it in production, so it
+carries the layout, resolution and guidance it was searched for and validates on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecad.layouts import FAMILIES, Layout, flux_layout, layout_for, pixart_layout
+
+FORMAT = "ecad-schedule/1"
+ECAD_PIPELINE_NAMES = {"pixart_alpha": ("pixart", "alpha"), "pixart_sigma": ("pixart", "sigma"), "flux": ("flux", None)}
+
+
+class ScheduleError(ValueError):
+    """A schedule file or object is invalid; the message names the field and the fix."""
+
+
+@dataclass
+class Schedule:
+    """Boolean compute grid [steps, blocks, components] (True = compute and refresh the cache,
+    False = reuse the last computed output) plus an optional subset of the base steps to run."""
+
+    layout: Layout
+    grid: np.ndarray
+    timesteps: list[int] | None = None  # indices into the base grid of `num_steps` steps, increasing
+    name: str = ""
+    variant: str | None = None  # "alpha" / "sigma" for PixArt
+    model: str | None = None  # hub id or path the schedule was searched on
+    height: int | None = None
+    width: int | None = None
+    guidance_scale: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    ecad_config: dict[str, Any] | None = None  # ECAD's `config` block, kept verbatim for exact export
+
+    def __post_init__(self) -> None:
+        self.grid = np.asarray(self.grid)
+        self.validate()
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def family(self) -> str:
+        return self.layout.family
+
+    @property
+    def num_steps(self) -> int:
+        """Steps of the base grid (rows of `grid`)."""
+        return int(self.grid.shape[0])
+
+    @property
+    def executed_steps(self) -> list[int]:
+        return list(self.timesteps) if self.timesteps is not None else list(range(self.num_steps))
+
+    def executed_grid(self) -> np.ndarray:
+        """Rows of the steps actually run, in order: what the cache logic walks through."""
+        return self.grid[self.executed_steps]
+
+    def compute_fraction(self) -> float:
+        """Share of block components computed, relative to running all base steps uncached."""
+        return float(self.executed_grid().sum()) / float(self.grid.size)
+
+    @classmethod
+    def full(cls, layout: Layout, num_steps: int, **kw) -> "Schedule":
+        """The no-caching schedule."""
+        return cls(layout, np.ones((num_steps, layout.num_blocks, layout.num_components), dtype=bool), **kw)
+
+    @classmethod
+    def every_n(cls, layout: Layout, num_steps: int, n: int, **kw) -> "Schedule":
+        """FORA-like: recompute everything every n-th step, reuse in between."""
+        grid = np.zeros((num_steps, layout.num_blocks, layout.num_components), dtype=bool)
+        grid[::n] = True
+        return cls(layout, grid, name=kw.pop("name", f"every_{n}"), **kw)
+
+    def validate(self) -> None:
+        g = self.grid
+        expect = (self.layout.num_blocks, self.layout.num_components)
+        if g.ndim != 3 or g.shape[1:] != expect:
+            raise ScheduleError(
+                f"grid: shape {tuple(g.shape)} does not match the layout {self.layout.describe()}; "
+                f"expected (steps, {expect[0]}, {expect[1]})"
+            )
+        if g.dtype != np.bool_:
+            raise ScheduleError(f"grid: cells must be booleans, got dtype {g.dtype}; convert with grid.astype(bool)")
+        if g.shape[0] < 1:
+            raise ScheduleError("grid: a schedule needs at least one step")
+        if self.timesteps is not None:
+            ts = list(self.timesteps)
+            if not ts:
+                raise ScheduleError("timesteps: the selection is empty; list at least one step index or use null for all")
+            bad = [t for t in ts if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or not 0 <= t < g.shape[0]]
+            if bad:
+                raise ScheduleError(
+                    f"timesteps: {bad} out of range; indices must be integers in [0, {g.shape[0] - 1}] of the base grid"
+                )
+            if ts != sorted(set(ts)):
+                raise ScheduleError(f"timesteps: {ts} must be strictly increasing without repeats")
+            self.timesteps = [int(t) for t in ts]
+        first = self.executed_steps[0]
+        if not g[first].all():
+            where = "step 0" if first == 0 else f"step {first} (the first selected step)"
+            raise ScheduleError(
+                f"grid: {where} must compute every component (nothing is cached yet); set all of its cells to true"
+            )
+
+    # ------------------------------------------------------------- bit vectors
+    def to_bits(self) -> np.ndarray:
+        """Flat bool vector in ECAD's order: step-major, then blocks, then components."""
+        return self.grid.reshape(-1).copy()
+
+    @classmethod
+    def from_bits(cls, bits, space, **kw) -> "Schedule":
+        """Inverse of `to_bits` for a SearchSpace (or anything with `layout` and `steps`)."""
+        layout, steps = space.layout, space.steps
+        bits = np.asarray(bits, dtype=bool)
+        n = steps * layout.num_blocks * layout.num_components
+        if bits.size != n:
+            raise ScheduleError(f"bits: got {bits.size} bits, the space needs {n} ({steps} steps x {layout.describe()})")
+        for key in ("height", "width", "guidance_scale", "model", "variant"):
+            kw.setdefault(key, getattr(space, key, None))
+        return cls(layout, bits.reshape(steps, layout.num_blocks, layout.num_components), **kw)
+
+    # ------------------------------------------------------------------- JSON
+    def to_json(self) -> dict[str, Any]:
+        """Our format: one line-friendly string per step, blocks separated by spaces."""
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "family": self.family,
+            "variant": self.variant,
+            "model": self.model,
+            "layout": self.layout.to_json(),
+            "num_steps": self.num_steps,
+            "timesteps": self.timesteps,
+            "height": self.height,
+            "width": self.width,
+            "guidance_scale": self.guidance_scale,
+            "grid": [" ".join("".join("1" if c else "0" for c in blk) for blk in step) for step in self.grid],
+            "metrics": self.metrics,
+            "attributes": self.attributes,
+            **({"ecad_config": self.ecad_config} if self.ecad_config is not None else {}),
+        }
+
+    def to_ecad_json(self) -> dict[str, Any]:
+        """ECAD's layout (FIELD.md section 2)."""
+        sched: dict[str, Any] = {}
+        keys = [self.layout.block_key(i) for i in range(self.layout.num_blocks)]
+        comps = [g.components for g, _ in self.layout.blocks()]
+        for s in range(self.num_steps):
+            sched[f"{s:03d}"] = {
+                k: {c: bool(self.grid[s, b, j]) for j, c in enumerate(comps[b])} for b, k in enumerate(keys)
+            }
+        cs: dict[str, Any] = {"num_blocks": self.layout.groups[0].num_blocks}
+        if self.family == "flux":
+            cs["num_single_blocks"] = self.layout.groups[1].num_blocks
+        attributes = dict(self.attributes)
+        if self.timesteps is not None:
+            attributes["ecad_timesteps"] = list(self.timesteps)
+        cs.update(num_inference_steps=self.num_steps, name=self.name, attributes=attributes, schedule=sched)
+        return {"cache_schedule": cs, "config": self._ecad_config(), "metrics": self.metrics}
+
+    def _ecad_config(self) -> dict[str, Any]:
+        if self.ecad_config is not None:
+            return self.ecad_config
+        cfg: dict[str, Any] = {}
+        if self.height is not None:
+            cfg["height"] = self.height
+        if self.width is not None:
+            cfg["width"] = self.width
+        if self.guidance_scale is not None:
+            cfg["guidance_scale"] = self.guidance_scale
+        if self.model is not None:
+            cfg["pipeline_weights"] = self.model
+        name = "flux" if self.family == "flux" else f"pixart_{self.variant or 'alpha'}"
+        cfg["pipeline"] = {"name": name, "kwargs": {}}
+        return cfg
+
+    def save(self, path: str | os.PathLike, format: str = "ecad-schedule") -> Path:
+        """Write atomically; `format="ecad"` writes ECAD's layout, anything else ours."""
+        data = self.to_ecad_json() if format == "ecad" else self.to_json()
+        text = json.dumps(data, indent=1) if format == "ecad" else _dumps_ours(data)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return path
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        a, b = self.to_json(), other.to_json()
+        return a == b
+
+
+def _dumps_ours(data: dict) -> str:
+    """Indented JSON, but each step of the grid on one line so diffs read step by step."""
+    return json.dumps(data, indent=2) + "\n"
+
+
+# ---------------------------------------------------------------------- loading
+def load_schedule(path_or_data: str | os.PathLike | dict) -> Schedule:
+    """Read a schedule in our format or ECAD's (PixArt and FLUX), validating every field."""
+    if isinstance(path_or_data, dict):
+        data, where = path_or_data, "schedule"
+    else:
+        where = str(path_or_data)
+        try:
+            text = Path(path_or_data).read_text()
+        except FileNotFoundError:
+            raise ScheduleError(f"{where}: no such file; check the path") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScheduleError(
+                f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                "fix the file or re-export it with `Schedule.save`"
+            ) from None
+    if not isinstance(data, dict):
+        raise ScheduleError(f"{where}: top level must be a JSON object, got {type(data).__name__}")
+    if data.get("format") == FORMAT:
+        return _from_ours(data, where)
+    if "cache_schedule" in data:
+        return _from_ecad(data, where)
+    if "format" in data:
+        raise ScheduleError(f"{where}: format {data['format']!r} is not supported; this ecad reads {FORMAT!r}")
+    raise ScheduleError(
+        f"{where}: neither an ecad schedule (needs \"format\": \"{FORMAT}\") nor an ECAD one (needs \"cache_schedule\")"
+    )
+
+
+def _require(data: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in data:
+        raise ScheduleError(f"{where}: missing field {key!r}")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ScheduleError(f"{where}: field {key!r} must be {names}, got {json.dumps(value)[:60]}")
+    return value
+
+
+def _from_ours(data: dict, where: str) -> Schedule:
+    family = _require(data, "family", where, str)
+    if family not in FAMILIES:
+        raise ScheduleError(f"{where}: family {family!r} unknown; use one of {', '.join(FAMILIES)}")
+    layout_data = _require(data, "layout", where, dict)
+    try:
+        layout = Layout.from_json(layout_data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ScheduleError(f"{where}: field 'layout' is malformed ({exc}); copy it from a schedule ecad wrote") from None
+    if layout.family != family:
+        raise ScheduleError(f"{where}: layout.family {layout.family!r} differs from family {family!r}")
+    reference = layout_for(family, layout.groups[0].num_blocks, layout.groups[1].num_blocks if family == "flux" else 0)
+    for got, ref in zip(layout.groups, reference.groups):
+        unknown = [c for c in got.components if c not in ref.components]
+        if unknown or got.components != ref.components or got.name != ref.name or len(layout.groups) != len(reference.groups):
+            raise ScheduleError(
+                f"{where}: layout group {got.name!r} has unknown component(s) {unknown or list(got.components)}; "
+                f"{family} uses {list(ref.components)} in group {ref.name!r}"
+            )
+    num_steps = _require(data, "num_steps", where, int)
+    rows = _require(data, "grid", where, list)
+    if len(rows) != num_steps:
+        raise ScheduleError(f"{where}: grid has {len(rows)} steps but num_steps is {num_steps}; make them agree")
+    grid = np.zeros((num_steps, layout.num_blocks, layout.num_components), dtype=bool)
+    for s, row in enumerate(rows):
+        if not isinstance(row, str):
+            raise ScheduleError(f"{where}: grid[{s}] must be a string of 0/1 groups, got {json.dumps(row)[:40]}")
+        blocks = row.split()
+        if len(blocks) != layout.num_blocks:
+            raise ScheduleError(
+                f"{where}: grid[{s}] has {len(blocks)} blocks, the layout has {layout.num_blocks}; one group per block"
+            )
+        for b, cells in enumerate(blocks):
+            if len(cells) != layout.num_components or set(cells) - {"0", "1"}:
+                raise ScheduleError(
+                    f"{where}: grid[{s}] block {b} is {cells!r}; each block needs {layout.num_components} "
+                    "cells of 0 (reuse) or 1 (compute)"
+                )
+            grid[s, b] = [c == "1" for c in cells]
+    timesteps = data.get("timesteps")
+    if timesteps is not None and not isinstance(timesteps, list):
+        raise ScheduleError(f"{where}: field 'timesteps' must be a list of step indices or null")
+    return _build(
+        where, layout, grid, timesteps=timesteps, name=data.get("name", ""), variant=data.get("variant"),
+        model=data.get("model"), height=data.get("height"), width=data.get("width"),
+        guidance_scale=data.get("guidance_scale"), metrics=data.get("metrics") or {},
+        attributes=data.get("attributes") or {}, ecad_config=data.get("ecad_config"),
+    )
+
+
+def _build(where: str, layout: Layout, grid: np.ndarray, **kw) -> Schedule:
+    try:
+        return Schedule(layout, grid, **kw)
+    except ScheduleError as exc:
+        raise ScheduleError(f"{where}: {exc}") from None
+
+
+def _from_ecad(data: dict, where: str) -> Schedule:
+    cs = _require(data, "cache_schedule", where, dict)
+    w = f"{where}: cache_schedule"
+    num_blocks = _require(cs, "num_blocks", w, int)
+    num_steps = _require(cs, "num_inference_steps", w, int)
+    sched = _require(cs, "schedule", w, dict)
+    is_flux = "num_single_blocks" in cs or any(
+        isinstance(v, dict) and any(str(k).startswith("single_") for k in v) for v in sched.values()
+    )
+    layout = flux_layout(num_blocks, _require(cs, "num_single_blocks", w, int)) if is_flux else pixart_layout(num_blocks)
+    expected_steps = [f"{s:03d}" for s in range(num_steps)]
+    if sorted(sched) != expected_steps:
+        raise ScheduleError(
+            f"{w}.schedule: has {len(sched)} steps {sorted(sched)[:3]}..., but num_inference_steps is {num_steps}; "
+            f"expected keys '000'..'{num_steps - 1:03d}'"
+        )
+    keys = [layout.block_key(i) for i in range(layout.num_blocks)]
+    comps = [g.components for g, _ in layout.blocks()]
+    grid = np.zeros((num_steps, layout.num_blocks, layout.num_components), dtype=bool)
+    for s, step_key in enumerate(expected_steps):
+        step = sched[step_key]
+        if not isinstance(step, dict):
+            raise ScheduleError(f"{w}.schedule[{step_key!r}] must be an object of blocks")
+        if set(step) != set(keys):
+            missing, extra = sorted(set(keys) - set(step)), sorted(set(step) - set(keys))
+            raise ScheduleError(
+                f"{w}.schedule[{step_key!r}] has {len(step)} blocks, expected {len(keys)} "
+                f"(missing {missing[:5]}, unexpected {extra[:5]}); check num_blocks"
+                + (" and num_single_blocks" if is_flux else "")
+            )
+        for b, key in enumerate(keys):
+            cells = step[key]
+            if not isinstance(cells, dict):
+                raise ScheduleError(f"{w}.schedule[{step_key!r}][{key!r}] must map component names to booleans")
+            unknown = sorted(set(cells) - set(comps[b]))
+            if unknown:
+                raise ScheduleError(
+                    f"{w}.schedule[{step_key!r}][{key!r}]: unknown component {unknown[0]!r}; "
+                    f"valid components are {list(comps[b])}"
+                )
+            for j, c in enumerate(comps[b]):
+                if c not in cells:
+                    raise ScheduleError(f"{w}.schedule[{step_key!r}][{key!r}]: component {c!r} is missing")
+                v = cells[c]
+                if not isinstance(v, bool):
+                    raise ScheduleError(
+                        f"{w}.schedule[{step_key!r}][{key!r}][{c!r}] is {json.dumps(v)}; use true (compute) or false (reuse)"
+                    )
+                grid[s, b, j] = v
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ScheduleError(f"{where}: field 'config' must be an object")
+    attributes = dict(cs.get("attributes") or {})
+    timesteps = attributes.pop("ecad_timesteps", None)
+    pipeline_name = (config.get("pipeline") or {}).get("name")
+    variant = ECAD_PIPELINE_NAMES.get(pipeline_name, (None, None))[1] if not is_flux else None
+    return _build(
+        where, layout, grid, timesteps=timesteps, name=cs.get("name", ""), variant=variant,
+        model=config.get("pipeline_weights") or config.get("transformer_weights"),
+        height=config.get("height"), width=config.get("width"), guidance_scale=config.get("guidance_scale"),
+        metrics=data.get("metrics") or {}, attributes=attributes, ecad_config=config if "config" in data else None,
+    )
