@@ -21,4 +21,24 @@ def adapter_for_pipeline(pipe: Any) -> FamilyAdapter:
     raise TypeError(f"ecad does not support {type(pipe).__name__}; supported pipelines: {', '.join(supported)}")
 
 
-__all__ = ["ADAPTERS", "FamilyAdapter", "ModelWeightsError", "adapter_for_pipeline", "load_pretrained"]
+__all__ = ["ADAPTERS", "FamilyAdapter", "ModelWeightsError", "adapter_for_pipeline", "load_pipeline", "load_pretrained"]
+
+
+def load_pipeline(space, device: str | None = None, dtype=None):
+    """The stock diffusers pipeline of a search space: tiny ones are built offline, real ones
+    come from `from_pretrained` (hub id or local directory, the user's cache)."""
+    import diffusers
+    import torch
+
+    from ecad.models.tiny import TINY_BUILDERS, TINY_PREFIX
+
+    model = space.model
+    if model.startswith(TINY_PREFIX):
+        if model not in TINY_BUILDERS:
+            raise ValueError(f"unknown tiny model {model!r}; available: {', '.join(sorted(TINY_BUILDERS))}")
+        pipe = TINY_BUILDERS[model]()
+        return pipe.to(device) if device is not None else pipe
+    torch_dtype = dtype if dtype is not None else space.torch_dtype
+    if device in (None, "cpu") and torch_dtype == torch.float16:
+        torch_dtype = torch.float32  # fp16 kernels are missing or slow on CPU
+    return load_pretrained(getattr(diffusers, space.pipeline_class), model, torch_dtype, device)

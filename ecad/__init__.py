@@ -1,0 +1,19 @@
+"""ecad: search and apply caching/timestep schedules for diffusion transformers."""
+
+from ecad.cache.hooks import apply_schedule, current_schedule, remove_schedule
+from ecad.layouts import Layout, flux_layout, pixart_layout
+from ecad.schedule import Schedule, ScheduleError, load_schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Layout",
+    "Schedule",
+    "ScheduleError",
+    "apply_schedule",
+    "current_schedule",
+    "flux_layout",
+    "load_schedule",
+    "pixart_layout",
+    "remove_schedule",
+]

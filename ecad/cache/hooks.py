@@ -1,0 +1,337 @@
+"""Apply a `Schedule` to a stock diffusers pipeline through diffusers' hook registry.
+
+Three named hooks, all sharing one `ScheduleState` that belongs to the pipeline instance:
+`ecad.step` on the transformer counts denoising steps, `ecad.block` on each block takes a
+fast path when the whole block is reused, and `ecad.component` on each cached sub-module
+computes-and-stores or returns its cached output (taken before the adaLN gate, so gates,
+norms and modulation are recomputed as FIELD.md section 1 requires).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from torch import nn
+
+from ecad.models import FamilyAdapter, adapter_for_pipeline
+from ecad.schedule import Schedule, ScheduleError
+
+STEP_HOOK = "ecad.step"
+BLOCK_HOOK = "ecad.block"
+COMPONENT_HOOK = "ecad.component"
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Per executed step: what to compute, what to keep for later, what to drop after use.
+
+    Keeping only outputs that the next step reuses (and dropping each after its last reuse)
+    bounds memory by what the schedule needs instead of by everything ever computed.
+    """
+
+    compute: np.ndarray  # [S, B, C] bool, executed steps only
+    keep: np.ndarray  # computed at s and reused at s+1
+    drop: np.ndarray  # reused at s and not reused at s+1 (last reuse)
+    block_reused: np.ndarray  # [S, B] every component reused: block fast path
+
+    @classmethod
+    def from_schedule(cls, schedule: Schedule) -> "CachePlan":
+        g = schedule.executed_grid()
+        reused_next = np.zeros_like(g)
+        reused_next[:-1] = ~g[1:]
+        return cls(compute=g, keep=g & reused_next, drop=~g & ~reused_next, block_reused=~g.any(axis=2))
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.compute.shape[0])
+
+    def max_live(self) -> int:
+        """Most cached outputs alive at once (per CFG branch): the memory the schedule needs."""
+        live = np.cumsum(self.keep.sum(axis=(1, 2)) - self.drop.sum(axis=(1, 2)))
+        return int(live.max()) if live.size else 0
+
+
+class ScheduleState:
+    """Mutable per-pipeline state: the plan, where the current call is, and the cache."""
+
+    def __init__(self, schedule: Schedule, adapter: FamilyAdapter):
+        self.adapter = adapter
+        self.set_schedule(schedule)
+        self.cache: dict[tuple[int, int, int], Any] = {}
+        self.active = False
+        self.calls = 0
+        self.calls_per_step = 1
+
+    def set_schedule(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self.plan = CachePlan.from_schedule(schedule)
+
+    def begin(self, calls_per_step: int) -> None:
+        self.reset()
+        self.calls_per_step = calls_per_step
+        self.active = True
+
+    def reset(self) -> None:
+        self.cache.clear()
+        self.active = False
+        self.calls = 0
+        self.step = 0
+        self.branch = 0
+
+    def on_transformer_call(self) -> None:
+        self.step, self.branch = divmod(self.calls, self.calls_per_step)
+        self.calls += 1
+        if self.step >= self.plan.num_steps:
+            raise ScheduleError(
+                f"the pipeline ran more than the schedule's {self.plan.num_steps} steps; call it with "
+                f"num_inference_steps={self.plan.num_steps} (or let ecad set it: do not pass it)"
+            )
+
+
+class TransformerStepHook(ModelHook):
+    """Advances the step counter once per transformer call; clears the cache if a call raises."""
+
+    def __init__(self, state: ScheduleState):
+        super().__init__()
+        self.state = state
+
+    def new_forward(self, module: nn.Module, *args, **kwargs):
+        state = self.state
+        if not state.active:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        try:
+            state.on_transformer_call()
+            return self.fn_ref.original_forward(*args, **kwargs)
+        except BaseException:
+            state.reset()
+            raise
+
+
+class BlockReuseHook(ModelHook):
+    """When every component of the block is reused, compute its output from the cache alone."""
+
+    def __init__(self, state: ScheduleState, block_index: int, fast_path, arg_names: tuple[str, ...]):
+        super().__init__()
+        self.state, self.block_index, self.fast_path = state, block_index, fast_path
+        self.arg_names = arg_names
+
+    def new_forward(self, module: nn.Module, *args, **kwargs):
+        state = self.state
+        if not state.active or not state.plan.block_reused[state.step, self.block_index]:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        b, s, branch = self.block_index, state.step, state.branch
+        names = state.schedule.layout.blocks()[b][0].components
+        cached = {}
+        for c, name in enumerate(names):
+            key = (b, c, branch)
+            cached[name] = state.cache.pop(key) if state.plan.drop[s, b, c] else state.cache[key]
+        if args:  # bind positionals to names so fast paths read kwargs only
+            kwargs = {**dict(zip(self.arg_names, args)), **kwargs}
+        return self.fast_path(module, (), kwargs, cached)
+
+
+class ComponentCacheHook(ModelHook):
+    """Compute (and keep, if a later step reuses it) or return the cached output."""
+
+    def __init__(self, state: ScheduleState, block_index: int, component_index: int):
+        super().__init__()
+        self.state, self.b, self.c = state, block_index, component_index
+
+    def new_forward(self, module: nn.Module, *args, **kwargs):
+        state = self.state
+        if not state.active:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        s, plan = state.step, state.plan
+        key = (self.b, self.c, state.branch)
+        if plan.compute[s, self.b, self.c]:
+            out = self.fn_ref.original_forward(*args, **kwargs)
+            if plan.keep[s, self.b, self.c]:
+                state.cache[key] = out
+            return out
+        return state.cache.pop(key) if plan.drop[s, self.b, self.c] else state.cache[key]
+
+
+# ----------------------------------------------------------------------- install
+@dataclass
+class _Installed:
+    """What apply_schedule hooked, so remove and re-install touch exactly that."""
+
+    transformer: nn.Module
+    modules: list[tuple[nn.Module, str]]  # (module, hook name)
+    components: list[nn.Module]  # in (block, component) order, to notice swapped-in modules (LoRA)
+
+
+def _component_list(adapter: FamilyAdapter, transformer: nn.Module, layout) -> list[list[nn.Module]]:
+    out = []
+    for group, i in layout.blocks():
+        block = getattr(transformer, group.name)[i]
+        mods = adapter.component_modules(block, group)
+        out.append([mods[name] for name in group.components])
+    return out
+
+
+def _install(state: ScheduleState, transformer: nn.Module) -> _Installed:
+    adapter, layout = state.adapter, state.schedule.layout
+    hooked: list[tuple[nn.Module, str]] = []
+
+    def register(module: nn.Module, hook: ModelHook, name: str) -> None:
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+        hooked.append((module, name))
+
+    register(transformer, TransformerStepHook(state), STEP_HOOK)
+    components = _component_list(adapter, transformer, layout)
+    for b, (group, i) in enumerate(layout.blocks()):
+        block = getattr(transformer, group.name)[i]
+        arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]
+        register(block, BlockReuseHook(state, b, adapter.block_reuse(group), arg_names), BLOCK_HOOK)
+        for c, module in enumerate(components[b]):
+            register(module, ComponentCacheHook(state, b, c), COMPONENT_HOOK)
+    HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+    return _Installed(transformer, hooked, [m for mods in components for m in mods])
+
+
+def _uninstall(installed: _Installed) -> None:
+    for module, name in installed.modules:
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None:
+            registry.remove_hook(name, recurse=False)
+    registry = getattr(installed.transformer, "_diffusers_hook", None)
+    if registry is not None:
+        registry.invalidate_child_registries_cache()
+
+
+# ------------------------------------------------------------- pipeline wrapper
+_WRAPPED_CLASSES: dict[type, type] = {}
+
+
+def _scheduled_class(cls: type) -> type:
+    """A same-named subclass of the *pipeline* whose __call__ brackets every call with the
+    schedule's state (reset on entry and exit, also on error). Cached per class, so swapping
+    schedules a thousand times creates nothing new."""
+    if cls in _WRAPPED_CLASSES:
+        return _WRAPPED_CLASSES[cls]
+
+    def __call__(self, *args, **kwargs):
+        handle: _Handle = self._ecad_handle
+        kwargs = handle.call_kwargs(self, kwargs)
+        handle.refresh(self)
+        handle.state.begin(handle.calls_per_step(kwargs))
+        try:
+            return cls.__call__(self, *args, **kwargs)
+        finally:
+            handle.state.reset()
+
+    __call__.__doc__ = cls.__call__.__doc__
+    __call__.__signature__ = inspect.signature(cls.__call__)  # type: ignore[attr-defined]
+    wrapped = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__, "_ecad_base": cls})
+    wrapped.__qualname__ = cls.__qualname__
+    _WRAPPED_CLASSES[cls] = wrapped
+    return wrapped
+
+
+class _Handle:
+    """Everything apply_schedule attached to one pipeline."""
+
+    def __init__(self, state: ScheduleState, installed: _Installed):
+        self.state, self.installed = state, installed
+
+    def refresh(self, pipe) -> None:
+        """Re-install if the transformer or a component module was replaced (e.g. a LoRA
+        loaded after apply_schedule wraps Linear layers), so the hooks sit on what runs."""
+        transformer = pipe.transformer
+        current = [m for mods in _component_list(self.state.adapter, transformer, self.state.schedule.layout) for m in mods]
+        if transformer is not self.installed.transformer or any(a is not b for a, b in zip(current, self.installed.components)):
+            _uninstall(self.installed)
+            _check_layout(self.state.adapter, transformer, self.state.schedule)
+            self.installed = _install(self.state, transformer)
+
+    def calls_per_step(self, kwargs: dict) -> int:
+        """FLUX with true CFG calls the transformer twice per step (cond, then uncond)."""
+        if self.state.adapter.family != "flux":
+            return 1
+        true_cfg = kwargs.get("true_cfg_scale", 1.0) or 1.0
+        has_neg = kwargs.get("negative_prompt") is not None or kwargs.get("negative_prompt_embeds") is not None
+        return 2 if true_cfg > 1 and has_neg else 1
+
+    def call_kwargs(self, pipe, kwargs: dict) -> dict:
+        """Set the step count (or timestep subset) the schedule was searched for."""
+        schedule = self.state.schedule
+        n_exec = len(schedule.executed_steps)
+        user_steps = kwargs.get("num_inference_steps")
+        if schedule.timesteps is not None:
+            for k in ("timesteps", "sigmas"):
+                if kwargs.get(k) is not None:
+                    raise ScheduleError(
+                        f"the schedule selects its own timesteps ({schedule.timesteps} of {schedule.num_steps}); "
+                        f"do not pass {k}="
+                    )
+            if user_steps not in (None, schedule.num_steps, n_exec):
+                raise ScheduleError(
+                    f"num_inference_steps={user_steps} conflicts with the schedule's {schedule.num_steps}-step base "
+                    f"grid; leave it out"
+                )
+            return {**kwargs, **self.state.adapter.timestep_kwargs(pipe, schedule.executed_steps, schedule.num_steps)}
+        given = kwargs.get("timesteps") if kwargs.get("timesteps") is not None else kwargs.get("sigmas")
+        n_given = len(given) if given is not None else user_steps
+        if n_given is not None and n_given != schedule.num_steps:
+            raise ScheduleError(
+                f"the schedule was made for {schedule.num_steps} steps but this call runs {n_given}; "
+                f"pass num_inference_steps={schedule.num_steps} or leave it out"
+            )
+        if given is None:
+            kwargs = {**kwargs, "num_inference_steps": schedule.num_steps}
+        return kwargs
+
+
+def _check_layout(adapter: FamilyAdapter, transformer: nn.Module, schedule: Schedule) -> None:
+    if schedule.family != adapter.family:
+        raise ScheduleError(
+            f"this schedule is for the {schedule.family!r} family but the pipeline is {adapter.family!r}; "
+            f"load a schedule searched for this model"
+        )
+    actual = adapter.layout_of(transformer)
+    if actual != schedule.layout:
+        raise ScheduleError(
+            f"schedule layout {schedule.layout.describe()} does not match the pipeline's transformer "
+            f"{actual.describe()}; load a schedule searched for this model"
+        )
+
+
+# --------------------------------------------------------------------- public API
+def apply_schedule(pipe, schedule: Schedule):
+    """Make every later `pipe(...)` call follow `schedule`. Applying again swaps the schedule in
+    place (no new hooks); `remove_schedule` restores the stock pipeline. Returns `pipe`."""
+    adapter = adapter_for_pipeline(pipe)
+    _check_layout(adapter, pipe.transformer, schedule)
+    handle: _Handle | None = getattr(pipe, "_ecad_handle", None)
+    if handle is not None and handle.state.adapter is adapter:
+        handle.state.set_schedule(schedule)
+        handle.refresh(pipe)
+        return pipe
+    if handle is not None:
+        remove_schedule(pipe)
+    state = ScheduleState(schedule, adapter)
+    pipe._ecad_handle = _Handle(state, _install(state, pipe.transformer))
+    pipe.__class__ = _scheduled_class(type(pipe))
+    return pipe
+
+
+def remove_schedule(pipe) -> None:
+    """Remove ecad's hooks and wrapper; a pipeline with no schedule is left as it is."""
+    handle: _Handle | None = getattr(pipe, "_ecad_handle", None)
+    if handle is None:
+        return
+    handle.state.reset()
+    _uninstall(handle.installed)
+    pipe.__class__ = getattr(type(pipe), "_ecad_base", type(pipe))
+    del pipe._ecad_handle
+
+
+def current_schedule(pipe) -> Schedule | None:
+    handle = getattr(pipe, "_ecad_handle", None)
+    return handle.state.schedule if handle is not None else None

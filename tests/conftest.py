@@ -1,0 +1,47 @@
+"""Shared fixtures: offline tiny pipelines (real diffusers classes, seeded random weights)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+from ecad.models.tiny import build_tiny_flux, build_tiny_pixart
+
+torch.set_num_threads(2)
+
+PIXART_CALL = dict(height=16, width=16, max_sequence_length=16, use_resolution_binning=False, clean_caption=False)
+FLUX_CALL = dict(height=16, width=16, max_sequence_length=16)
+
+
+def generate(pipe, prompt="a red cube on a table", seed=0, **kwargs):
+    """One deterministic pipeline call returning image tensors."""
+    base = PIXART_CALL if "PixArt" in type(pipe).__name__ else FLUX_CALL
+    kw = {**base, "output_type": "pt", "generator": torch.Generator().manual_seed(seed), **kwargs}
+    return pipe(prompt, **kw).images
+
+
+@pytest.fixture
+def tiny_pixart():
+    pipe = build_tiny_pixart()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def tiny_pixart_sigma():
+    pipe = build_tiny_pixart("sigma")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def tiny_flux():
+    pipe = build_tiny_flux()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

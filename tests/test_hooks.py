@@ -1,0 +1,331 @@
+"""apply_schedule / remove_schedule on stock tiny PixArt and FLUX pipelines."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+import ecad
+from ecad.cache.hooks import CachePlan, COMPONENT_HOOK
+from ecad.layouts import flux_layout, pixart_layout
+from ecad.models import adapter_for_pipeline
+from ecad.schedule import Schedule, ScheduleError
+from tests.conftest import generate
+
+STEPS = 6
+
+
+def _layout(pipe):
+    return adapter_for_pipeline(pipe).layout_of(pipe.transformer)
+
+
+def random_schedule(layout, steps, density, seed) -> Schedule:
+    rng = np.random.default_rng(seed)
+    grid = rng.random((steps, layout.num_blocks, layout.num_components)) < density
+    grid[0] = True
+    return Schedule(layout, grid, name=f"random_{density}")
+
+
+@contextlib.contextmanager
+def hand_cached(pipe, schedule: Schedule, calls_per_step: int = 1):
+    """Reference semantics written by hand, independent of ecad's hooks: wrap each component's
+    forward, keep every output it computes, return the last one when the grid says reuse."""
+    adapter = adapter_for_pipeline(pipe)
+    t = pipe.transformer
+    calls = {"n": 0}
+    store: dict = {}
+    saved = []
+    orig_t = t.forward
+
+    def t_forward(*a, **k):
+        calls["n"] += 1
+        return orig_t(*a, **k)
+
+    t.forward = t_forward
+    saved.append((t, orig_t))
+    for b, (group, i) in enumerate(schedule.layout.blocks()):
+        mods = adapter.component_modules(getattr(t, group.name)[i], group)
+        for c, name in enumerate(group.components):
+            m = mods[name]
+            orig = m.forward
+
+            def fwd(*a, _m=m, _orig=orig, _b=b, _c=c, **k):
+                step, branch = divmod(calls["n"] - 1, calls_per_step)
+                if schedule.grid[step, _b, _c]:
+                    store[(_b, _c, branch)] = _orig(*a, **k)
+                return store[(_b, _c, branch)]
+
+            m.forward = fwd
+            saved.append((m, orig))
+    try:
+        yield
+    finally:
+        for m, orig in saved:
+            m.forward = orig
+
+
+def _hook_count(pipe) -> int:
+    n = 0
+    for module in pipe.transformer.modules():
+        reg = getattr(module, "_diffusers_hook", None)
+        if reg is not None:
+            n += len(reg.hooks)
+    return n
+
+
+# ---------------------------------------------------------------- exactness
+@pytest.mark.parametrize("fixture", ["tiny_pixart", "tiny_pixart_sigma", "tiny_flux"])
+def test_all_compute_schedule_is_bit_identical_to_vanilla(fixture, request):
+    pipe = request.getfixturevalue(fixture)
+    vanilla = generate(pipe, num_inference_steps=STEPS)
+    ecad.apply_schedule(pipe, Schedule.full(_layout(pipe), STEPS))
+    assert torch.equal(generate(pipe), vanilla)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_pixart", "tiny_flux"])
+def test_every_third_step_matches_hand_written_reuse(fixture, request):
+    pipe = request.getfixturevalue(fixture)
+    schedule = Schedule.every_n(_layout(pipe), STEPS, 3)
+    with hand_cached(pipe, schedule):
+        reference = generate(pipe, num_inference_steps=STEPS)
+    vanilla = generate(pipe, num_inference_steps=STEPS)
+    ecad.apply_schedule(pipe, schedule)
+    out = generate(pipe)
+    assert torch.equal(out, reference)
+    assert not torch.equal(out, vanilla)  # the schedule really reused something
+
+
+@pytest.mark.parametrize("fixture", ["tiny_pixart", "tiny_flux"])
+@pytest.mark.parametrize("density", [0.2, 0.6])
+def test_random_mixed_schedules_match_hand_written_reuse(fixture, density, request):
+    pipe = request.getfixturevalue(fixture)
+    schedule = random_schedule(_layout(pipe), STEPS, density, seed=int(density * 10))
+    with hand_cached(pipe, schedule):
+        reference = generate(pipe, num_inference_steps=STEPS)
+    ecad.apply_schedule(pipe, schedule)
+    assert torch.equal(generate(pipe), reference)
+
+
+def test_cfg_with_several_prompts_and_images_per_prompt(tiny_pixart):
+    schedule = random_schedule(_layout(tiny_pixart), STEPS, 0.4, seed=3)
+    kw = dict(num_images_per_prompt=2, guidance_scale=4.5)
+    prompts = ["a red cube", "a blue sphere on grass"]
+    with hand_cached(tiny_pixart, schedule):
+        reference = generate(tiny_pixart, prompts, num_inference_steps=STEPS, **kw)
+    ecad.apply_schedule(tiny_pixart, schedule)
+    out = generate(tiny_pixart, prompts, **kw)
+    assert out.shape[0] == 4
+    assert torch.equal(out, reference)
+
+
+def test_flux_true_cfg_keeps_one_cache_per_branch(tiny_flux):
+    schedule = Schedule.every_n(_layout(tiny_flux), STEPS, 2)
+    kw = dict(true_cfg_scale=2.0, negative_prompt="blurry")
+    with hand_cached(tiny_flux, schedule, calls_per_step=2):
+        reference = generate(tiny_flux, num_inference_steps=STEPS, **kw)
+    ecad.apply_schedule(tiny_flux, schedule)
+    assert torch.equal(generate(tiny_flux, **kw), reference)
+
+
+def test_lora_loaded_pipeline(tiny_pixart):
+    peft = pytest.importorskip("peft")
+    # PixArt's transformer has no diffusers LoRA mixin: users inject with peft directly
+    peft.inject_adapter_in_model(
+        peft.LoraConfig(r=4, target_modules=["to_q", "to_v", "ff.net.2"], init_lora_weights=False),
+        tiny_pixart.transformer,
+    )
+    schedule = Schedule.every_n(_layout(tiny_pixart), STEPS, 2)
+    vanilla = generate(tiny_pixart, num_inference_steps=STEPS)
+    with hand_cached(tiny_pixart, schedule):
+        reference = generate(tiny_pixart, num_inference_steps=STEPS)
+    ecad.apply_schedule(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
+    assert torch.equal(generate(tiny_pixart), vanilla)
+    ecad.apply_schedule(tiny_pixart, schedule)
+    assert torch.equal(generate(tiny_pixart), reference)
+
+
+def test_lora_on_a_cached_module_loaded_after_apply(tiny_flux):
+    """A LoRA on single-block proj_out replaces that Linear: the hook must follow it."""
+    peft = pytest.importorskip("peft")
+    schedule = Schedule.every_n(_layout(tiny_flux), STEPS, 2)
+    ecad.apply_schedule(tiny_flux, schedule)
+    tiny_flux.transformer.add_adapter(
+        peft.LoraConfig(r=4, target_modules=["proj_out", "proj_mlp"], init_lora_weights=False), "style"
+    )
+    out = generate(tiny_flux)
+    ecad.remove_schedule(tiny_flux)
+    with hand_cached(tiny_flux, schedule):
+        reference = generate(tiny_flux, num_inference_steps=STEPS)
+    assert torch.equal(out, reference)
+
+
+@pytest.mark.parametrize("how", ["wrapper", "in_place"])
+def test_torch_compile_on_cached_submodules(tiny_pixart, how):
+    schedule = random_schedule(_layout(tiny_pixart), STEPS, 0.5, seed=7)
+    with hand_cached(tiny_pixart, schedule):
+        reference = generate(tiny_pixart, num_inference_steps=STEPS)
+    for block in tiny_pixart.transformer.transformer_blocks:
+        if how == "wrapper":
+            block.ff = torch.compile(block.ff, backend="aot_eager")
+            block.attn1 = torch.compile(block.attn1, backend="aot_eager")
+        else:
+            block.ff.compile(backend="aot_eager")
+            block.attn2.compile(backend="aot_eager")
+    ecad.apply_schedule(tiny_pixart, schedule)
+    out = generate(tiny_pixart)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- timesteps
+def test_timestep_selection_runs_only_the_chosen_steps(tiny_pixart):
+    layout = _layout(tiny_pixart)
+    tiny_pixart.scheduler.set_timesteps(8)
+    grid = [int(t) for t in tiny_pixart.scheduler.timesteps]
+    chosen = [0, 2, 3, 5, 7]
+    vanilla = generate(tiny_pixart, timesteps=[grid[i] for i in chosen], num_inference_steps=None)
+    calls = []
+    tiny_pixart.transformer.register_forward_pre_hook(lambda m, a: calls.append(1))
+    ecad.apply_schedule(tiny_pixart, Schedule.full(layout, 8, timesteps=chosen))
+    assert torch.equal(generate(tiny_pixart), vanilla)
+    assert len(calls) == len(chosen)
+
+
+def test_flux_timestep_selection_uses_sigmas(tiny_flux):
+    layout = _layout(tiny_flux)
+    chosen = [0, 1, 3, 6]
+    sigmas = list(np.linspace(1.0, 1 / 8, 8)[chosen])
+    vanilla = generate(tiny_flux, sigmas=sigmas, num_inference_steps=len(chosen))
+    ecad.apply_schedule(tiny_flux, Schedule.full(layout, 8, timesteps=chosen))
+    assert torch.equal(generate(tiny_flux), vanilla)
+
+
+# ------------------------------------------------------------- state & memory
+def test_state_does_not_leak_between_calls(tiny_pixart):
+    schedule = random_schedule(_layout(tiny_pixart), STEPS, 0.3, seed=1)
+    ecad.apply_schedule(tiny_pixart, schedule)
+    state = tiny_pixart._ecad_handle.state
+    first = generate(tiny_pixart, seed=1)
+    assert state.cache == {} and not state.active
+    generate(tiny_pixart, "another prompt entirely", seed=5)
+    assert torch.equal(generate(tiny_pixart, seed=1), first)
+
+
+def test_state_is_cleared_when_a_call_raises(tiny_pixart):
+    schedule = Schedule.every_n(_layout(tiny_pixart), STEPS, 3)
+    ecad.apply_schedule(tiny_pixart, schedule)
+    state = tiny_pixart._ecad_handle.state
+    expected = generate(tiny_pixart)
+
+    def boom(step, t, latents):  # PixArt pipelines take the legacy per-step callback
+        if step == 1:  # step 2 reuses step 0's outputs, so they are held now
+            assert state.cache, "cache should hold reused outputs mid-call"
+            raise RuntimeError("user callback failed")
+
+    with pytest.raises(RuntimeError, match="user callback failed"):
+        generate(tiny_pixart, callback=boom, callback_steps=1)
+    assert state.cache == {} and not state.active
+    assert torch.equal(generate(tiny_pixart), expected)
+
+
+def test_state_belongs_to_the_pipeline_instance(tiny_pixart):
+    from ecad.models.tiny import build_tiny_pixart
+
+    other = build_tiny_pixart()
+    other.set_progress_bar_config(disable=True)
+    ecad.apply_schedule(tiny_pixart, Schedule.every_n(_layout(tiny_pixart), STEPS, 2))
+    vanilla_other = generate(other, num_inference_steps=STEPS)
+    generate(tiny_pixart)
+    assert type(other).__name__ == "PixArtAlphaPipeline" and not hasattr(other, "_ecad_handle")
+    assert torch.equal(generate(other, num_inference_steps=STEPS), vanilla_other)
+
+
+def test_cache_keeps_only_what_later_steps_reuse(tiny_pixart):
+    layout = _layout(tiny_pixart)
+    schedule = random_schedule(layout, STEPS, 0.4, seed=11)
+    plan = CachePlan.from_schedule(schedule)
+    ecad.apply_schedule(tiny_pixart, schedule)
+    state = tiny_pixart._ecad_handle.state
+    sizes = []
+    tiny_pixart.transformer.register_forward_hook(lambda m, a, o: sizes.append(len(state.cache)))
+    generate(tiny_pixart)
+    # after step s the cache holds exactly the outputs that step s+1 reuses
+    expected = [int((~schedule.grid[s + 1]).sum()) for s in range(STEPS - 1)] + [0]
+    assert sizes == expected
+    assert max(sizes) == plan.max_live()
+    full = CachePlan.from_schedule(Schedule.full(layout, STEPS))
+    assert full.max_live() == 0  # no caching keeps nothing
+
+
+def test_apply_swap_remove_a_thousand_times_without_growth(tiny_pixart):
+    layout = _layout(tiny_pixart)
+    schedules = [Schedule.every_n(layout, STEPS, n) for n in (1, 2, 3)]
+    expected = generate(tiny_pixart, num_inference_steps=STEPS)
+    ecad.apply_schedule(tiny_pixart, schedules[0])
+    ecad.remove_schedule(tiny_pixart)
+    gc.collect()
+    baseline_objects = len(gc.get_objects())
+    for i in range(1000):
+        ecad.apply_schedule(tiny_pixart, schedules[i % 3])
+        ecad.apply_schedule(tiny_pixart, schedules[(i + 1) % 3])  # swap in place
+        if i % 100 == 0:
+            generate(tiny_pixart)
+            assert _hook_count(tiny_pixart) == 1 + layout.num_blocks * (1 + layout.num_components)
+        ecad.remove_schedule(tiny_pixart)
+        assert _hook_count(tiny_pixart) == 0
+    gc.collect()
+    assert len(gc.get_objects()) - baseline_objects < 2000
+    assert type(tiny_pixart).__name__ == "PixArtAlphaPipeline" and type(tiny_pixart).__module__.startswith("diffusers")
+    assert torch.equal(generate(tiny_pixart, num_inference_steps=STEPS), expected)
+
+
+def test_swapping_schedules_gives_each_schedules_output(tiny_flux):
+    layout = _layout(tiny_flux)
+    a, b = Schedule.every_n(layout, STEPS, 2), Schedule.every_n(layout, STEPS, 3)
+    ecad.apply_schedule(tiny_flux, a)
+    out_a = generate(tiny_flux)
+    ecad.apply_schedule(tiny_flux, b)
+    out_b = generate(tiny_flux)
+    ecad.apply_schedule(tiny_flux, a)
+    assert torch.equal(generate(tiny_flux), out_a) and not torch.equal(out_a, out_b)
+    assert ecad.current_schedule(tiny_flux) is a
+
+
+# ------------------------------------------------------------------- errors
+def test_wrong_family_is_refused(tiny_pixart):
+    with pytest.raises(ScheduleError, match="'flux' family but the pipeline is 'pixart'"):
+        ecad.apply_schedule(tiny_pixart, Schedule.full(flux_layout(2, 2), STEPS))
+
+
+def test_wrong_block_count_is_refused(tiny_pixart):
+    with pytest.raises(ScheduleError, match="does not match the pipeline's transformer"):
+        ecad.apply_schedule(tiny_pixart, Schedule.full(pixart_layout(28), 20))
+
+
+def test_wrong_step_count_is_refused(tiny_pixart):
+    ecad.apply_schedule(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
+    with pytest.raises(ScheduleError, match="made for 6 steps but this call runs 9"):
+        generate(tiny_pixart, num_inference_steps=9)
+    assert not tiny_pixart._ecad_handle.state.active
+
+
+def test_unsupported_pipeline_is_refused():
+    class NotAPipeline:
+        transformer = None
+
+    with pytest.raises(TypeError, match="supported pipelines: FluxPipeline, PixArtAlphaPipeline"):
+        ecad.apply_schedule(NotAPipeline(), Schedule.full(pixart_layout(4), 2))
+
+
+def test_removing_when_nothing_applied_is_a_no_op(tiny_pixart):
+    ecad.remove_schedule(tiny_pixart)
+    assert _hook_count(tiny_pixart) == 0
+
+
+def test_component_hooks_are_named(tiny_pixart):
+    ecad.apply_schedule(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
+    block = tiny_pixart.transformer.transformer_blocks[0]
+    assert COMPONENT_HOOK in block.attn1._diffusers_hook.hooks
