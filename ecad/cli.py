@@ -45,6 +45,36 @@ def _cmd_macs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from ecad.search.run import ExecConfig, SearchConfig, SearchRun, resume_config
+
+    overrides = {
+        "space": args.space, "prompts": args.prompts, "num_prompts": args.num_prompts, "seeds": args.seeds,
+        "metric": args.metric, "cost": args.cost, "population": args.population, "generations": args.generations,
+        "seed": args.seed, "batch_size": args.batch_size, "max_macs_fraction": args.max_macs_fraction,
+        "seed_from": args.seed_from,
+    }
+    if args.metric_option:
+        overrides["metric_options"] = dict(kv.split("=", 1) for kv in args.metric_option)
+    if args.resume:
+        config = resume_config(args.resume, overrides)
+        out = args.resume
+    else:
+        if args.prompts is not None and args.num_prompts is None:
+            overrides["num_prompts"] = 0  # a given prompt file is used whole unless --num-prompts says otherwise
+        config = SearchConfig(**{k: v for k, v in overrides.items() if v is not None})
+        out = args.out
+    exec_config = ExecConfig(out=out, workers=args.workers if args.workers is not None else 2,
+                             ray_address=args.ray_address, device=args.device, force=args.force, quiet=args.quiet)
+    run = SearchRun(config, exec_config, resume=bool(args.resume))
+    print(f"ecad search: {config.space}, {config.metric} vs {config.cost}, population {config.population}, "
+          f"{config.generations} generations, {exec_config.workers or 'in-process'} workers -> {run.store.root}",
+          file=sys.stderr)
+    run.run()
+    print(run.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +85,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=["ecad", "native"], default="native",
                    help="ecad = ECAD's layout (cache_schedule/config/metrics); native = ecad-schedule/1 (default)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("search", help="search schedules with NSGA-II (no arguments: offline demo on tiny-pixart)")
+    p.add_argument("--space", help="search space name or .toml path (default tiny-pixart; see `ecad spaces`)")
+    p.add_argument("--prompts", help="prompt file, one per line (default: 4 of calibration_prompts/image_reward_100.txt)")
+    p.add_argument("--num-prompts", type=int, help="use only the first N prompts of the file")
+    p.add_argument("--seeds", type=int, help="images per prompt (seeds 0..N-1; default 2)")
+    p.add_argument("--metric", help="quality metric (default fidelity; see `ecad metrics`)")
+    p.add_argument("--metric-option", action="append", metavar="KEY=VALUE", help="metric option, e.g. weights=PATH")
+    p.add_argument("--cost", choices=["macs", "latency"], help="cost objective (default macs)")
+    p.add_argument("--population", type=int, help="population size (default 12; ECAD used 72)")
+    p.add_argument("--generations", type=int, help="generations after the initial one (default 4)")
+    p.add_argument("--seed", type=int, help="random seed of the search (default 0)")
+    p.add_argument("--batch-size", type=int, help="images per pipeline call on a worker (default 8)")
+    p.add_argument("--max-macs-fraction", type=float, help="constraint: MACs <= this share of no caching")
+    p.add_argument("--seed-from", action="append", help="schedule file, directory or previous run to seed from")
+    p.add_argument("--workers", type=int, help="Ray workers (one per GPU, else per CPU slot; 0 = in-process; default 2)")
+    p.add_argument("--ray-address", help="join an existing Ray cluster (HOST:PORT); default: start a local one")
+    p.add_argument("--device", help="worker device (default cuda if available, else cpu)")
+    p.add_argument("--out", help="run directory (default results/search-TIMESTAMP)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("metrics", help="list the quality metrics")
+    p.set_defaults(func=lambda a: [print(f"{k:14s} {v}") for k, v in __import__("ecad.metrics", fromlist=["x"]).list_metrics().items()] and 0)
 
     p = sub.add_parser("spaces", help="list the search spaces")
     p.set_defaults(func=_cmd_spaces)
@@ -73,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ScheduleError, ValueError, FileNotFoundError) as exc:
+    except (ScheduleError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"ecad {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -38,6 +38,16 @@ def _t5(seed: int) -> T5EncoderModel:
     return T5EncoderModel(cfg).eval()
 
 
+def _amplify_blocks(transformer: torch.nn.Module, seed: int, std: float = 1.0) -> None:
+    """Re-draw the blocks' matrices with a large std: with default init a tiny random model barely
+    moves the latents, so every schedule would score the same and a search would see no signal."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in transformer.named_parameters():
+            if p.ndim == 2 and "transformer_blocks" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
 def _vae(seed: int, levels: int, latent_channels: int, **kw):
     from diffusers import AutoencoderKL
 
@@ -58,6 +68,7 @@ def build_tiny_pixart(variant: str = "alpha", num_blocks: int = 4, seed: int = 0
         num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=num_blocks,
         cross_attention_dim=16, sample_size=8, patch_size=2, caption_channels=32, norm_num_groups=1,
     ).eval()
+    _amplify_blocks(transformer, seed, std=0.6)
     cls = PixArtAlphaPipeline if variant == "alpha" else PixArtSigmaPipeline
     return cls(
         tokenizer=byte_tokenizer(text_length), text_encoder=_t5(seed + 1), vae=_vae(seed + 2, 1, 4),
@@ -75,6 +86,7 @@ def build_tiny_flux(num_double: int = 2, num_single: int = 2, seed: int = 0, tex
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(2, 2, 4),
         guidance_embeds=True,
     ).eval()
+    _amplify_blocks(transformer, seed, std=0.5)
     torch.manual_seed(seed + 3)
     clip = CLIPTextModel(
         CLIPTextConfig(

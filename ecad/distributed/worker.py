@@ -1,0 +1,242 @@
+"""A candidate evaluator holding one loaded pipeline: the body of every Ray actor.
+
+Loading a pipeline costs far more than evaluating one candidate, so a worker loads it once,
+encodes the calibration prompts once (then frees the text encoders), produces the uncached
+reference images once (or reads them from the disk cache), and then only swaps schedules.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ecad.cache.hooks import apply_schedule
+from ecad.schedule import load_schedule
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every worker of a run needs; identical on all workers of the run."""
+
+    space: str
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    metric: str = "fidelity"
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    cost: str = "macs"  # or "latency"
+    batch_size: int = 8
+    device: str | None = None  # None: cuda if available, else cpu
+    reference_cache: str | None = None  # directory; None: ~/.cache/ecad/references
+    threads: int = 1  # torch threads per CPU worker
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["prompts"], d["seeds"] = list(self.prompts), list(self.seeds)
+        return d
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ECAD_CACHE", Path.home() / ".cache" / "ecad"))
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images as they are saved: 8-bit. Metrics compare these, so an uncached candidate
+    reproduces its reference exactly."""
+    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+class CandidateEvaluator:
+    """Evaluate schedules (JSON dicts) on one device. Plain class; `ray.remote` wraps it."""
+
+    def __init__(self, config: WorkerConfig):
+        from ecad.metrics import get_metric
+        from ecad.models import load_pipeline
+        from ecad.spaces import load_space
+
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.set_verbosity_error()  # per-prompt truncation warnings are noise here
+        transformers_logging.set_verbosity_error()
+        t0 = time.perf_counter()
+        self.config = config
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, config.threads))
+        self.space = load_space(config.space)
+        self.pipe = load_pipeline(self.space, device=str(self.device))
+        self.pipe.set_progress_bar_config(disable=True)
+        self.items = [(p, s) for p in range(len(config.prompts)) for s in config.seeds]
+        self._embeds = self._encode_prompts()
+        self.metric = get_metric(config.metric, device=self.device, **config.metric_options)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
+        self.references, self.reference_ms = self._references()
+        self.init_seconds = time.perf_counter() - t0
+
+    # ------------------------------------------------------------ set-up
+    def _encode_prompts(self) -> dict[str, torch.Tensor]:
+        """Encode each prompt once, then drop the text encoders: they are the largest part of
+        PixArt (T5-XXL) and are never needed again."""
+        pipe, prompts, kw = self.pipe, list(self.config.prompts), self.space.call_kwargs()
+        with torch.inference_mode():
+            if self.space.family == "pixart":
+                pe, pm, ne, nm = pipe.encode_prompt(
+                    prompts, do_classifier_free_guidance=True, negative_prompt="", device=self.device,
+                    clean_caption=False, max_sequence_length=kw["max_sequence_length"],
+                )
+                embeds = {"prompt_embeds": pe, "prompt_attention_mask": pm, "negative_prompt_embeds": ne,
+                          "negative_prompt_attention_mask": nm}
+            else:
+                pe, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=self.device,
+                                                   max_sequence_length=kw["max_sequence_length"])
+                embeds = {"prompt_embeds": pe, "pooled_prompt_embeds": pooled}
+        for name in ("text_encoder", "text_encoder_2"):
+            if getattr(pipe, name, None) is not None:
+                setattr(pipe, name, None)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return embeds
+
+    def _weights_fingerprint(self) -> str:
+        """Cheap identity of the loaded weights (a strided sample of every tensor), so cached
+        references never outlive a change of weights behind the same model id."""
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for module in (self.pipe.transformer, self.pipe.vae):
+                for name, p in module.state_dict().items():
+                    flat = p.reshape(-1)
+                    sample = flat[:: max(1, flat.numel() // 64)].double().cpu().numpy()
+                    h.update(name.encode() + str(tuple(p.shape)).encode() + sample.tobytes())
+        return h.hexdigest()[:16]
+
+    def _reference_key(self) -> str:
+        ident = {
+            "weights": self._weights_fingerprint(),
+            "model": self.space.model, "space": self.space.name, "steps": self.space.steps,
+            "size": [self.space.height, self.space.width], "guidance": self.space.guidance_scale,
+            "dtype": str(self.pipe.transformer.dtype), "device": self.device.type,
+            # CPU results depend on the thread set-up: a Ray actor and the driver process differ
+            "threads": [torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")],
+            "prompts": list(self.config.prompts), "seeds": list(self.config.seeds),
+            "call": {k: v for k, v in self.space.call_kwargs().items()},
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+    def _references(self) -> tuple[torch.Tensor, float]:
+        """Uncached images of every prompt x seed, from the disk cache when present."""
+        from safetensors.torch import load_file, save_file
+
+        directory = Path(self.config.reference_cache) if self.config.reference_cache else default_cache_dir() / "references"
+        path = directory / f"{self._reference_key()}.safetensors"
+        schedule = self.space.full_schedule()
+        apply_schedule(self.pipe, schedule)
+        if path.exists():
+            refs = load_file(str(path))["images"]
+            ms = self._time_uncached() if self.config.cost == "latency" else float("nan")
+            return refs, ms
+        images, ms = self._generate_all()
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+        save_file({"images": images.contiguous()}, str(tmp), metadata={"space": self.space.name})
+        os.replace(tmp, path)
+        if self.config.cost == "latency":
+            ms = self._time_uncached()
+        return images, ms
+
+    def _time_uncached(self) -> float:
+        """No-caching latency for the same batches, after a warm-up: the worker's own yardstick."""
+        apply_schedule(self.pipe, self.space.full_schedule())
+        self._generate_batch(self.items[: self.config.batch_size])  # warm-up
+        return self._generate_all()[1]
+
+    # ------------------------------------------------------------ generation
+    def _generate_batch(self, items: list[tuple[int, int]]) -> torch.Tensor:
+        idx = torch.tensor([p for p, _ in items], device=self.device)
+        kwargs = {k: v[idx] for k, v in self._embeds.items()}
+        generators = [torch.Generator("cpu").manual_seed(s) for _, s in items]
+        call = self.space.call_kwargs()
+        call.pop("max_sequence_length", None)
+        if self.space.family == "pixart":
+            call["negative_prompt"] = None
+        with torch.inference_mode():
+            out = self.pipe(generator=generators, output_type="pt", **call, **kwargs).images
+        return out
+
+    def _generate_all(self, batch_size: int | None = None) -> tuple[torch.Tensor, float]:
+        """All prompts x seeds in batches; returns uint8 images and median ms per image over
+        full batches (CUDA events on GPU)."""
+        from ecad.metrics.latency import CallTimer
+
+        bs = batch_size or self.config.batch_size
+        timer = CallTimer(self.device)
+        chunks, per_image = [], []
+        self.last_finite = True
+        for i in range(0, len(self.items), bs):
+            batch = self.items[i: i + bs]
+            images, ms = timer(lambda: self._generate_batch(batch))
+            self.last_finite &= bool(torch.isfinite(images).all())
+            chunks.append(to_uint8(images).cpu())
+            if len(batch) == bs or not per_image:
+                per_image.append(ms / len(batch))
+        return torch.cat(chunks), float(np.median(per_image))
+
+    # ------------------------------------------------------------ evaluation
+    def ready(self) -> dict[str, Any]:
+        return {"worker": self.worker_id, "pid": os.getpid(), "device": str(self.device),
+                "init_seconds": round(self.init_seconds, 2), "reference_ms_per_image": self.reference_ms,
+                "metric": self.metric.name, "higher_is_better": self.metric.higher_is_better}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def evaluate(self, schedule_json: dict[str, Any]) -> dict[str, Any]:
+        """Apply, generate every prompt x seed, score. Failures come back as infeasible results
+        with a reason (NaN images, OOM even at batch 1), never as exceptions."""
+        t0 = time.perf_counter()
+        schedule = load_schedule(schedule_json)
+        apply_schedule(self.pipe, schedule)
+        bs = self.config.batch_size
+        while True:
+            try:
+                images, ms = self._generate_all(bs)
+                break
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if bs == 1:
+                    return self._infeasible("CUDA out of memory even at batch size 1", t0)
+                bs = max(1, bs // 2)
+        t1 = time.perf_counter()
+        if not self.last_finite or images.numel() == 0:
+            return self._infeasible("non-finite images", t0)
+        prompts = [self.config.prompts[p] for p, _ in self.items]
+        result = self.metric.score(images.float() / 255.0, prompts,
+                                   self.references.float() / 255.0 if self.metric.needs_reference else None)
+        t2 = time.perf_counter()
+        if not np.isfinite(result.summary):
+            return self._infeasible(f"metric {result.name} returned {result.summary}", t0)
+        out = {
+            "feasible": True, "quality": float(result.summary), "higher_is_better": result.higher_is_better,
+            "extras": {k: float(np.nanmean(v)) for k, v in result.extras.items()},
+            "ms_per_image": ms, "batch_size": bs, "worker": self.worker_id,
+            "timings": {"generate_s": round(t1 - t0, 4), "score_s": round(t2 - t1, 4)},
+        }
+        if self.config.cost == "latency":
+            out["relative_latency"] = ms / self.reference_ms
+            out["reference_ms_per_image"] = self.reference_ms
+        return out
+
+    def _infeasible(self, reason: str, t0: float) -> dict[str, Any]:
+        return {"feasible": False, "reason": reason, "worker": self.worker_id,
+                "timings": {"generate_s": round(time.perf_counter() - t0, 4), "score_s": 0.0}}

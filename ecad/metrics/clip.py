@@ -1,0 +1,320 @@
+"""CLIP score with open_clip: how well each image matches its own prompt.
+
+Score per image is ``100 * max(cos(image_embedding, text_embedding), 0)`` (the usual CLIPScore
+scale, as in torchmetrics); the summary is the mean; higher is better. Default model ViT-B-32 with
+OpenAI's weights; any open_clip model name and pretrained tag can be chosen.
+
+Weights are only ever read from the local Hugging Face cache (or the file passed as ``weights=``);
+when they are missing a :class:`MissingWeightsError` names the repository, the size and the
+``hf download`` command. Random weights exist for tests only, behind ``allow_random_weights=True``.
+
+Images are preprocessed in-graph on the metric's device (no PIL round trip): resize with bicubic +
+antialias, center crop (or pad/squash, as the model's preprocessing says), normalise with the
+model's mean and std.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, register_metric
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# approximate download sizes of full open_clip checkpoints, by architecture (fp32)
+_APPROX_SIZES = {
+    "RN50": "~400 MB", "RN101": "~480 MB", "ViT-B-32": "~600 MB", "ViT-B-16": "~600 MB",
+    "ViT-L-14": "~1.7 GB", "ViT-L-14-336": "~1.7 GB", "ViT-H-14": "~3.9 GB", "ViT-g-14": "~5.5 GB",
+    "ViT-bigG-14": "~10 GB",
+}
+
+
+# ---------------------------------------------------------------------- shared helpers
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return os.path.expanduser(os.environ[var])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def find_hf_file(repo: str, filenames: Sequence[str], repo_type: str | None = None) -> str | None:
+    """Path of the first of `filenames` already in the local hub cache for `repo`; never downloads."""
+    from huggingface_hub import hf_hub_download
+
+    for name in filenames:
+        try:
+            return hf_hub_download(repo, name, repo_type=repo_type, cache_dir=hf_cache_dir(), local_files_only=True)
+        except Exception:  # noqa: BLE001 - any failure means "not here"
+            continue
+    return None
+
+
+@contextmanager
+def seeded(seed: int):
+    """Seed torch's CPU generator inside the block only (random test weights are reproducible)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def warn_random(what: str) -> None:
+    warnings.warn(f"{what}: random weights (allow_random_weights=True) - scores are meaningless, for tests only",
+                  stacklevel=3)
+
+
+def preprocess_images(images: torch.Tensor, size: int | tuple[int, int], mean: Sequence[float],
+                      std: Sequence[float], resize_mode: str = "shortest") -> torch.Tensor:
+    """[N, 3, H, W] in [0, 1] -> the model's normalised input, in-graph (bicubic + antialias).
+
+    resize_mode: "shortest" (shortest side to size, then center crop: CLIP / HF CLIPImageProcessor),
+    "longest" (longest side to size, then pad with black to a square: HPSv2's eval transform),
+    "squash" (resize both sides to size).
+    """
+    th, tw = (size, size) if isinstance(size, int) else tuple(size)
+    h, w = images.shape[-2:]
+    x = images.float()
+    if resize_mode == "squash":
+        if (h, w) != (th, tw):
+            x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False, antialias=True)
+    elif resize_mode == "longest":
+        scale = max(th, tw) / max(h, w)
+        nh, nw = round(h * scale), round(w * scale)
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+        ph, pw = th - nh, tw - nw
+        if ph or pw:
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=0.0)
+    elif resize_mode == "shortest":
+        short = max(th, tw)  # as torchvision's Resize(int): long side = int(short * long / short_in)
+        nh, nw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+        top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
+        x = x[..., top:top + th, left:left + tw]
+    else:
+        raise MetricError(f"unknown resize_mode {resize_mode!r}; use shortest, longest or squash")
+    x = x.clamp(0, 1)  # bicubic overshoots; PIL-based pipelines clip to [0, 255] too
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+    except KeyError:
+        raise MetricError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
+
+
+# ---------------------------------------------------------------------- open_clip loading
+def resolve_open_clip_weights(model_name: str, pretrained: str) -> tuple[str, dict[str, Any]]:
+    """Local checkpoint path and pretrained config for an open_clip model/tag, or MissingWeightsError."""
+    import open_clip
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise MetricError(f"open_clip has no pretrained tag {pretrained!r} for {model_name!r}; "
+                          f"known tags: {', '.join(tags) or 'none'} (or pass weights=PATH)")
+    size = _APPROX_SIZES.get(model_name.replace("-quickgelu", ""), "size: see the hub page")
+    what = f"open_clip {model_name} ({pretrained})"
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        repo, filename = os.path.split(hub)  # "org/name/" -> default file names; "org/name/file" -> that file
+        if filename:
+            candidates = [filename]
+            if filename.endswith((".bin", ".pth")):
+                candidates.insert(0, filename[:-4] + ".safetensors")
+        else:
+            candidates = [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+        path = find_hf_file(repo, candidates)
+        if path is None:
+            raise MissingWeightsError(what, repo, size, f"hf download {repo} {candidates[-1]}")
+        return path, cfg
+    url = cfg.get("url", "")
+    if url:  # open_clip's own URL cache
+        path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if path.is_file():
+            return str(path), cfg
+        raise MissingWeightsError(what, url, size, f"curl -L --create-dirs -o {path} {url}", where=str(path.parent))
+    raise MetricError(f"{what}: the pretrained config names no hub repository or URL; pass weights=PATH")
+
+
+def open_clip_architecture(model_name: str, model_config: dict | None, seed: int,
+                           default_resize_mode: str = "shortest"):
+    """(model, tokenizer, preprocess) with seeded random weights: a named open_clip architecture or a
+    config dict (embed_dim, vision_cfg, text_cfg). Callers load real weights on top or warn."""
+    import open_clip
+
+    preprocess = {"mean": OPENAI_MEAN, "std": OPENAI_STD, "resize_mode": default_resize_mode}
+    if model_config is not None:
+        cfg = dict(model_config)
+        with seeded(seed):
+            model = open_clip.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"], text_cfg=cfg["text_cfg"],
+                                   quick_gelu=cfg.get("quick_gelu", False))
+        tokenizer = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"].get("context_length", 77))
+        preprocess["size"] = cfg["vision_cfg"].get("image_size", 224)
+        return model.eval(), tokenizer, preprocess
+    if open_clip.get_model_config(model_name) is None:
+        raise MetricError(f"open_clip has no model config {model_name!r}; available: {', '.join(open_clip.list_models())}")
+    with seeded(seed):
+        model = open_clip.create_model(model_name, pretrained=None)
+    tokenizer = open_clip.get_tokenizer(model_name)
+    preprocess["size"] = open_clip.get_model_preprocess_cfg(model).get("size", 224)
+    return model.eval(), tokenizer, preprocess
+
+
+def build_open_clip(model_name: str, pretrained: str | None, weights: str | os.PathLike | None,
+                    allow_random_weights: bool, model_config: dict | None, seed: int,
+                    default_resize_mode: str = "shortest"):
+    """(model, tokenizer, preprocess dict) from local weights only; random only when explicitly allowed."""
+    import open_clip
+
+    preprocess = {"mean": OPENAI_MEAN, "std": OPENAI_STD, "resize_mode": default_resize_mode}
+    if model_config is not None:
+        if not allow_random_weights and weights is None:
+            raise MetricError("model_config builds a model from scratch; pass weights=PATH, or "
+                              "allow_random_weights=True in tests")
+        model, tokenizer, preprocess = open_clip_architecture(model_name, model_config, seed, default_resize_mode)
+        if weights is not None:
+            _load_open_clip_file(model, weights)
+        else:
+            warn_random(f"open_clip custom config {model_config.get('name', '(dict)')}")
+        return model, tokenizer, preprocess
+
+    if open_clip.get_model_config(model_name) is None:
+        raise MetricError(f"open_clip has no model config {model_name!r}; available: {', '.join(open_clip.list_models())}")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise MetricError(f"weights file {weights} does not exist")
+        path, tag_cfg = str(weights), (open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}) or {}
+    elif allow_random_weights:
+        path, tag_cfg = None, {}
+    else:
+        if not pretrained:
+            raise MetricError(f"open_clip {model_name}: give a pretrained tag or weights=PATH")
+        path, tag_cfg = resolve_open_clip_weights(model_name, pretrained)
+    force_pp = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+    try:
+        with seeded(seed):
+            model = open_clip.create_model(model_name, pretrained=path, force_quick_gelu=bool(tag_cfg.get("quick_gelu")),
+                                           force_preprocess_cfg=force_pp or None)
+    except (RuntimeError, KeyError) as exc:
+        raise MetricError(f"open_clip {model_name}: cannot load {path}: {exc}") from exc
+    if path is None:
+        warn_random(f"open_clip {model_name}")
+    try:
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except Exception as exc:  # noqa: BLE001 - HF tokenizers would need a download
+        raise MetricError(f"open_clip {model_name}: its tokenizer is not available offline ({exc})") from exc
+    pp = open_clip.get_model_preprocess_cfg(model)
+    preprocess.update({k: pp[k] for k in ("mean", "std", "size") if k in pp})
+    if pp.get("resize_mode") in ("shortest", "longest", "squash"):
+        preprocess["resize_mode"] = pp["resize_mode"]
+    return model.eval(), tokenizer, preprocess
+
+
+def _load_open_clip_file(model, weights) -> None:
+    from open_clip.factory import load_checkpoint
+
+    if not Path(weights).is_file():
+        raise MetricError(f"weights file {weights} does not exist")
+    try:
+        load_checkpoint(model, str(weights), strict=True, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - one clear message for any bad checkpoint
+        raise MetricError(f"cannot load {weights} into the open_clip model: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- the metric
+class OpenClipSimilarity(QualityMetric):
+    """Cosine similarity of each image with its own prompt under an open_clip model, scaled and clamped.
+
+    score = scale * cos (clamped at 0 when `clamp` is set); subclasses (HPSv2) change only the
+    loading and the constants.
+    """
+
+    higher_is_better = True
+    needs_reference = False
+    needs_prompts = True
+    scale = 100.0
+    clamp = True
+
+    def __init__(self, device="cpu", model=None, tokenizer=None, preprocess: dict | None = None,
+                 batch_size: int = 16, dtype: str | torch.dtype = "float32"):
+        super().__init__(device)
+        if batch_size < 1:
+            raise MetricError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.dtype = _dtype(dtype)
+        self.model = model.to(self.device, self.dtype).eval()
+        self.tokenizer = tokenizer
+        self.preprocess = dict(preprocess or {})
+
+    def image_input(self, images: torch.Tensor) -> torch.Tensor:
+        p = self.preprocess
+        return preprocess_images(images, p["size"], p["mean"], p["std"], p.get("resize_mode", "shortest"))
+
+    def embed(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised (image, text) embeddings, float32, batched by `batch_size`."""
+        img, txt = [], []
+        for i in range(0, images.shape[0], self.batch_size):
+            x = self.image_input(images[i:i + self.batch_size]).to(self.dtype)
+            tokens = self.tokenizer(list(prompts[i:i + self.batch_size])).to(self.device)
+            img.append(F.normalize(self.model.encode_image(x).float(), dim=-1))
+            txt.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+        return torch.cat(img), torch.cat(txt)
+
+    def _score(self, images, prompts, references) -> MetricResult:
+        if prompts is None:
+            raise MetricError(f"{self.name}: needs one prompt per image")
+        img, txt = self.embed(images, prompts)
+        cos = (img * txt).sum(-1)
+        score = self.scale * (cos.clamp(min=0) if self.clamp else cos)
+        per = score.cpu().double().numpy()
+        return MetricResult(self.name, per, float(np.mean(per)) if len(per) else math.nan, True,
+                            {"cosine": cos.cpu().double().numpy()})
+
+
+class ClipScoreMetric(OpenClipSimilarity):
+    """CLIP score: 100 * max(cos(image, prompt), 0) with an open_clip model (default ViT-B-32 / openai)."""
+
+    name = "clip"
+
+    def __init__(self, device="cpu", model: str = "ViT-B-32", pretrained: str | None = "openai",
+                 weights: str | os.PathLike | None = None, batch_size: int = 16, dtype: str | torch.dtype = "float32",
+                 allow_random_weights: bool = False, model_config: dict | None = None, seed: int = 0):
+        """
+        Args:
+            model: open_clip architecture name (``open_clip.list_models()``).
+            pretrained: open_clip pretrained tag; the checkpoint must already be in the HF cache.
+            weights: a local checkpoint file instead (the tag's settings - QuickGELU, mean/std - still apply).
+            batch_size: images per forward pass.
+            allow_random_weights: TEST ONLY - random weights when no checkpoint is given.
+            model_config: TEST ONLY - an open_clip model config dict (embed_dim, vision_cfg, text_cfg)
+                built from scratch (random unless `weights` is given).
+        """
+        self.model_name, self.pretrained = model, pretrained
+        net, tokenizer, preprocess = build_open_clip(model, pretrained, weights, allow_random_weights, model_config, seed)
+        super().__init__(device, net, tokenizer, preprocess, batch_size, dtype)
+
+
+@register_metric("clip", "CLIP score (open_clip, default ViT-B-32/openai): 100*max(cos,0), higher is better")
+def _clip(device="cpu", **options) -> QualityMetric:
+    return ClipScoreMetric(device, **options)

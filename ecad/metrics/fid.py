@@ -1,0 +1,304 @@
+"""Frechet Inception Distance of a set of images against a reference set (lower is better).
+
+FID compares two *distributions* of image features (mean and covariance of 2048-d Inception pool
+features), so it is a set metric: per-image scores are NaN and only the summary means anything.
+It needs many images - thousands (FID-5k/10k/30k) for a stable value; with a few dozen images it
+is dominated by estimator bias and noise. Use it for the final evaluation of a chosen schedule,
+not to rank candidates inside a search (use ``fidelity``, ``clip``, ``pickscore`` or ``hpsv2``).
+
+References are a directory of images (PNG/JPG, e.g. a real-image set; sizes may differ) or a
+tensor of images (e.g. the uncached model's outputs for the same prompts). Reference statistics
+``(mu, sigma, n)`` are cached on disk as safetensors (never pickle) under
+``~/.cache/ecad/fid`` (``cache_dir=``), keyed by the SHA-256 of the reference image bytes and the
+feature extractor's identity, so they are computed once.
+
+Feature extractor, in order of preference (weights are never downloaded):
+1. any ``nn.Module`` passed as ``feature=`` (image batch in [0, 1] -> [N, D] features);
+2. the standard FID Inception (``weights-inception-2015-12-05-6726825d.pth``, TF-ported) through
+   torchmetrics, when torch-fidelity is installed and the file is in the torch hub cache;
+3. torchvision's ImageNet InceptionV3 (``inception_v3_google-0cc3c7bd.pth`` in the torch hub
+   cache or ``weights=``), 2048-d average-pool features of 299x299 bilinear-resized inputs. Its
+   values track the standard FID but are not numerically identical to published FIDs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, _check_images, register_metric
+
+TORCHVISION_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
+TORCHVISION_INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"
+FIDELITY_INCEPTION = "weights-inception-2015-12-05-6726825d.pth"
+STATS_FORMAT = "ecad-fid-stats/1"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "ecad" / "fid"
+
+
+class TorchvisionInceptionFeatures(nn.Module):
+    """torchvision's InceptionV3 (ImageNet weights from a local file) -> 2048-d pool features.
+
+    Input: float images [N, 3, H, W] in [0, 1]; resized to 299x299 (bilinear, antialias) and scaled
+    to [-1, 1], the input range the Google weights were trained with. Always in eval mode.
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights: str | os.PathLike):
+        super().__init__()
+        from torchvision.models import Inception3
+
+        self.net = Inception3(aux_logits=True, transform_input=False, init_weights=False)
+        try:
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+            self.net.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - one clear message for a wrong or corrupt file
+            raise MetricError(f"fid: {weights} is not torchvision's InceptionV3 checkpoint ({exc})") from exc
+        self.net.fc = nn.Identity()
+        self.eval()
+
+    def train(self, mode: bool = True) -> "TorchvisionInceptionFeatures":
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if x.shape[-2:] != (299, 299):
+            x = nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False, antialias=True)
+        return self.net(x * 2 - 1)
+
+
+def default_feature_extractor(weights: str | os.PathLike | None = None) -> tuple[Any, str, dict]:
+    """(feature argument for torchmetrics, identity string, extra FrechetInceptionDistance kwargs)."""
+    from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise MetricError(f"fid: weights file {path} does not exist")
+        if path.name == FIDELITY_INCEPTION and _TORCH_FIDELITY_AVAILABLE:
+            return 2048, "torch-fidelity-inception-2015-12-05/2048", {"feature_extractor_weights_path": str(path)}
+        return TorchvisionInceptionFeatures(path), f"torchvision-inception_v3/{path.name}/{path.stat().st_size}", {}
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    if _TORCH_FIDELITY_AVAILABLE and (hub / FIDELITY_INCEPTION).is_file():  # pragma: no cover - not installed here
+        return 2048, "torch-fidelity-inception-2015-12-05/2048", {
+            "feature_extractor_weights_path": str(hub / FIDELITY_INCEPTION)}
+    path = hub / TORCHVISION_INCEPTION
+    if path.is_file():
+        return TorchvisionInceptionFeatures(path), f"torchvision-inception_v3/{path.name}/{path.stat().st_size}", {}
+    raise MissingWeightsError(
+        "InceptionV3 (FID feature extractor)", TORCHVISION_INCEPTION_URL, "~104 MB",
+        f"curl -L --create-dirs -o {path} {TORCHVISION_INCEPTION_URL}", where=f"the torch hub cache ({hub})")
+
+
+def module_identity(module: nn.Module) -> str:
+    """Class name + SHA-256 of the module's parameters and buffers (seeded test nets differ by seed)."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if not module.state_dict():
+        h.update(repr(module).encode())
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}/{h.hexdigest()[:16]}"
+
+
+def list_image_files(path: str | os.PathLike) -> list[Path]:
+    path = Path(path)
+    if not path.is_dir():
+        raise MetricError(f"{path} is not a directory of images")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise MetricError(f"{path} holds no PNG/JPG images")
+    return files
+
+
+def _load_image(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+
+
+class FIDMetric(QualityMetric):
+    """FID of the images against reference images (directory or tensor); lower is better, set metric."""
+
+    name = "fid"
+    higher_is_better = False
+    needs_reference = False  # references are handled here: a directory, or a tensor of any count
+    needs_prompts = False
+
+    def __init__(self, device="cpu", reference: str | os.PathLike | torch.Tensor | None = None,
+                 feature: nn.Module | None = None, weights: str | os.PathLike | None = None,
+                 feature_id: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 batch_size: int = 32, use_cache: bool = True):
+        """
+        Args:
+            reference: default references - a directory of PNG/JPG images or a [M, 3, H, W] tensor in [0, 1];
+                ``score(..., references=tensor)`` overrides it per call.
+            feature: a feature extractor module (float images in [0, 1] -> [N, D]); default InceptionV3.
+            weights: local InceptionV3 checkpoint file (torchvision's or torch-fidelity's FID weights).
+            feature_id: identity of `feature` for the statistics cache (default: class + weight hash).
+            cache_dir: where reference statistics are cached (default ~/.cache/ecad/fid).
+            batch_size: images per feature-extractor call.
+            use_cache: read/write cached reference statistics.
+        """
+        super().__init__(device)
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        if batch_size < 1:
+            raise MetricError(f"fid: batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        if feature is not None:
+            if not isinstance(feature, nn.Module):
+                raise MetricError(f"fid: feature must be an nn.Module, got {type(feature).__name__}")
+            feature.eval()
+            feat, ident, extra = feature, feature_id or module_identity(feature), {}
+        else:
+            feat, ident, extra = default_feature_extractor(weights)
+            ident = feature_id or ident
+        self.feature_id = ident
+        with torch.random.fork_rng(devices=[]):  # torchmetrics probes a module without num_features with torch.rand
+            self.fid = FrechetInceptionDistance(feature=feat, normalize=True, **extra).to(self.device)
+        self.reference = reference
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.use_cache = use_cache
+        self.last_stats_path: Path | None = None
+        self.last_stats_cached: bool | None = None  # True when the last call read statistics from disk
+        self._memo: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
+
+    # ------------------------------------------------------------------ public
+    def score(self, images: torch.Tensor, prompts: list[str] | None = None,
+              references: torch.Tensor | None = None) -> MetricResult:
+        images = _check_images(images, "images")
+        reference = references if references is not None else self.reference
+        if reference is None:
+            raise MetricError("fid: needs references - a directory of reference images (reference=DIR / "
+                              "--reference DIR) or reference images as a tensor")
+        if isinstance(reference, torch.Tensor):
+            reference = _check_images(reference, "references")
+        with torch.no_grad():  # not inference_mode: torchmetrics states are updated in place across calls
+            return self._score(images.to(self.device), prompts, reference)
+
+    def reference_stats(self, reference: str | os.PathLike | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(mu, sigma, n) of the reference features: from memory, the disk cache, or computed (then cached)."""
+        digest = self._reference_digest(reference)
+        key = hashlib.sha256(f"{STATS_FORMAT}\n{self.feature_id}\n{digest}".encode()).hexdigest()
+        path = self.cache_dir / f"{key}.safetensors"
+        self.last_stats_path = path if self.use_cache else None
+        if key in self._memo:
+            self.last_stats_cached = True
+            return self._memo[key]
+        if self.use_cache and path.is_file():
+            stats = self._read_stats(path)
+            self.last_stats_cached = True
+        else:
+            stats = self._compute_stats(reference)
+            self.last_stats_cached = False
+            if self.use_cache:
+                self._write_stats(path, stats, digest)
+        self._memo[key] = stats
+        return stats
+
+    # ------------------------------------------------------------------ internals
+    def _score(self, images, prompts, references) -> MetricResult:
+        n = images.shape[0]
+        if n < 2:
+            raise MetricError(f"fid: needs at least 2 images (thousands for a meaningful value), got {n}")
+        mu, sigma, m = self.reference_stats(references)
+        self.fid.reset()
+        self._set_real(mu, sigma, m)
+        for i in range(0, n, self.batch_size):
+            self.fid.update(images[i:i + self.batch_size], real=False)
+        value = float(self.fid.compute())
+        return MetricResult(self.name, np.full(n, np.nan), value, False)
+
+    def _reference_digest(self, reference) -> str:
+        h = hashlib.sha256()
+        if isinstance(reference, torch.Tensor):
+            t = reference.detach().float().cpu().contiguous()
+            h.update(f"tensor:{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+        else:
+            for f in list_image_files(reference):
+                data = f.read_bytes()
+                h.update(f"file:{len(data)}:".encode())
+                h.update(data)
+        return h.hexdigest()
+
+    def _compute_stats(self, reference) -> tuple[torch.Tensor, torch.Tensor, int]:
+        self.fid.reset()
+        if isinstance(reference, torch.Tensor):
+            for i in range(0, reference.shape[0], self.batch_size):
+                self.fid.update(reference[i:i + self.batch_size].to(self.device), real=True)
+        else:
+            files = list_image_files(reference)
+            for i in range(0, len(files), self.batch_size):
+                groups: dict[tuple[int, int], list[torch.Tensor]] = {}
+                for f in files[i:i + self.batch_size]:
+                    img = _load_image(f)
+                    groups.setdefault(tuple(img.shape[-2:]), []).append(img)
+                for imgs in groups.values():  # reference images may differ in size; the extractor resizes
+                    self.fid.update(torch.stack(imgs).to(self.device), real=True)
+        n = int(self.fid.real_features_num_samples)
+        if n < 2:
+            raise MetricError(f"fid: needs at least 2 reference images, got {n}")
+        s = self.fid.real_features_sum.double().cpu()
+        mu = s / n
+        sigma = (self.fid.real_features_cov_sum.double().cpu() - n * torch.outer(mu, mu)) / (n - 1)
+        self.fid.reset()
+        return mu, sigma, n
+
+    def _set_real(self, mu: torch.Tensor, sigma: torch.Tensor, n: int) -> None:
+        f = self.fid
+        dev = f.real_features_sum.device
+        if mu.shape != f.real_features_sum.shape:
+            raise MetricError(f"fid: cached statistics have {mu.shape[0]} features, the extractor gives "
+                              f"{f.real_features_sum.shape[0]}")
+        mu, sigma = mu.double().to(dev), sigma.double().to(dev)
+        f.real_features_sum = mu * n
+        f.real_features_cov_sum = sigma * (n - 1) + n * torch.outer(mu, mu)
+        f.real_features_num_samples = torch.tensor(n, dtype=torch.long, device=dev)
+
+    def _write_stats(self, path: Path, stats, digest: str) -> None:
+        from safetensors.torch import save_file
+
+        mu, sigma, n = stats
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file({"mu": mu.contiguous(), "sigma": sigma.contiguous(), "n": torch.tensor([n], dtype=torch.int64)},
+                  str(tmp), metadata={"format": STATS_FORMAT, "feature_extractor": self.feature_id,
+                                      "reference_sha256": digest, "num_images": str(n)})
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _read_stats(path: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if (f.metadata() or {}).get("format") != STATS_FORMAT:
+                    raise MetricError(f"fid: {path} is not an {STATS_FORMAT} file")
+                return f.get_tensor("mu").double(), f.get_tensor("sigma").double(), int(f.get_tensor("n")[0])
+        except MetricError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a corrupt cache file: say which one to delete
+            raise MetricError(f"fid: cannot read cached statistics {path} ({exc}); delete it to recompute") from exc
+
+
+@register_metric("fid", "FID against reference images (set metric, needs thousands of images), lower is better")
+def _fid(device="cpu", **options) -> QualityMetric:
+    return FIDMetric(device, **options)
+

@@ -1,0 +1,207 @@
+"""Human-preference rewards: PickScore and HPSv2. Both score an image against its own prompt.
+
+- ``pickscore`` (Kirstain et al. 2023): a CLIP-H model fine-tuned on Pick-a-Pic, loaded with
+  transformers' ``CLIPModel`` (hub id ``yuvalkirstain/PickScore_v1``; tokenizer and image
+  preprocessing from ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``, as PickScore's own example does).
+  Score = ``logit_scale.exp() * cos(image, prompt)`` (about 100 * cos; typical values ~18-23).
+- ``hpsv2`` (Wu et al. 2023): an open_clip ViT-H-14 fine-tuned on HPD v2; the checkpoint
+  ``HPS_v2.1_compressed.pt`` (hub repo ``xswu/HPSv2``) holds the whole state dict under
+  ``"state_dict"``. HPSv2's ``score()`` returns the raw cosine; its benchmark tables report
+  ``100 * cos``, which is what we report (raw cosine in extras["cosine"]). Preprocessing as HPSv2's
+  eval transform: longest side to 224 (bicubic), pad to a square with black, OpenAI mean/std.
+
+Weights only come from the local cache or explicit paths; missing weights raise
+:class:`MissingWeightsError` with size and fetch command. Random weights are test-only
+(``allow_random_weights=True``). Higher is better for both.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, register_metric
+from ecad.metrics.clip import (OPENAI_MEAN, OPENAI_STD, OpenClipSimilarity, _dtype, _load_open_clip_file,
+                               find_hf_file, open_clip_architecture, hf_cache_dir, preprocess_images, seeded, warn_random)
+
+PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+HPSV2_REPO = "xswu/HPSv2"
+HPSV2_FILES = {"v2.1": "HPS_v2.1_compressed.pt", "v2.0": "HPS_v2_compressed.pt"}
+_PROCESSOR_FILES = ("tokenizer.json tokenizer_config.json special_tokens_map.json vocab.json merges.txt "
+                    "preprocessor_config.json")
+
+
+def _features(out: Any) -> torch.Tensor:
+    """get_*_features returns a tensor (transformers 4) or an output whose pooler_output is the projection (5)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    pooled = getattr(out, "pooler_output", None)
+    if pooled is None:
+        raise MetricError(f"unexpected CLIP feature output {type(out).__name__}")
+    return pooled
+
+
+# ---------------------------------------------------------------------- PickScore
+class PickScoreMetric(QualityMetric):
+    """PickScore: logit_scale.exp() * cos(image, prompt) with the PickScore_v1 CLIP-H model."""
+
+    name = "pickscore"
+    higher_is_better = True
+    needs_reference = False
+    needs_prompts = True
+
+    def __init__(self, device="cpu", model: str = PICKSCORE_MODEL, processor: str = PICKSCORE_PROCESSOR,
+                 weights: str | os.PathLike | None = None, batch_size: int = 16, dtype: str | torch.dtype = "float32",
+                 max_length: int = 77, allow_random_weights: bool = False, config: Any = None, tokenizer: Any = None,
+                 image_size: int | None = None, image_mean=OPENAI_MEAN, image_std=OPENAI_STD, seed: int = 0):
+        """
+        Args:
+            model: hub id of the PickScore CLIPModel (read from the local HF cache only).
+            processor: hub id (or local dir) of the tokenizer + image-preprocessing config.
+            weights: a local directory holding the model (instead of the hub id).
+            allow_random_weights: TEST ONLY - build ``CLIPModel(config)`` with random weights; needs
+                ``config`` (a CLIPConfig or dict) and ``tokenizer``.
+        """
+        super().__init__(device)
+        if batch_size < 1:
+            raise MetricError(f"pickscore: batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.max_length, self.dtype = int(batch_size), int(max_length), _dtype(dtype)
+        from transformers import CLIPConfig, CLIPModel
+
+        mean, std, size, resize_mode = tuple(image_mean), tuple(image_std), image_size, "shortest"
+        if allow_random_weights and weights is None:
+            if config is None or tokenizer is None:
+                raise MetricError("pickscore with random weights (tests) needs config= and tokenizer=")
+            cfg = config if isinstance(config, CLIPConfig) else CLIPConfig(**config)
+            with seeded(seed):
+                net = CLIPModel(cfg)
+            warn_random("pickscore")
+            size = size or cfg.vision_config.image_size
+        else:
+            net = self._load_model(CLIPModel, weights or model)
+            if tokenizer is None:
+                tokenizer, pp = self._load_processor(processor)
+                size, mean, std = size or pp["size"], pp["mean"], pp["std"]
+                resize_mode = pp["resize_mode"]
+            size = size or net.config.vision_config.image_size
+        self.model = net.to(self.device, self.dtype).eval()
+        self.tokenizer = tokenizer
+        self.preprocess = {"size": size, "mean": mean, "std": std, "resize_mode": resize_mode}
+
+    @staticmethod
+    def _load_model(cls, source):
+        local = Path(source).is_dir()
+        try:
+            return cls.from_pretrained(str(source), cache_dir=None if local else hf_cache_dir(), local_files_only=True)
+        except OSError as exc:
+            if local:
+                raise MetricError(f"pickscore: cannot load a CLIPModel from {source}: {exc}") from exc
+            raise MissingWeightsError(f"PickScore ({source})", str(source), "~3.9 GB",
+                                      f"hf download {source}") from exc
+
+    @staticmethod
+    def _load_processor(source) -> tuple[Any, dict]:
+        from transformers import CLIPImageProcessor, CLIPTokenizerFast
+
+        local = Path(source).is_dir()
+        kw = {"local_files_only": True, **({} if local else {"cache_dir": hf_cache_dir()})}
+        try:
+            tok = CLIPTokenizerFast.from_pretrained(str(source), **kw)
+            ip = CLIPImageProcessor.from_pretrained(str(source), **kw)
+        except OSError as exc:
+            raise MissingWeightsError(f"PickScore processor ({source})", str(source), "a few MB (tokenizer + config only)",
+                                      f"hf download {source} {_PROCESSOR_FILES}") from exc
+        crop = getattr(ip, "crop_size", None) or {}
+        short = (getattr(ip, "size", None) or {}).get("shortest_edge")
+        size = (crop.get("height"), crop.get("width")) if crop.get("height") else short or 224
+        if isinstance(size, tuple) and size[0] == size[1]:
+            size = size[0]
+        mode = "shortest" if getattr(ip, "do_center_crop", True) else "squash"
+        return tok, {"size": size, "mean": tuple(ip.image_mean), "std": tuple(ip.image_std), "resize_mode": mode}
+
+    def embed(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        p, img, txt = self.preprocess, [], []
+        for i in range(0, images.shape[0], self.batch_size):
+            x = preprocess_images(images[i:i + self.batch_size], p["size"], p["mean"], p["std"], p["resize_mode"])
+            tok = self.tokenizer(list(prompts[i:i + self.batch_size]), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            img.append(F.normalize(_features(self.model.get_image_features(pixel_values=x.to(self.dtype))).float(), dim=-1))
+            txt.append(F.normalize(_features(self.model.get_text_features(
+                input_ids=tok["input_ids"].to(self.device),
+                attention_mask=tok["attention_mask"].to(self.device))).float(), dim=-1))
+        return torch.cat(img), torch.cat(txt)
+
+    def _score(self, images, prompts, references) -> MetricResult:
+        if prompts is None:
+            raise MetricError("pickscore: needs one prompt per image")
+        img, txt = self.embed(images, prompts)
+        cos = (img * txt).sum(-1)
+        per = (self.model.logit_scale.exp().float() * cos).cpu().double().numpy()
+        return MetricResult(self.name, per, float(np.mean(per)) if len(per) else math.nan, True,
+                            {"cosine": cos.cpu().double().numpy()})
+
+
+# ---------------------------------------------------------------------- HPSv2
+def resolve_hpsv2_weights(version: str) -> str:
+    """Local path of HPSv2's checkpoint: HF cache (xswu/HPSv2) or the hpsv2 package's own cache dir."""
+    if version not in HPSV2_FILES:
+        raise MetricError(f"hpsv2: unknown version {version!r}; use {', '.join(HPSV2_FILES)}")
+    filename = HPSV2_FILES[version]
+    path = find_hf_file(HPSV2_REPO, [filename])
+    if path:
+        return path
+    root = Path(os.environ.get("HPS_ROOT") or os.path.expanduser("~/.cache/hpsv2"))
+    if (root / filename).is_file():
+        return str(root / filename)
+    raise MissingWeightsError(f"HPSv{version[1:]} ({filename})", f"{HPSV2_REPO}/{filename}",
+                              "~1.9 GB; the ViT-H-14 config and tokenizer ship with open_clip",
+                              f"hf download {HPSV2_REPO} {filename}")
+
+
+class HPSv2Metric(OpenClipSimilarity):
+    """HPSv2(.1): 100 * cos(image, prompt) with the HPSv2 open_clip ViT-H-14 (as HPSv2's benchmark tables)."""
+
+    name = "hpsv2"
+    scale = 100.0
+    clamp = False
+
+    def __init__(self, device="cpu", version: str = "v2.1", weights: str | os.PathLike | None = None,
+                 batch_size: int = 16, dtype: str | torch.dtype = "float32", allow_random_weights: bool = False,
+                 model_config: dict | None = None, seed: int = 0):
+        """
+        Args:
+            version: "v2.1" (HPS_v2.1_compressed.pt, default) or "v2.0" (HPS_v2_compressed.pt).
+            weights: a local HPSv2 checkpoint file instead of the HF cache.
+            allow_random_weights: TEST ONLY - random weights; with `model_config` (an open_clip config dict)
+                a tiny model instead of ViT-H-14.
+        """
+        path = None
+        if weights is not None:
+            path = str(weights)
+        elif not allow_random_weights:
+            path = resolve_hpsv2_weights(version)
+        # the architecture (random init, no download), then HPSv2's full state dict on top
+        net, tokenizer, pp = open_clip_architecture("ViT-H-14", model_config, seed, "longest")
+        if path is not None:
+            _load_open_clip_file(net, path)
+        else:
+            warn_random("hpsv2")
+        pp = {**pp, "mean": OPENAI_MEAN, "std": OPENAI_STD, "resize_mode": "longest"}
+        super().__init__(device, net, tokenizer, pp, batch_size, dtype)
+
+
+@register_metric("pickscore", "PickScore (yuvalkirstain/PickScore_v1): logit_scale*cos, higher is better")
+def _pickscore(device="cpu", **options) -> QualityMetric:
+    return PickScoreMetric(device, **options)
+
+
+@register_metric("hpsv2", "HPSv2.1 (xswu/HPSv2, open_clip ViT-H-14): 100*cos, higher is better")
+def _hpsv2(device="cpu", **options) -> QualityMetric:
+    return HPSv2Metric(device, **options)

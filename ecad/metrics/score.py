@@ -1,0 +1,181 @@
+"""`ecad score`: score a directory of images with one quality metric, print a table, write JSON.
+
+    ecad score --metric clip --images out/ --prompts prompts.txt [--json scores.json]
+    ecad score --metric fidelity --images cached/ --reference uncached/ --prompts prompts.txt
+    ecad score --metric fid --images out/ --reference real_images/
+
+Images are PNG/JPG files sorted by file name; the prompts file has one prompt per line in the same
+order. Metrics comparing to references use --reference DIR: per-image metrics (fidelity, psnr) take
+the same number of images with the same file order, FID takes any reference set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ecad.metrics.base import MetricError, MetricResult, get_metric, list_metrics
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+PROMPT_WIDTH = 40
+
+
+def load_image_dir(path: str | Path) -> tuple[torch.Tensor, list[str]]:
+    """All PNG/JPG images of a directory, sorted by file name -> ([N, 3, H, W] float in [0, 1], names)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_dir():
+        raise MetricError(f"{path} is not a directory")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise MetricError(f"{path} holds no PNG/JPG images")
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except OSError as exc:
+            raise MetricError(f"cannot read image {f}: {exc}") from exc
+        if arrays and arr.shape != arrays[0].shape:
+            raise MetricError(f"images in {path} differ in size: {files[0].name} is {arrays[0].shape[1]}x"
+                              f"{arrays[0].shape[0]}, {f.name} is {arr.shape[1]}x{arr.shape[0]}; "
+                              "score images of one size at a time")
+        arrays.append(arr)
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+    return images.contiguous(), [f.name for f in files]
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per line; trailing blank lines are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetricError(f"prompts file {path} does not exist")
+    lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def add_score_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `score` to an argparse subparsers object; sets func=run_score."""
+    p = subparsers.add_parser("score", help="score a directory of images with a quality metric",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--metric", required=True, help="metric name: " + ", ".join(_metric_names()))
+    p.add_argument("--images", required=True, type=Path, help="directory of PNG/JPG images (sorted by name)")
+    p.add_argument("--prompts", type=Path, help="text file, one prompt per line in image order "
+                                                "(required by clip, pickscore, hpsv2)")
+    p.add_argument("--reference", type=Path, help="directory of reference images (fidelity/psnr: the uncached "
+                                                  "images, same names order; fid: any reference set)")
+    p.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="write scores as JSON here")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (metric default if unset)")
+    p.add_argument("--weights", type=Path, default=None, help="local weights file/directory for the metric's model")
+    p.set_defaults(func=run_score)
+    return p
+
+
+def _metric_names() -> list[str]:
+    try:
+        return list(list_metrics())
+    except Exception:  # noqa: BLE001 - help text only
+        return ["fidelity", "psnr", "clip", "pickscore", "hpsv2", "fid"]
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """Run `ecad score`; returns the exit code (2 with one error line on stderr when it cannot run)."""
+    try:
+        return _run(args)
+    except MetricError as exc:
+        print(f"ecad score: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    images, names = load_image_dir(args.images)
+    prompts = read_prompts(args.prompts) if args.prompts is not None else None
+    if prompts is not None and len(prompts) != len(names):
+        raise MetricError(f"{len(names)} images in {args.images} but {len(prompts)} prompts in {args.prompts}; "
+                          "give one prompt per line, in the images' file-name order")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    options = {}
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    if args.weights is not None:
+        options["weights"] = str(args.weights)
+    try:
+        metric = get_metric(args.metric, device=device, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        given = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise MetricError(f"metric {args.metric!r} does not take {given}: {exc}") from exc
+    if getattr(metric, "needs_prompts", False) and prompts is None:
+        raise MetricError(f"metric {args.metric!r} scores images against their prompts: pass --prompts FILE")
+    references = None
+    if metric.needs_reference:
+        if args.reference is None:
+            raise MetricError(f"metric {args.metric!r} needs --reference DIR (the uncached images, same file order)")
+        references, ref_names = load_image_dir(args.reference)
+        if len(ref_names) != len(names):
+            raise MetricError(f"{len(names)} images but {len(ref_names)} reference images in {args.reference}")
+    elif args.reference is not None:
+        if not hasattr(metric, "reference"):  # set metrics (fid) take a reference directory of any size
+            raise MetricError(f"metric {args.metric!r} takes no --reference")
+        metric.reference = str(args.reference)
+
+    result = metric.score(images, prompts, references)
+    print(format_table(result, names, prompts))
+    print(summary_line(result, len(names)))
+    if args.json_out is not None:
+        payload = {**result.to_json(), "files": names, "images": str(args.images)}
+        if prompts is not None:
+            payload["prompts"] = prompts
+        if args.reference is not None:
+            payload["reference"] = str(args.reference)
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+def _fmt(x: float) -> str:
+    x = float(x)
+    return "n/a" if not math.isfinite(x) else f"{x:.4f}"
+
+
+def _truncate(text: str, width: int = PROMPT_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def format_table(result: MetricResult, names: list[str], prompts: list[str] | None) -> str:
+    """Per-image table: file, prompt (truncated), score, extras."""
+    extras = list(result.extras)
+    header = ["file"] + (["prompt"] if prompts is not None else []) + [result.name] + extras
+    rows = []
+    for i, name in enumerate(names):
+        row = [name] + ([_truncate(prompts[i])] if prompts is not None else []) + [_fmt(result.per_image[i])]
+        row += [_fmt(np.asarray(result.extras[k]).ravel()[i]) for k in extras]
+        rows.append(row)
+    widths = [max(len(str(r[c])) for r in [header] + rows) for c in range(len(header))]
+    numeric = set(range(len(header) - 1 - len(extras), len(header)))
+
+    def line(r):
+        return "  ".join(str(v).rjust(w) if c in numeric else str(v).ljust(w)
+                         for c, (v, w) in enumerate(zip(r, widths))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def summary_line(result: MetricResult, n: int) -> str:
+    direction = "higher is better" if result.higher_is_better else "lower is better"
+    if np.all(~np.isfinite(np.asarray(result.per_image, dtype=float))):
+        return f"{result.name}: {_fmt(result.summary)} over the set of {n} images ({direction})"
+    return f"{result.name}: mean {_fmt(result.summary)} over {n} images ({direction})"

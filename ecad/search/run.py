@@ -1,0 +1,342 @@
+"""`ecad search`: wire space, seeds, engine, worker pool and run store together.
+
+Config fields that change results are hashed and must match on resume; execution details
+(number of workers, Ray address) may differ, because results do not depend on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecad.cache.macs import dims_for_space, schedule_macs
+from ecad.distributed.pool import make_pool
+from ecad.distributed.worker import WorkerConfig
+from ecad.frontier import pareto_indices
+from ecad.runs import RunError, RunStore
+from ecad.search.genome import GenomeSpec, bits_to_hex, genome_hash
+from ecad.search.nsga2 import NSGA2, EngineConfig, EngineState, Evaluation, hypervolume
+from ecad.search.seeds import initial_population, load_seed_schedules
+from ecad.spaces import load_space
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COSTS = ("macs", "latency")
+
+
+class SearchError(ValueError):
+    """Bad search input; the message names the problem and the fix."""
+
+
+@dataclass
+class SearchConfig:
+    """Everything that decides a run's results (hashed; must match on resume)."""
+
+    space: str = "tiny-pixart"
+    prompts: str = "calibration_prompts/image_reward_100.txt"
+    num_prompts: int | None = 4
+    seeds: int = 2
+    metric: str = "fidelity"
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    cost: str = "macs"
+    population: int = 12
+    generations: int = 4
+    seed: int = 0
+    batch_size: int = 8
+    max_macs_fraction: float | None = None
+    seed_from: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ExecConfig:
+    """How to run, not what: may change between a run and its resume."""
+
+    out: str | None = None
+    workers: int = 2
+    ray_address: str | None = None
+    device: str | None = None
+    force: bool = False
+    quiet: bool = False
+
+
+def resolve_prompts(path: str) -> Path:
+    p = Path(path)
+    for candidate in (p, REPO_ROOT / p):
+        if candidate.is_file():
+            return candidate
+    raise SearchError(f"prompt file {path!r} not found; pass --prompts FILE (one prompt per line), e.g. "
+                      "calibration_prompts/image_reward_100.txt")
+
+
+def read_prompts(config: SearchConfig) -> tuple[str, ...]:
+    path = resolve_prompts(config.prompts)
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise SearchError(f"prompt file {path} has no prompts; put one prompt per line")
+    return tuple(prompts[: config.num_prompts] if config.num_prompts else prompts)
+
+
+def validate(config: SearchConfig) -> None:
+    if config.population < 4:
+        raise SearchError(f"--population {config.population} is too small for NSGA-II; use at least 4 (ECAD: 72)")
+    if config.generations < 0:
+        raise SearchError("--generations must be >= 0")
+    if config.seeds < 1:
+        raise SearchError("--seeds must be >= 1 (images per prompt)")
+    if config.cost not in COSTS:
+        raise SearchError(f"--cost {config.cost!r} unknown; use one of {', '.join(COSTS)}")
+    if config.max_macs_fraction is not None and not 0 < config.max_macs_fraction <= 1:
+        raise SearchError("--max-macs-fraction must be in (0, 1], e.g. 0.4 for at most 40% of no-caching MACs")
+    from ecad.metrics import list_metrics
+
+    if config.metric not in list_metrics():
+        raise SearchError(f"--metric {config.metric!r} unknown; available: {', '.join(list_metrics())}")
+
+
+class Progress:
+    """One live status line on a terminal, one line per generation otherwise."""
+
+    def __init__(self, total_gens: int, quiet: bool = False):
+        self.total_gens, self.quiet = total_gens, quiet
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+        self.evals = 0
+        self.gen = 0
+        self.frontier = 0
+        self.hv = 0.0
+        self.workers = ""
+        self.gen_times: list[float] = []
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        rate = self.evals / elapsed if elapsed > 0 else 0.0
+        eta = ""
+        if self.gen_times:
+            remaining = (self.total_gens - self.gen) * float(np.mean(self.gen_times))
+            eta = f" | ETA {int(remaining // 60):d}:{int(remaining % 60):02d}"
+        return (f"gen {self.gen}/{self.total_gens} | evals {self.evals} ({rate:.2f}/s){eta} | workers {self.workers}"
+                f" | frontier {self.frontier} | HV {self.hv:.4f}")
+
+    def update(self, final: bool = False) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            print("\r" + self.line().ljust(100), end="\n" if final else "", file=sys.stderr, flush=True)
+        elif final:
+            print(self.line(), file=sys.stderr, flush=True)
+
+
+def _workers_text(pool) -> str:
+    states = [w.state for w in pool.workers]
+    return f"{states.count('busy')} busy/{len(states)}" + (f" ({states.count('dead')} dead)" if "dead" in states else "")
+
+
+class SearchRun:
+    """One search run: create or resume, run generations, write the frontier."""
+
+    def __init__(self, config: SearchConfig, exec_config: ExecConfig, resume: bool = False):
+        validate(config)
+        self.config, self.exec = config, exec_config
+        try:
+            self.space = load_space(config.space)
+        except ValueError as exc:
+            raise SearchError(str(exc)) from None
+        self.prompts = read_prompts(config)
+        self.spec = GenomeSpec.for_space(self.space)
+        self.dims = dims_for_space(self.space)
+        self.full_macs = schedule_macs(self.space.full_schedule(), self.dims, batch=1).total
+        out = exec_config.out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.store = RunStore(out)
+        self.resume = resume
+        if resume:
+            self.store.check_resumable(config.to_json())
+        else:
+            self.store.create(config.to_json(), force=exec_config.force)
+        self.extra_seeds = load_seed_schedules(config.seed_from, self.space) if config.seed_from else []
+        self.progress = Progress(config.generations, exec_config.quiet)
+        self.weights: tuple[float, float] = (1.0, -1.0)
+        self.pool = None
+        self.engine: NSGA2 | None = None
+        self.labels: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- cost
+    def macs_fraction(self, bits: np.ndarray) -> float:
+        schedule = self.spec.to_schedule(bits, self.space)
+        return schedule_macs(schedule, self.dims, batch=1).total / self.full_macs
+
+    # ------------------------------------------------------------ evaluate
+    def _evaluate(self, genomes: list[np.ndarray], generation: int) -> list[Evaluation]:
+        results: dict[str, Evaluation] = {}
+        tasks = []
+        fractions = {}
+        hexes = {genome_hash(g): bits_to_hex(g) for g in genomes}
+        for g in genomes:
+            key = genome_hash(g)
+            frac = self.macs_fraction(g)
+            fractions[key] = frac
+            if self.config.max_macs_fraction is not None and frac > self.config.max_macs_fraction + 1e-12:
+                ev = Evaluation((float("nan"), frac), False,
+                                f"constraint: MACs {frac:.1%} of no-caching > {self.config.max_macs_fraction:.0%}",
+                                {"macs_fraction": frac})
+                results[key] = ev
+                self.store.append_evaluation(key, ev, generation, bits_to_hex(g))
+                continue
+            schedule = self.spec.to_schedule(g, self.space, name=key)
+            tasks.append((key, schedule.to_json()))
+
+        def on_result(key: str, r: dict[str, Any]) -> None:
+            frac = fractions[key]
+            details = {"macs_fraction": frac, **{k: v for k, v in r.items() if k not in ("feasible", "reason")}}
+            if r.get("feasible"):
+                cost = r["relative_latency"] if self.config.cost == "latency" else frac
+                ev = Evaluation((float(r["quality"]), float(cost)), True, None, details)
+            else:
+                ev = Evaluation((float("nan"), frac), False, r.get("reason", "unknown failure"), details)
+            results[key] = ev
+            self.store.append_evaluation(key, ev, generation, hexes[key])
+            self.progress.evals += 1
+
+        def on_progress() -> None:
+            self.progress.workers = _workers_text(self.pool)
+            self.progress.update()
+
+        self.pool.evaluate(tasks, on_result, on_progress)
+        return [results[genome_hash(g)] for g in genomes]
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Path:
+        cfg = self.config
+        worker_config = WorkerConfig(
+            space=cfg.space, prompts=self.prompts, seeds=tuple(range(cfg.seeds)), metric=cfg.metric,
+            metric_options=cfg.metric_options, cost=cfg.cost, batch_size=cfg.batch_size, device=self.exec.device,
+        )
+        self.pool = make_pool(worker_config, self.exec.workers, self.exec.ray_address)
+        try:
+            direction = self.pool.workers[0].info.get("higher_is_better", True)
+            self.weights = (1.0 if direction else -1.0, -1.0)
+            self.engine = NSGA2(self.spec, EngineConfig(population=cfg.population, generations=cfg.generations,
+                                                        seed=cfg.seed, weights=self.weights), self._evaluate)
+            cached = self.store.load_evaluations()
+            checkpoint = self.store.load_checkpoint() if self.resume else None
+            if checkpoint is not None:
+                self.engine.resume(checkpoint, cached)
+                self.labels.update(zip(map(genome_hash, checkpoint.population), checkpoint.labels))
+            else:
+                self.engine.evals = dict(cached)
+                rng = np.random.default_rng(cfg.seed)
+                genomes, labels = initial_population(self.space, self.spec, cfg.population, rng, self.extra_seeds)
+                self.engine.rng = rng
+                self.labels.update(zip(map(genome_hash, genomes), labels))
+                t0 = time.perf_counter()
+                state = self.engine.start(genomes, labels)
+                self._record(state, time.perf_counter() - t0, [genome_hash(g) for g in genomes])
+            while self.engine.state.generation < cfg.generations:
+                t0 = time.perf_counter()
+                before = set(self.engine.evals)
+                state = self.engine.step()
+                self._record(state, time.perf_counter() - t0, sorted(set(self.engine.evals) - before))
+            if self.progress.tty:
+                self.progress.update(final=True)
+            self.write_frontier()
+        finally:
+            self.pool.shutdown()
+        return self.store.root
+
+    def _record(self, state: EngineState, seconds: float, new_keys: list[str]) -> None:
+        evals = self.engine.evals
+        members = []
+        for bits, label in zip(state.population, state.labels):
+            key = genome_hash(bits)
+            ev = evals[key]
+            members.append({"key": key, "genome": bits_to_hex(bits), "label": label, **ev.to_json()})
+        front = self.frontier_keys()
+        self.store.write_generation(state.generation, {
+            "generation": state.generation, "population": members, "evaluated": new_keys,
+            "hypervolume": state.hv_history[-1], "hv_ref": state.hv_ref, "seconds": round(seconds, 3),
+            "frontier": front,
+            "workers": [dataclasses.asdict(w) for w in self.pool.workers],
+        })
+        self.store.write_checkpoint(state)
+        self.progress.gen = state.generation
+        self.progress.gen_times.append(seconds)
+        self.progress.frontier = len(front)
+        self.progress.hv = state.hv_history[-1]
+        self.progress.workers = _workers_text(self.pool)
+        self.labels.update(zip((m["key"] for m in members), state.labels))
+        self.progress.update(final=not self.progress.tty)
+
+    # ------------------------------------------------------------- frontier
+    def frontier_keys(self) -> list[str]:
+        items = [(k, e) for k, e in self.engine.evals.items() if e.feasible]
+        if not items:
+            return []
+        pts = np.array([[-self.weights[0] * e.values[0], e.values[1]] for _, e in items])
+        return [items[i][0] for i in pareto_indices(pts)]
+
+    def write_frontier(self) -> None:
+        """Every non-dominated schedule of the run as its own JSON file, plus frontier.json."""
+        from ecad.search.genome import hex_to_bits
+
+        genomes = {rec["key"]: rec["genome"] for rec in self.store.evaluation_records()}
+        directory = self.store.root / "frontier"
+        directory.mkdir(exist_ok=True)
+        for old in directory.glob("*.json"):
+            old.unlink()
+        rows = []
+        keys = sorted(self.frontier_keys(), key=lambda k: self.engine.evals[k].values[1])
+        for rank, key in enumerate(keys):
+            ev = self.engine.evals[key]
+            bits = hex_to_bits(genomes[key], self.spec.size)
+            frac = ev.details.get("macs_fraction", self.macs_fraction(bits))
+            schedule = self.spec.to_schedule(bits, self.space, name=f"{self.space.name}-{rank:03d}-{key[:8]}",
+                                             metrics={"quality": ev.values[0], "metric": self.config.metric,
+                                                      "cost": ev.values[1], "cost_kind": self.config.cost,
+                                                      "macs_fraction": frac, "macs_speedup": 1.0 / frac,
+                                                      **{k: v for k, v in ev.details.items() if k in ("ms_per_image", "extras")}})
+            path = directory / f"{rank:03d}_{key[:8]}.json"
+            schedule.save(path)
+            rows.append({"rank": rank, "key": key, "quality": ev.values[0], "cost": ev.values[1],
+                         "macs_fraction": frac, "label": self.labels.get(key, ""), "schedule": str(path.name)})
+        from ecad.runs import atomic_write_json
+
+        atomic_write_json(directory / "frontier.json", {"metric": self.config.metric, "cost": self.config.cost,
+                                                        "points": rows})
+
+    def summary(self) -> str:
+        evals = self.engine.evals
+        front = json.loads((self.store.root / "frontier" / "frontier.json").read_text())["points"]
+        lines = [
+            f"run        {self.store.root}",
+            f"space      {self.space.name} ({self.space.model}), {len(self.prompts)} prompts x {self.config.seeds} seeds",
+            f"search     {self.engine.state.generation} generations, population {self.config.population}, "
+            f"{len(evals)} candidates evaluated ({sum(not e.feasible for e in evals.values())} infeasible) "
+            f"in {time.perf_counter() - self.progress.t0:.0f} s",
+            f"objectives {self.config.metric} ({'max' if self.weights[0] > 0 else 'min'}) vs {self.config.cost} (min)",
+            f"hypervolume {self.engine.state.hv_history[0]:.4f} -> {self.engine.state.hv_history[-1]:.4f}",
+            f"frontier   {len(front)} schedules in {self.store.root / 'frontier'}",
+            f"  {'rank':>4} {self.config.metric:>12} {'MACs':>7} {'speedup':>8}  schedule",
+        ]
+        for row in front[:: max(1, len(front) // 8)][:10]:
+            lines.append(f"  {row['rank']:>4} {row['quality']:>12.5f} {row['macs_fraction']:>6.1%} "
+                         f"{1 / row['macs_fraction']:>7.2f}x  {row['schedule']}  {row['label']}")
+        return "\n".join(lines)
+
+
+def resume_config(store_dir: str, overrides: dict[str, Any]) -> SearchConfig:
+    """The run's own config, with any explicitly given option that differs refused later."""
+    store = RunStore(store_dir)
+    stored = store.load_config()
+    merged = {**stored, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return SearchConfig(**merged)
+    except TypeError as exc:
+        raise RunError(f"{store_dir}: config.json does not fit this ecad version ({exc})") from None

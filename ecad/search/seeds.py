@@ -1,0 +1,125 @@
+"""Initial population: hand-made heuristic schedules plus random ones across densities.
+
+Heuristics put known-good trade-offs on the frontier from generation 0 (ECAD seeds the same
+way); random schedules at several densities keep the population diverse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ecad.schedule import Schedule, ScheduleError, load_schedule
+from ecad.search.genome import GenomeSpec, genome_hash
+
+# Which components count as "attention" and as "cross-attention" (T-GATE freezes the latter).
+ATTENTION = {"pixart": ("attn1", "attn2"), "flux": ("full_attn", "single_attn")}
+CROSS_ATTENTION = {"pixart": ("attn2",), "flux": ("full_ff_context",)}  # FLUX: the text stream
+
+
+def _component_mask(space, names: tuple[str, ...]) -> np.ndarray:
+    """[blocks, components] mask of the named component kinds."""
+    mask = np.zeros((space.layout.num_blocks, space.layout.num_components), dtype=bool)
+    for b, (group, _) in enumerate(space.layout.blocks()):
+        for c, comp in enumerate(group.components):
+            mask[b, c] = comp in names
+    return mask
+
+
+def heuristic_grids(space) -> list[tuple[str, np.ndarray]]:
+    """(name, grid) of FORA-like every-n, attention-only caching, T-GATE-like and evenly spaced
+    single-component caching, for this space's steps and layout."""
+    S, B, C = space.steps, space.layout.num_blocks, space.layout.num_components
+    out: list[tuple[str, np.ndarray]] = []
+    for n in (2, 3, 4, 5):
+        if n < S:
+            g = np.zeros((S, B, C), dtype=bool)
+            g[::n] = True
+            out.append((f"every_{n}", g))
+    attn = _component_mask(space, ATTENTION[space.family])
+    for n in (2, 3):
+        g = np.ones((S, B, C), dtype=bool)
+        g[np.arange(S) % n != 0] &= ~attn  # reuse attention on non-key steps, always compute the MLPs
+        out.append((f"attention_every_{n}", g))
+    cross = _component_mask(space, CROSS_ATTENTION[space.family])
+    for frac in (0.3, 0.5):
+        gate = max(1, int(round(S * frac)))
+        g = np.ones((S, B, C), dtype=bool)
+        g[gate:] &= ~cross  # frozen after the gate step (reuse its last output)
+        out.append((f"tgate_{gate}", g))
+    for c in range(C):
+        for k in (max(1, B // 4), max(1, B // 2)):
+            for m in (max(1, S // 4), max(1, S // 2)):
+                g = np.ones((S, B, C), dtype=bool)
+                blocks = np.unique(np.linspace(0, B - 1, k).round().astype(int))
+                steps = np.unique(np.linspace(1, S - 1, m).round().astype(int))
+                g[np.ix_(steps, blocks, [c])] = False
+                out.append((f"cache_c{c}_k{k}_m{m}", g))
+    return out
+
+
+def random_genomes(spec: GenomeSpec, rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """Random genomes with compute densities spread evenly over (0.05, 0.95)."""
+    out = []
+    for i in range(n):
+        density = 0.05 + 0.9 * (i + 0.5) / max(n, 1)
+        bits = rng.random(spec.size) < density
+        if spec.timesteps:
+            bits[spec.grid_size:] = rng.random(spec.steps) < max(density, 0.6)
+        out.append(spec.repair(bits, rng))
+    return out
+
+
+def load_seed_schedules(paths: list[str | Path], space) -> list[Schedule]:
+    """Schedules from files, directories of schedule JSONs, or a previous run (its frontier)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            frontier = p / "frontier"
+            found += sorted((frontier if frontier.is_dir() else p).glob("*.json"))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise ScheduleError(f"--seed-from {p}: no such file or directory")
+    out = []
+    for f in found:
+        if f.name in ("frontier.json", "config.json", "checkpoint.json") or f.name.startswith("gen_"):
+            continue
+        s = load_schedule(f)
+        space.check_schedule(s)
+        out.append(s)
+    return out
+
+
+def initial_population(space, spec: GenomeSpec, size: int, rng: np.random.Generator,
+                       extra: list[Schedule] = ()) -> tuple[list[np.ndarray], list[str]]:
+    """Seeds first (user schedules, no caching, heuristics), topped up with random genomes;
+    duplicates removed. Returns genomes and a label for each (for plots and reports)."""
+    genomes, labels, seen = [], [], set()
+
+    def add(bits: np.ndarray, label: str) -> None:
+        bits = spec.repair(bits, rng)
+        h = genome_hash(bits)
+        if h not in seen and len(genomes) < size:
+            seen.add(h)
+            genomes.append(bits)
+            labels.append(label)
+
+    for s in extra:
+        add(spec.from_schedule(s), f"seed:{s.name or 'file'}")
+    full = np.ones(spec.size, dtype=bool)
+    add(full, "no_caching")
+    heur = heuristic_grids(space)
+    budget = max(0, size // 2 - len(genomes))  # at most half heuristics, the rest random
+    picks = np.linspace(0, len(heur) - 1, min(budget, len(heur))).round().astype(int) if heur and budget else []
+    for i in picks:
+        name, grid = heur[i]
+        bits = np.concatenate([grid.reshape(-1), np.ones(spec.steps, dtype=bool)]) if spec.timesteps else grid.reshape(-1)
+        add(bits, name)
+    attempts = 0
+    while len(genomes) < size and attempts < 20:
+        for bits in random_genomes(spec, rng, size - len(genomes)):
+            add(bits, "random")
+        attempts += 1
+    return genomes, labels
