@@ -86,7 +86,7 @@ def test_missing_weights_name_repo_size_and_fetch_command(empty_caches):
     msg = str(err.value)
     assert "ViT-B-32" in msg and "openai" in msg
     assert "timm/vit_base_patch32_clip_224.openai" in msg and "600 MB" in msg
-    assert "hf download timm/vit_base_patch32_clip_224.openai open_clip_pytorch_model.bin" in msg
+    assert "hf download timm/vit_base_patch32_clip_224.openai open_clip_model.safetensors" in msg
     assert err.value.repo == "timm/vit_base_patch32_clip_224.openai"
 
 
@@ -99,6 +99,8 @@ def test_weights_are_found_in_the_local_hub_cache(empty_caches):
     (snap / "open_clip_pytorch_model.bin").write_bytes(b"not really weights")
     path, cfg = resolve_open_clip_weights("ViT-B-32", "openai")
     assert path.endswith("open_clip_pytorch_model.bin") and cfg["quick_gelu"] is True
+    (snap / "open_clip_model.safetensors").write_bytes(b"not really weights either")
+    assert resolve_open_clip_weights("ViT-B-32", "openai")[0].endswith("open_clip_model.safetensors")
 
 
 def test_local_weights_file_loads_named_and_dict_configs(tmp_path, metric, images):
@@ -119,3 +121,11 @@ def test_local_weights_file_loads_named_and_dict_configs(tmp_path, metric, image
                                torch.from_numpy(expected), atol=1e-4, rtol=1e-4)
     with pytest.raises(MetricError, match="does not exist"):
         ClipScoreMetric(model="ecad-test-tiny-clip", pretrained=None, weights=tmp_path / "missing.bin")
+
+
+def test_negative_cosines_are_clamped_to_zero(images):
+    metric = _tiny()
+    with torch.no_grad():
+        metric.model.text_projection.mul_(-1)  # flips every cosine's sign
+    result = metric.score(images, PROMPTS)
+    assert (result.extras["cosine"] < 0).all() and (result.per_image == 0).all() and result.summary == 0

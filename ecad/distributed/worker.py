@@ -118,6 +118,8 @@ class CandidateEvaluator:
                     flat = p.reshape(-1)
                     sample = flat[:: max(1, flat.numel() // 64)].double().cpu().numpy()
                     h.update(name.encode() + str(tuple(p.shape)).encode() + sample.tobytes())
+            for name, e in sorted(self._embeds.items()):  # tokenizer + text encoder, through their output
+                h.update(name.encode() + e.reshape(-1)[:: max(1, e.numel() // 256)].double().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
 
     def _reference_key(self) -> str:

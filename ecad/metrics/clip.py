@@ -146,7 +146,8 @@ def resolve_open_clip_weights(model_name: str, pretrained: str) -> tuple[str, di
             candidates = [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
         path = find_hf_file(repo, candidates)
         if path is None:
-            raise MissingWeightsError(what, repo, size, f"hf download {repo} {candidates[-1]}")
+            # for "org/name/" entries suggest the safetensors file (never pickle); both names are accepted
+            raise MissingWeightsError(what, repo, size, f"hf download {repo} {filename or HF_SAFE_WEIGHTS_NAME}")
         return path, cfg
     url = cfg.get("url", "")
     if url:  # open_clip's own URL cache

@@ -85,6 +85,9 @@ class PickScoreMetric(QualityMetric):
             warn_random("pickscore")
             size = size or cfg.vision_config.image_size
         else:
+            if weights is not None and not Path(weights).is_dir():
+                raise MetricError(f"pickscore: weights= must be a model directory (config.json + model.safetensors), "
+                                  f"got {weights}")
             net = self._load_model(CLIPModel, weights or model)
             if tokenizer is None:
                 tokenizer, pp = self._load_processor(processor)
@@ -103,8 +106,9 @@ class PickScoreMetric(QualityMetric):
         except OSError as exc:
             if local:
                 raise MetricError(f"pickscore: cannot load a CLIPModel from {source}: {exc}") from exc
+            files = " config.json model.safetensors" if str(source) == PICKSCORE_MODEL else ""
             raise MissingWeightsError(f"PickScore ({source})", str(source), "~3.9 GB",
-                                      f"hf download {source}") from exc
+                                      f"hf download {source}{files}") from exc
 
     @staticmethod
     def _load_processor(source) -> tuple[Any, dict]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecad.metrics.base import MetricError, MetricResult, get_metric, list_metrics
+from ecad.metrics.base import MetricError, MetricResult, get_metric
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PROMPT_WIDTH = 40
@@ -67,7 +67,8 @@ def add_score_parser(subparsers) -> argparse.ArgumentParser:
     """Add `score` to an argparse subparsers object; sets func=run_score."""
     p = subparsers.add_parser("score", help="score a directory of images with a quality metric",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--metric", required=True, help="metric name: " + ", ".join(_metric_names()))
+    p.add_argument("--metric", required=True,
+                   help="metric name: fidelity, psnr, clip, pickscore, hpsv2, fid, ... (ecad.metrics.list_metrics())")
     p.add_argument("--images", required=True, type=Path, help="directory of PNG/JPG images (sorted by name)")
     p.add_argument("--prompts", type=Path, help="text file, one prompt per line in image order "
                                                 "(required by clip, pickscore, hpsv2)")
@@ -79,13 +80,6 @@ def add_score_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None, help="local weights file/directory for the metric's model")
     p.set_defaults(func=run_score)
     return p
-
-
-def _metric_names() -> list[str]:
-    try:
-        return list(list_metrics())
-    except Exception:  # noqa: BLE001 - help text only
-        return ["fidelity", "psnr", "clip", "pickscore", "hpsv2", "fid"]
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -157,7 +151,7 @@ def _truncate(text: str, width: int = PROMPT_WIDTH) -> str:
 
 def format_table(result: MetricResult, names: list[str], prompts: list[str] | None) -> str:
     """Per-image table: file, prompt (truncated), score, extras."""
-    extras = list(result.extras)
+    extras = [k for k in result.extras if k != result.name]
     header = ["file"] + (["prompt"] if prompts is not None else []) + [result.name] + extras
     rows = []
     for i, name in enumerate(names):

@@ -18,7 +18,7 @@ TINY_VOCAB = 300  # 3 specials + 256 byte symbols, rounded up
 def byte_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
     """A byte-level tokenizer needing no files: one token per UTF-8 byte, then </s>."""
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet()):
+    for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet())):  # alphabet() order varies per process
         vocab[ch] = i + 3
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

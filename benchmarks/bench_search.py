@@ -1,0 +1,268 @@
+"""Candidate evaluations per hour of the search's worker pool, and where the workers' time goes.
+
+Setting (issue: search throughput): the ECAD protocol scaled down to fit: N calibration prompts
+x S seeds per candidate, metric fidelity (SSIM against the uncached images), M fixed random
+candidate schedules (ecad.search.seeds.random_genomes, densities spread over 0.05-0.95) sent
+through `RayPool.evaluate`, once with 1 worker and once with 2 (or more). Worker start-up
+(pipeline load, prompt encoding, reference images) and one warm-up candidate per worker happen
+before the clock starts. Reported per pool size: wall time, candidates/hour, and the share of
+the workers' wall time (wall x workers) spent
+
+  generate  applying the schedule and generating every prompt x seed (worker `timings`)
+  score     scoring against the references (worker `timings`)
+  dispatch  the rest of the driver-measured busy time: Ray call, argument/result transfer
+  idle      no candidate in flight: driver loop, and the tail when fewer tasks than workers remain
+
+busy = generate + score + dispatch. Targets: busy >= 0.9; with Ray on CPU, 2 workers >= 1.8x the
+throughput of 1 on the tiny model.
+
+    python benchmarks/bench_search.py --tiny --out benchmarks/results/search_cpu_tiny.json   # CPU
+    python benchmarks/bench_search.py --out benchmarks/results/search_pixart_256_h100.json   # GPU
+    python benchmarks/bench_search.py --dry-run-gpu-setup    # CPU check of the GPU mode's model set-up
+
+GPU mode runs a PixArt-alpha-size transformer (XL/2, 28 blocks, hidden 1152) with random weights
+at 256 px, 20 DPM-Solver steps, fp16, CFG (search_spaces/pixart-alpha-256.toml with `hub_id`
+pointed at a random-weight pipeline this script saves first; random weights time exactly like
+trained ones). Its text encoder is a one-layer random T5 with the real 4096-wide output and a
+byte tokenizer, so prompts encode without downloads. One Ray worker per GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ROOT / "calibration_prompts" / "image_reward_100.txt"
+GPU_SPACE = "pixart-alpha-256"
+TARGET_BUSY, TARGET_SPEEDUP = 0.9, 1.8
+
+
+# ------------------------------------------------------------------ GPU-mode model set-up
+def save_random_pixart(directory: Path, text_length: int = 120) -> Path:
+    """A PixArt-alpha XL/2 256 px pipeline with random weights, saved where `from_pretrained` reads it.
+
+    Transformer and VAE have the real configs; the text encoder is a one-layer T5 with the real
+    output width (4096) and the byte tokenizer of ecad.models.tiny, so prompts encode offline."""
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from ecad.models.tiny import TINY_VOCAB, byte_tokenizer
+
+    if (directory / "model_index.json").exists():
+        return directory
+    torch.manual_seed(0)
+    transformer = PixArtTransformer2DModel(sample_size=32, caption_channels=4096).eval()
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+    ).eval()
+    text_encoder = T5EncoderModel(T5Config(
+        vocab_size=TINY_VOCAB, d_model=4096, d_kv=64, d_ff=256, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )).eval()
+    pipe = PixArtAlphaPipeline(tokenizer=byte_tokenizer(text_length), text_encoder=text_encoder, vae=vae,
+                               transformer=transformer, scheduler=DPMSolverMultistepScheduler())
+    pipe.to(torch.float16)  # half the disk; the space loads fp16 on GPU (fp32 on CPU) anyway
+    tmp = directory.with_name(directory.name + f".{os.getpid()}.tmp")
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    tmp.rename(directory)
+    return directory
+
+
+def write_random_space(workdir: Path, model_dir: Path) -> Path:
+    """search_spaces/pixart-alpha-256.toml with its name and hub_id replaced: a space file for the random model."""
+    from ecad.spaces import DEFAULT_DIR
+
+    text = (DEFAULT_DIR / f"{GPU_SPACE}.toml").read_text()
+    text = re.sub(r'(?m)^name = .*$', f'name = "{GPU_SPACE}-random"', text)
+    text = re.sub(r'(?m)^hub_id = .*$', lambda _: f"hub_id = {json.dumps(str(model_dir.resolve()))}", text)
+    path = workdir / f"{GPU_SPACE}-random.toml"
+    path.write_text(text)
+    return path
+
+
+def check_gpu_setup(space_path: Path, prompts: tuple[str, ...], run_one_step: bool) -> dict:
+    """What the GPU mode relies on, checked on CPU: the space loads, `load_pipeline` reads the saved
+    model, the layout matches the space, prompts encode to (n, text_length, 4096), and (optionally)
+    a one-step 256 px call gives finite images."""
+    from ecad.models import adapter_for_pipeline, load_pipeline
+    from ecad.spaces import load_space
+
+    t0 = time.perf_counter()
+    space = load_space(space_path)
+    pipe = load_pipeline(space, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    layout = adapter_for_pipeline(pipe).layout_of(pipe.transformer)
+    assert layout == space.layout, (layout.describe(), space.layout.describe())
+    params = sum(p.numel() for p in pipe.transformer.parameters())
+    with torch.inference_mode():
+        pe, pm, ne, nm = pipe.encode_prompt(list(prompts[:2]), do_classifier_free_guidance=True, negative_prompt="",
+                                            device="cpu", clean_caption=False,
+                                            max_sequence_length=space.text_length)
+    assert pe.shape == (2, space.text_length, 4096), pe.shape
+    out = {"space": space.name, "hub_id": space.hub_id, "transformer_params": params,
+           "layout": space.layout.describe(), "prompt_embeds": list(pe.shape), "load_s": round(time.perf_counter() - t0, 1)}
+    if run_one_step:
+        t1 = time.perf_counter()
+        call = {**space.call_kwargs(), "num_inference_steps": 1}
+        call.pop("max_sequence_length")
+        with torch.inference_mode():
+            images = pipe(prompt_embeds=pe[:1], prompt_attention_mask=pm[:1], negative_prompt_embeds=ne[:1],
+                          negative_prompt_attention_mask=nm[:1], negative_prompt=None, output_type="pt",
+                          generator=torch.Generator().manual_seed(0), **call).images
+        out.update(one_step_image=list(images.shape), one_step_finite=bool(torch.isfinite(images).all()),
+                   one_step_s=round(time.perf_counter() - t1, 1))
+    return out
+
+
+# ------------------------------------------------------------------ measurement
+def make_tasks(space_name: str, n: int, seed: int = 0) -> list[tuple[str, dict]]:
+    from ecad.search.genome import GenomeSpec, genome_hash
+    from ecad.search.seeds import random_genomes
+    from ecad.spaces import load_space
+
+    space = load_space(space_name)
+    spec = GenomeSpec.for_space(space)
+    genomes = random_genomes(spec, np.random.default_rng(seed), n)
+    return [(genome_hash(g), spec.to_schedule(g, space, name=genome_hash(g)).to_json()) for g in genomes]
+
+
+def measure(config, workers: int, tasks, warmup, use_gpu: bool) -> dict:
+    """One pool size: start (untimed), one warm-up candidate per worker (untimed), then all tasks."""
+    from ecad.distributed.pool import RayPool
+
+    t0 = time.perf_counter()
+    pool = RayPool(config, workers, use_gpu=use_gpu)
+    start_s = time.perf_counter() - t0
+    try:
+        pool.evaluate(warmup[:workers], lambda key, result: None)  # one per worker: all start idle
+        for w in pool.workers:
+            w.busy_s, w.done = 0.0, 0
+        results: dict[str, dict] = {}
+        t0 = time.perf_counter()
+        pool.evaluate(tasks, results.__setitem__)
+        wall = time.perf_counter() - t0
+        statuses = list(pool.workers)
+    finally:
+        pool.shutdown()
+    assert len(results) == len(tasks), (len(results), len(tasks))
+    capacity = wall * workers
+    busy = sum(w.busy_s for w in statuses)
+    gen = sum(r["timings"]["generate_s"] for r in results.values())
+    score = sum(r["timings"]["score_s"] for r in results.values())
+    per_candidate = [r["timings"]["generate_s"] + r["timings"]["score_s"] for r in results.values()]
+    return dict(
+        workers=workers, candidates=len(tasks), wall_s=round(wall, 3),
+        per_hour=round(len(tasks) / wall * 3600, 1),
+        busy_share=round(busy / capacity, 4), generate_share=round(gen / capacity, 4),
+        score_share=round(score / capacity, 4), dispatch_share=round((busy - gen - score) / capacity, 4),
+        idle_share=round(1 - busy / capacity, 4),
+        candidate_s_mean=round(float(np.mean(per_candidate)), 4),
+        candidate_s_min_max=[round(float(np.min(per_candidate)), 4), round(float(np.max(per_candidate)), 4)],
+        feasible=sum(bool(r.get("feasible")) for r in results.values()),
+        done_per_worker=[w.done for w in statuses], busy_s_per_worker=[round(w.busy_s, 3) for w in statuses],
+        pool_start_s=round(start_s, 2), worker_init_s=[w.info.get("init_seconds") for w in statuses],
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny-pixart on CPU (default when no GPU)")
+    ap.add_argument("--workers", type=int, nargs="+", default=None,
+                    help="pool sizes to measure (default: 1 2 on CPU; 1 and the GPU count on GPU)")
+    ap.add_argument("--prompts", type=int, default=None, help="N prompts (default 16 tiny, 32 GPU)")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per prompt (default 4 tiny, 2 GPU)")
+    ap.add_argument("--candidates", type=int, default=None, help="M candidates per pool size (default 48 tiny, 16 GPU)")
+    ap.add_argument("--batch", type=int, default=None, help="generation batch size (default 16 tiny, 64 GPU)")
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="GPU mode: where the random-weight pipeline is saved/reused (default: a temporary directory)")
+    ap.add_argument("--dry-run-gpu-setup", action="store_true",
+                    help="build, save and load the GPU mode's random full-size pipeline on CPU, encode prompts, "
+                         "run one 256 px step, and exit (no Ray, no timing)")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    cuda = torch.cuda.is_available() and not args.tiny and not args.dry_run_gpu_setup
+    tiny = not cuda and not args.dry_run_gpu_setup
+    n_prompts = args.prompts or (16 if tiny else 32)
+    n_seeds = args.seeds or (4 if tiny else 2)
+    n_cand = args.candidates or (48 if tiny else 16)
+    batch = args.batch or (16 if tiny else 64)
+    all_prompts = [line.strip() for line in PROMPTS.read_text().splitlines() if line.strip()]
+    prompts = tuple(all_prompts[:n_prompts])
+
+    with tempfile.TemporaryDirectory(prefix="ecad-bench-search-") as tmp:
+        tmp = Path(tmp)
+        if args.dry_run_gpu_setup or cuda:
+            model_dir = args.model_dir or (tmp / "pixart-alpha-256-random")
+            t0 = time.perf_counter()
+            save_random_pixart(model_dir)
+            print(f"random PixArt-alpha XL/2 pipeline at {model_dir} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            space = str(write_random_space(tmp, model_dir))
+            if args.dry_run_gpu_setup:
+                print(json.dumps(check_gpu_setup(Path(space), prompts, run_one_step=True)))
+                return
+        else:
+            space = "tiny-pixart"
+
+        import ray
+
+        from ecad.distributed.worker import WorkerConfig
+
+        ngpu = torch.cuda.device_count() if cuda else 0
+        sizes = args.workers or ([1, 2] if not cuda else sorted({1, ngpu}))
+        if cuda:
+            ray.init(num_gpus=ngpu, num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(2, max(sizes)), include_dashboard=False, log_to_driver=False)
+        config = WorkerConfig(space=space, prompts=prompts, seeds=tuple(range(n_seeds)), metric="fidelity",
+                              cost="macs", batch_size=batch, reference_cache=str(tmp / "references"), threads=1)
+        tasks = make_tasks(space, n_cand + max(sizes), seed=0)
+        warmup, tasks = tasks[-max(sizes):], tasks[: n_cand]
+        rows = []
+        try:
+            for w in sizes:
+                rows.append(measure(config, w, tasks, warmup, use_gpu=cuda))
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            ray.shutdown()
+
+    by = {r["workers"]: r for r in rows}
+    speedup = round(by[2]["per_hour"] / by[1]["per_hour"], 3) if 1 in by and 2 in by else None
+    result = dict(
+        device=torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine() or "cpu"),
+        cpu_count=os.cpu_count(), torch=torch.__version__, ray=ray.__version__,
+        mode="gpu" if cuda else "tiny-cpu",
+        settings=dict(space=GPU_SPACE + "-random" if cuda else space, prompts=n_prompts, seeds=n_seeds,
+                      images_per_candidate=n_prompts * n_seeds, batch_size=batch, candidates=n_cand,
+                      metric="fidelity", torch_threads_per_worker=1, pool="RayPool",
+                      timing="worker start-up and one warm-up candidate per worker excluded"),
+        rows=rows, speedup_2_vs_1=speedup,
+        targets=dict(busy_share=TARGET_BUSY, speedup_2_vs_1=TARGET_SPEEDUP),
+        met=dict(busy_share=all(r["busy_share"] >= TARGET_BUSY for r in rows),
+                 speedup_2_vs_1=None if speedup is None else speedup >= TARGET_SPEEDUP),
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+
+
+if __name__ == "__main__":
+    main()

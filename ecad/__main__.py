@@ -1,0 +1,5 @@
+import sys
+
+from ecad.cli import main
+
+sys.exit(main())

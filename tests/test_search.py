@@ -1,0 +1,195 @@
+"""`ecad search` end to end: engine + workers + run store, in-process and on Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ecad
+from ecad.cli import main
+from ecad.distributed.pool import PoolError, RayPool, check_ray_address
+from ecad.distributed.worker import WorkerConfig
+from ecad.runs import RunError
+from ecad.search.genome import GenomeSpec, genome_hash
+from ecad.search.run import ExecConfig, SearchConfig, SearchError, SearchRun
+from ecad.search.seeds import random_genomes
+from ecad.spaces import load_space
+
+SMALL = dict(population=6, generations=2, num_prompts=2, seeds=1, batch_size=4)
+
+
+def _population(run_dir: Path) -> list[str]:
+    return json.loads((run_dir / "checkpoint.json").read_text())["population"]
+
+
+def _evaluated_keys(run_dir: Path) -> list[str]:
+    return [json.loads(line)["key"] for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_in_process_search_writes_run_files_and_a_usable_frontier(tmp_path, tiny_pixart):
+    run = SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True))
+    root = run.run()
+    assert (root / "config.json").exists() and (root / "checkpoint.json").exists()
+    assert sorted(p.name for p in root.glob("gen_*.json")) == ["gen_000.json", "gen_001.json", "gen_002.json"]
+    keys = _evaluated_keys(root)
+    assert len(keys) == len(set(keys)), "a genome was evaluated twice"
+    gen = json.loads((root / "gen_002.json").read_text())
+    assert gen["hypervolume"] >= json.loads((root / "gen_000.json").read_text())["hypervolume"]
+    front = json.loads((root / "frontier" / "frontier.json").read_text())["points"]
+    assert front and all((root / "frontier" / p["schedule"]).exists() for p in front)
+    schedule = ecad.load_schedule(root / "frontier" / front[0]["schedule"])
+    ecad.apply_schedule(tiny_pixart, schedule)  # a frontier schedule applies to a stock pipeline
+    assert "quality" in schedule.metrics and schedule.metrics["macs_fraction"] < 1.0
+    assert "rank" in run.summary() and "hypervolume" in run.summary()
+
+
+def test_ray_search_with_two_workers_matches_one_worker(tmp_path, ray_cluster):
+    pops = []
+    for workers in (2, 1):
+        out = tmp_path / f"w{workers}"
+        SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=workers, quiet=True)).run()
+        pops.append(_population(out))
+        keys = _evaluated_keys(out)
+        assert len(keys) == len(set(keys))
+    assert pops[0] == pops[1], "populations depend on the number of workers"
+
+
+def test_killed_worker_candidate_is_requeued_and_evaluated_once(ray_cluster):
+    space = load_space("tiny-pixart")
+    spec = GenomeSpec.for_space(space)
+    genomes = random_genomes(spec, np.random.default_rng(5), 8)
+    tasks = [(genome_hash(g), spec.to_schedule(g, space).to_json()) for g in genomes]
+    config = WorkerConfig("tiny-pixart", ("a red cube", "a cat"), (0, 1), batch_size=2)
+    pool = RayPool(config, 2)
+    victim = pool.actor_pids()[0]
+    results: dict[str, list] = {}
+    killed = threading.Event()
+
+    def on_result(key, result):
+        results.setdefault(key, []).append(result)
+        if not killed.is_set():
+            os.kill(victim, signal.SIGKILL)  # a worker dies while it may hold a candidate
+            killed.set()
+
+    try:
+        pool.evaluate(tasks, on_result)
+    finally:
+        pool.shutdown()
+    assert killed.is_set()
+    assert sorted(results) == sorted(k for k, _ in tasks)
+    assert all(len(v) == 1 for v in results.values()), "a candidate was completed twice"
+    assert all(r[0]["feasible"] for r in results.values())
+
+
+def test_resume_after_killing_the_driver_reaches_the_same_population(tmp_path):
+    args = ["search", "--workers", "0", "--population", "8", "--generations", "4", "--num-prompts", "2",
+            "--seeds", "1", "--quiet"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run([sys.executable, "-m", "ecad.cli", *args, "--out", str(tmp_path / "whole")], check=True,
+                   env=env, capture_output=True, timeout=300)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "ecad.cli", *args, "--out", str(cut)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (cut / "gen_001.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "gen_004.json").exists(), "the run finished before it could be killed"
+    before = set(_evaluated_keys(cut))
+    subprocess.run([sys.executable, "-m", "ecad.cli", "search", "--resume", str(cut), "--workers", "0", "--quiet"],
+                   check=True, env=env, capture_output=True, timeout=300)
+    assert _population(cut) == _population(tmp_path / "whole")
+    keys = _evaluated_keys(cut)
+    assert len(keys) == len(set(keys)) and before <= set(keys)
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    out = tmp_path / "run"
+    SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=0, quiet=True)).run()
+    with pytest.raises(RunError, match=r"different configuration:\n  population: 6 \(run\) != 10 \(now\)"):
+        SearchRun(SearchConfig(**{**SMALL, "population": 10}), ExecConfig(out=str(out), workers=0), resume=True)
+
+
+def test_existing_run_is_not_overwritten_without_force(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    with pytest.raises(RunError, match="already holds a run; resume it with `--resume"):
+        SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=0))
+    SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=0, force=True))
+    assert json.loads((out / "config.json").read_text())["config"]["population"] == 6
+
+
+def test_infeasible_candidates_are_recorded_with_their_reason(tmp_path):
+    config = SearchConfig(**{**SMALL, "max_macs_fraction": 0.5})
+    run = SearchRun(config, ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True))
+    run.run()
+    recs = [json.loads(line) for line in (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines()]
+    bad = [r for r in recs if not r["feasible"]]
+    assert bad and all("constraint: MACs" in r["reason"] for r in bad)
+    front = json.loads((tmp_path / "run" / "frontier" / "frontier.json").read_text())["points"]
+    assert all(p["macs_fraction"] <= 0.5 for p in front)
+
+
+def test_nan_images_make_a_candidate_infeasible_not_a_crash():
+    import torch
+
+    from ecad.distributed.worker import CandidateEvaluator
+
+    evaluator = CandidateEvaluator(WorkerConfig("tiny-pixart", ("a cat",), (0,), batch_size=1))
+    with torch.no_grad():
+        evaluator.pipe.transformer.transformer_blocks[0].ff.net[2].weight.fill_(float("nan"))
+    result = evaluator.evaluate(evaluator.space.full_schedule().to_json())
+    assert result == {**result, "feasible": False, "reason": "non-finite images"}
+
+
+# ----------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--space", "no-such-space"], "unknown search space 'no-such-space'"),
+        (["--population", "3"], "too small for NSGA-II; use at least 4"),
+        (["--metric", "nope"], "unknown; available:"),
+        (["--prompts", "EMPTY"], "has no prompts; put one prompt per line"),
+        (["--prompts", "/no/such/file.txt"], "not found; pass --prompts FILE"),
+    ],
+)
+def test_bad_search_input_gives_a_clear_error(argv, message, tmp_path, capsys):
+    argv = [str(tmp_path / "empty.txt") if a == "EMPTY" else a for a in argv]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert main(["search", "--workers", "0", "--out", str(tmp_path / "r"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unreachable_ray_address_fails_fast():
+    t0 = time.time()
+    with pytest.raises(PoolError, match="cannot reach the Ray cluster at 127.0.0.1:1 .* `ray start --head`"):
+        check_ray_address("127.0.0.1:1", timeout=1)
+    with pytest.raises(PoolError, match="is not HOST:PORT"):
+        check_ray_address("nonsense")
+    assert time.time() - t0 < 10
+
+
+def test_search_errors_are_search_errors():
+    with pytest.raises(SearchError):
+        SearchRun(SearchConfig(population=2), ExecConfig(workers=0))
