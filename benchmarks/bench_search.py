@@ -90,17 +90,17 @@ def write_random_space(workdir: Path, model_dir: Path) -> Path:
     from ecad.spaces import DEFAULT_DIR
 
     text = (DEFAULT_DIR / f"{GPU_SPACE}.toml").read_text()
-    text = re.sub(r'(?m)^name = .*$', f'name = "{GPU_SPACE}-random"', text)
-    text = re.sub(r'(?m)^hub_id = .*$', lambda _: f"hub_id = {json.dumps(str(model_dir.resolve()))}", text)
+    text = re.sub(r'(?m)^name = .*$', f'name = "{GPU_SPACE}-random"', text, count=1)  # not [[blocks]] name
+    text = re.sub(r'(?m)^hub_id = .*$', lambda _: f"hub_id = {json.dumps(str(model_dir.resolve()))}", text, count=1)
     path = workdir / f"{GPU_SPACE}-random.toml"
     path.write_text(text)
     return path
 
 
-def check_gpu_setup(space_path: Path, prompts: tuple[str, ...], run_one_step: bool) -> dict:
+def check_gpu_setup(space_path: Path, prompts: tuple[str, ...], run_call: bool) -> dict:
     """What the GPU mode relies on, checked on CPU: the space loads, `load_pipeline` reads the saved
     model, the layout matches the space, prompts encode to (n, text_length, 4096), and (optionally)
-    a one-step 256 px call gives finite images."""
+    a two-step 256 px call gives finite images."""
     from ecad.models import adapter_for_pipeline, load_pipeline
     from ecad.spaces import load_space
 
@@ -118,16 +118,16 @@ def check_gpu_setup(space_path: Path, prompts: tuple[str, ...], run_one_step: bo
     assert pe.shape == (2, space.text_length, 4096), pe.shape
     out = {"space": space.name, "hub_id": space.hub_id, "transformer_params": params,
            "layout": space.layout.describe(), "prompt_embeds": list(pe.shape), "load_s": round(time.perf_counter() - t0, 1)}
-    if run_one_step:
+    if run_call:
         t1 = time.perf_counter()
-        call = {**space.call_kwargs(), "num_inference_steps": 1}
+        call = {**space.call_kwargs(), "num_inference_steps": 2}  # diffusers' 1-step PixArt path expects a DMD scheduler
         call.pop("max_sequence_length")
         with torch.inference_mode():
             images = pipe(prompt_embeds=pe[:1], prompt_attention_mask=pm[:1], negative_prompt_embeds=ne[:1],
                           negative_prompt_attention_mask=nm[:1], negative_prompt=None, output_type="pt",
                           generator=torch.Generator().manual_seed(0), **call).images
-        out.update(one_step_image=list(images.shape), one_step_finite=bool(torch.isfinite(images).all()),
-                   one_step_s=round(time.perf_counter() - t1, 1))
+        out.update(two_step_image=list(images.shape), two_step_finite=bool(torch.isfinite(images).all()),
+                   two_step_s=round(time.perf_counter() - t1, 1))
     return out
 
 
@@ -147,6 +147,7 @@ def measure(config, workers: int, tasks, warmup, use_gpu: bool) -> dict:
     """One pool size: start (untimed), one warm-up candidate per worker (untimed), then all tasks."""
     from ecad.distributed.pool import RayPool
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
     pool = RayPool(config, workers, use_gpu=use_gpu)
     start_s = time.perf_counter() - t0
@@ -178,6 +179,7 @@ def measure(config, workers: int, tasks, warmup, use_gpu: bool) -> dict:
         feasible=sum(bool(r.get("feasible")) for r in results.values()),
         done_per_worker=[w.done for w in statuses], busy_s_per_worker=[round(w.busy_s, 3) for w in statuses],
         pool_start_s=round(start_s, 2), worker_init_s=[w.info.get("init_seconds") for w in statuses],
+        loadavg_before=load_before,  # 1/5/15-min load: other processes on the machine skew CPU numbers
     )
 
 
@@ -194,7 +196,7 @@ def main() -> None:
                     help="GPU mode: where the random-weight pipeline is saved/reused (default: a temporary directory)")
     ap.add_argument("--dry-run-gpu-setup", action="store_true",
                     help="build, save and load the GPU mode's random full-size pipeline on CPU, encode prompts, "
-                         "run one 256 px step, and exit (no Ray, no timing)")
+                         "run two 256 px steps, and exit (no Ray, no timing)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -216,7 +218,7 @@ def main() -> None:
             print(f"random PixArt-alpha XL/2 pipeline at {model_dir} ({time.perf_counter() - t0:.0f} s)", flush=True)
             space = str(write_random_space(tmp, model_dir))
             if args.dry_run_gpu_setup:
-                print(json.dumps(check_gpu_setup(Path(space), prompts, run_one_step=True)))
+                print(json.dumps(check_gpu_setup(Path(space), prompts, run_call=True)))
                 return
         else:
             space = "tiny-pixart"

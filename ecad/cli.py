@@ -75,6 +75,71 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _si(value: float) -> str:
+    """MACs with a unit that keeps 3-4 significant digits (T for real models, M for tiny ones)."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3f} {unit}"
+    return f"{value:.0f} "
+
+
+def _cmd_frontier(args: argparse.Namespace) -> int:
+    from ecad.cache.macs import dims_for_space, schedule_macs, transformer_batch
+    from ecad.frontier import baseline_quality, export_frontier, frontier, load_run, pick, schedule_of
+    from ecad.search.nsga2 import Evaluation, hypervolume, reference_point
+    from ecad.spaces import load_space
+
+    runs = [load_run(r) for r in args.runs]
+    config = runs[0].config
+    points = frontier(runs)
+    space = load_space(config["space"])
+    dims = dims_for_space(space)
+    batch = transformer_batch(space.family, 1, space.guidance_scale)
+    weights = (1.0 if runs[0].higher_is_better else -1.0, -1.0)
+    feasible = [Evaluation((p.quality, p.cost)) for r in runs for p in r.points if p.feasible]
+    hv = hypervolume([Evaluation((p.quality, p.cost)) for p in points], weights, reference_point(feasible, weights))
+    base = baseline_quality(runs)
+    print(f"frontier of {', '.join(str(r.run) for r in runs)}: {len(points)} schedules, {config['metric']} vs "
+          f"{config['cost']}, hypervolume {hv:.4f}" + (f", no-caching quality {base:.5g}" if base is not None else ""))
+    has_latency = any(p.latency_ms is not None for p in points)
+    print(f"{'rank':>4} {config['metric']:>12} {'MACs/img':>10} {'speedup':>8}" + (f" {'ms/img':>8}" if has_latency else "")
+          + "  label / schedule")
+    out_dir = Path(args.export) if args.export else runs[0].run / ("frontier" if args.format == "native" else "frontier_ecad")
+    paths = export_frontier(points, config, out_dir, "ecad" if args.format == "ecad" else "ecad-schedule")
+    for rank, (p, path) in enumerate(zip(points, paths)):
+        macs = _si(schedule_macs(schedule_of(p, config), dims, batch=batch).total)
+        lat = f" {p.latency_ms:>8.2f}" if has_latency and p.latency_ms is not None else (" " * 9 if has_latency else "")
+        print(f"{rank:>4} {p.quality:>12.5f} {macs:>10} {1 / p.macs_fraction:>7.2f}x{lat}  {p.label:12s} {path}")
+    if args.pick:
+        chosen = pick(points, args.pick, base, runs[0].higher_is_better)
+        out = Path(args.out) if args.out else runs[0].run / "picked.json"
+        schedule = schedule_of(chosen, config)
+        schedule.attributes["picked_by"] = args.pick
+        schedule.save(out, format="ecad" if args.format == "ecad" else "ecad-schedule")
+        print(f"picked ({args.pick}): quality {chosen.quality:.5g}, speedup {chosen.speedup:.2f}x -> {out}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from ecad.generate import generate, save_result
+
+    schedule = load_schedule(args.schedule)
+    if bool(args.prompt) == bool(args.prompts):
+        raise ValueError("give exactly one of --prompt TEXT or --prompts FILE")
+    prompts = [args.prompt] if args.prompt else [l.strip() for l in Path(args.prompts).read_text().splitlines() if l.strip()]
+    if not prompts:
+        raise ValueError(f"{args.prompts} has no prompts; put one prompt per line")
+    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    result = generate(schedule, prompts, seeds, space_name=args.space, model=args.model, device=args.device,
+                      batch_size=args.batch_size, guidance_scale=args.guidance_scale)
+    paths = save_result(result, Path(args.out))
+    ms = result.settings["ms_per_image"]
+    print(f"wrote {len(paths)} images and generate.json to {args.out} ({result.settings['space']}, "
+          f"{result.settings['steps']} steps, {result.settings['compute_fraction']:.1%} computed, "
+          f"{sum(ms) / len(ms):.1f} ms/image on {result.settings['device']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +174,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=_cmd_search)
 
+    p = sub.add_parser("frontier", help="Pareto frontier of one or more runs; --pick a schedule by constraint")
+    p.add_argument("runs", nargs="+", help="run directories (several are merged)")
+    p.add_argument("--pick", help='constraint(s), e.g. "speedup>=2" or "quality>=0.95*baseline,macs<=0.5"')
+    p.add_argument("--out", help="where --pick writes the chosen schedule (default RUN/picked.json)")
+    p.add_argument("--format", choices=["native", "ecad"], default="native", help="schedule file format")
+    p.add_argument("--export", help="directory for the frontier's schedule files (default RUN/frontier[_ecad])")
+    p.set_defaults(func=_cmd_frontier)
+
+    p = sub.add_parser("generate", help="generate images with a saved schedule applied")
+    p.add_argument("--schedule", required=True, help="schedule JSON (ours or ECAD's)")
+    p.add_argument("--prompt", help="one prompt")
+    p.add_argument("--prompts", help="prompt file, one per line")
+    p.add_argument("--space", help="search space whose model and settings to use (default: the schedule's own)")
+    p.add_argument("--model", help="hub id or local directory of the pipeline (default: the schedule's model)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--num-seeds", type=int, default=1, help="images per prompt (seeds seed..seed+N-1)")
+    p.add_argument("--guidance-scale", type=float, help="override the schedule's guidance scale")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device")
+    p.add_argument("--out", default="generated", help="output directory (default ./generated)")
+    p.set_defaults(func=_cmd_generate)
+
     p = sub.add_parser("metrics", help="list the quality metrics")
     p.set_defaults(func=lambda a: [print(f"{k:14s} {v}") for k, v in __import__("ecad.metrics", fromlist=["x"]).list_metrics().items()] and 0)
 
@@ -121,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=2, help="transformer batch (PixArt with CFG: 2 x images)")
     p.add_argument("--ecad-convention", action="store_true", help="count Linear layers only, as ECAD does")
     p.set_defaults(func=_cmd_macs)
+
+    from ecad.metrics.score import add_score_parser
+
+    add_score_parser(sub)
     return parser
 
 

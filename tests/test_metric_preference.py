@@ -31,7 +31,7 @@ def images():
     return torch.rand(len(PROMPTS), 3, 36, 48, generator=torch.Generator().manual_seed(1))
 
 
-# one instance shared by all tests: two byte_tokenizer() instances may number bytes differently
+# one instance shared by all tests (the reference computations must tokenize exactly as the metric does)
 TOKENIZER = byte_tokenizer(77)
 
 

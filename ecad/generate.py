@@ -1,0 +1,106 @@
+"""Apply a saved schedule at inference: the same `apply_schedule` the search workers use, so
+what was searched is exactly what runs in production."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecad.cache.hooks import apply_schedule
+from ecad.distributed.worker import to_uint8
+from ecad.schedule import Schedule, ScheduleError
+
+
+@dataclass
+class GenerateResult:
+    images: torch.Tensor  # uint8 [N, 3, H, W]
+    prompts: list[str]
+    seeds: list[int]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def space_for_schedule(schedule: Schedule, space_name: str | None = None):
+    """The search space to run a schedule in: the one named, else the shipped space whose model,
+    layout, steps and resolution match the schedule's."""
+    from ecad.spaces import list_spaces, load_space
+
+    if space_name:
+        space = load_space(space_name)
+        space.check_schedule(schedule)
+        return space
+    for name in list_spaces():
+        space = load_space(name)
+        if (space.family == schedule.family and space.layout == schedule.layout and space.steps == schedule.num_steps
+                and (schedule.model is None or schedule.model == space.model)
+                and (schedule.height is None or schedule.height == space.height)):
+            return space
+    raise ScheduleError(
+        f"no search space matches this schedule ({schedule.layout.describe()}, {schedule.num_steps} steps, "
+        f"model {schedule.model}, {schedule.height}x{schedule.width}); pass --space NAME or --model ID"
+    )
+
+
+def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_name: str | None = None,
+             model: str | None = None, device: str | None = None, batch_size: int = 4,
+             guidance_scale: float | None = None) -> GenerateResult:
+    """Images for every prompt x seed with `schedule` applied, one CPU generator per image (the
+    same noise the search used for that seed), plus timing and settings."""
+    import dataclasses
+
+    from ecad.models import load_pipeline
+
+    space = space_for_schedule(schedule, space_name)
+    if model:
+        space = dataclasses.replace(space, hub_id=model)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    pipe = load_pipeline(space, device=dev)
+    pipe.set_progress_bar_config(disable=True)
+    load_s = time.perf_counter() - t0
+    apply_schedule(pipe, schedule)
+    call = space.call_kwargs()
+    call["height"] = schedule.height or call["height"]
+    call["width"] = schedule.width or call["width"]
+    call["guidance_scale"] = guidance_scale or schedule.guidance_scale or call["guidance_scale"]
+    items = [(p, s) for p in prompts for s in seeds]
+    chunks, ms = [], []
+    with torch.inference_mode():
+        for i in range(0, len(items), batch_size):
+            batch = items[i: i + batch_size]
+            gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
+            if dev.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            out = pipe([p for p, _ in batch], generator=gens, output_type="pt", **call).images
+            if dev.startswith("cuda"):
+                torch.cuda.synchronize()
+            ms.append((time.perf_counter() - t) * 1e3 / len(batch))
+            chunks.append(to_uint8(out).cpu())
+    settings = {
+        "schedule": schedule.name, "space": space.name, "model": space.model, "device": dev,
+        "dtype": str(pipe.transformer.dtype), "batch_size": batch_size, "steps": len(schedule.executed_steps),
+        "timesteps": schedule.timesteps, "compute_fraction": schedule.compute_fraction(),
+        "call": {k: v for k, v in call.items()}, "load_seconds": round(load_s, 3),
+        "ms_per_image": [round(x, 3) for x in ms],
+    }
+    return GenerateResult(torch.cat(chunks), [p for p, _ in items], [s for _, s in items], settings)
+
+
+def save_result(result: GenerateResult, out_dir: Path) -> list[Path]:
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (img, prompt, seed) in enumerate(zip(result.images, result.prompts, result.seeds)):
+        path = out_dir / f"{i:04d}_seed{seed}.png"
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
+        paths.append(path)
+    meta = {**result.settings, "images": [{"file": p.name, "prompt": pr, "seed": s}
+                                          for p, pr, s in zip(paths, result.prompts, result.seeds)]}
+    (out_dir / "generate.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return paths

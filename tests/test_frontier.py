@@ -1,0 +1,80 @@
+"""Pareto extraction, --pick semantics, and `ecad frontier` on a real tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ecad
+from ecad.cli import main
+from ecad.frontier import FrontierError, Point, frontier, load_run, pareto_indices, pick
+from ecad.search.run import ExecConfig, SearchConfig, SearchRun
+
+
+def test_pareto_on_hand_made_points_with_ties_and_duplicates():
+    # minimise both: (1,5) (2,3) (2,3) duplicate (3,3) tie dominated (4,1) (5,1) dominated by (4,1)
+    pts = np.array([[1, 5], [2, 3], [2, 3], [3, 3], [4, 1], [5, 1], [3, 4]])
+    assert pareto_indices(pts) == [0, 1, 4]
+
+
+def _p(q, c, key="k"):
+    return Point(Path("."), key, "ff", 0, q, c, True, details={"macs_fraction": c})
+
+
+def test_pick_semantics():
+    points = [_p(0.80, 0.25, "a"), _p(0.90, 0.40, "b"), _p(0.97, 0.60, "c"), _p(1.0, 1.0, "d")]
+    assert pick(points, "speedup>=2", 1.0).key == "b"  # best quality among speedup >= 2
+    assert pick(points, "quality>=0.95*baseline", 1.0).key == "c"  # fastest with enough quality
+    assert pick(points, "quality>=0.85, macs<=0.5", 1.0).key == "b"
+    with pytest.raises(FrontierError, match="no frontier schedule satisfies 'speedup>=10'.*at most speedup 4.00x"):
+        pick(points, "speedup>=10", 1.0)
+    with pytest.raises(FrontierError, match="not understood"):
+        pick(points, "fast please", 1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    SearchRun(SearchConfig(population=6, generations=2, num_prompts=2, seeds=1, batch_size=4),
+              ExecConfig(out=str(out), workers=0, quiet=True)).run()
+    return out
+
+
+def test_frontier_cli_prints_table_exports_and_picks(tiny_run, capsys, tmp_path):
+    assert main(["frontier", str(tiny_run), "--pick", "speedup>=1.5", "--out", str(tmp_path / "p.json")]) == 0
+    text = capsys.readouterr().out
+    assert "MACs/img" in text and "speedup" in text and "hypervolume" in text
+    picked = ecad.load_schedule(tmp_path / "p.json")
+    assert picked.metrics["macs_speedup"] >= 1.5 and picked.attributes["picked_by"] == "speedup>=1.5"
+    assert main(["frontier", str(tiny_run), "--format", "ecad"]) == 0
+    files = sorted((tiny_run / "frontier_ecad").glob("*.json"))
+    assert files and "cache_schedule" in json.loads(files[0].read_text())
+    pts = frontier([load_run(tiny_run)])
+    costs = [p.cost for p in pts]
+    assert costs == sorted(costs) and len(pts) == len(files)
+
+
+def test_merging_two_runs_keeps_the_joint_frontier(tiny_run):
+    runs = [load_run(tiny_run), load_run(tiny_run)]
+    assert len(frontier(runs)) == len(frontier(runs[:1]))  # duplicates collapse
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such run directory"),
+    ("empty", "no generation has been evaluated yet"),
+])
+def test_bad_runs_give_clear_errors(case, message, tmp_path, capsys):
+    run = tmp_path / "r"
+    if case == "empty":
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"config": {"metric": "fidelity", "cost": "macs", "space": "tiny-pixart"}}))
+    assert main(["frontier", str(run)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unsatisfiable_pick_is_an_error(tiny_run, capsys):
+    assert main(["frontier", str(tiny_run), "--pick", "speedup>=1000"]) == 2
+    assert "no frontier schedule satisfies" in capsys.readouterr().err
