@@ -140,6 +140,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ecad.compare import format_table, run_compare, write_compare
+    from ecad.search.run import SearchConfig, read_prompts
+
+    prompts = read_prompts(SearchConfig(prompts=args.prompts, num_prompts=args.num_prompts))
+    seeds = tuple(range(args.seeds))
+    rows = run_compare(args.space, args.schedules or [], args.baselines, prompts, seeds, args.metric,
+                       args.batch_size, args.device)
+    print(format_table(rows, args.metric))
+    out = Path(args.out)
+    write_compare(rows, args.metric, out, {"space": args.space, "prompts": list(prompts), "seeds": list(seeds),
+                                           "metric": args.metric, "batch_size": args.batch_size})
+    print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--out", default="generated", help="output directory (default ./generated)")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("compare", help="schedules vs heuristic baselines and diffusers' caches, same prompts/seeds")
+    p.add_argument("--space", required=True)
+    p.add_argument("--schedules", nargs="*", help="schedule files to compare")
+    p.add_argument("--baselines", action="store_true",
+                   help="add every-n / T-GATE-like baselines and diffusers' FirstBlockCache, TaylorSeer, PAB, MagCache")
+    p.add_argument("--prompts", default="calibration_prompts/image_reward_100.txt")
+    p.add_argument("--num-prompts", type=int, default=4)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--metric", default="fidelity")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device")
+    p.add_argument("--out", default="compare", help="output directory for compare.json and compare.png")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("metrics", help="list the quality metrics")
     p.set_defaults(func=lambda a: [print(f"{k:14s} {v}") for k, v in __import__("ecad.metrics", fromlist=["x"]).list_metrics().items()] and 0)

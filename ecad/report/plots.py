@@ -1,0 +1,293 @@
+"""PNG plots of a search run (matplotlib, Agg): frontier, hypervolume, schedule heatmaps.
+
+`write_run_plots(run_dir)` is cheap enough to call after every generation, so a running search
+can be watched by reloading run_dir/plots/*.png; every file is written to a temp name and
+renamed, so a viewer never sees half a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # no display needed; keeps an already chosen backend in notebooks
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from ecad.report import RunData, frontier_schedules, load_run, seed_family  # noqa: E402
+
+if TYPE_CHECKING:
+    from ecad.schedule import Schedule
+
+COMPUTE, REUSE, SKIPPED = "#1d3557", "#dbe6f2", "#b0b0b0"
+FRONT = "#d62828"
+SEED_MARKERS = {"every_n (FORA-like)": "s", "attention_every_n": "^", "tgate (T-GATE-like)": "v",
+                "single component": "D", "seed file": "P"}
+STYLE = {"font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10.5, "axes.spines.top": False,
+         "axes.spines.right": False, "figure.dpi": 100}
+
+
+def _as_run(run: str | os.PathLike | RunData) -> RunData:
+    return run if isinstance(run, RunData) else load_run(run)
+
+
+def _save(fig: Figure, out_png: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write atomically: temp file in the same directory, then rename over the target."""
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def _run_title(run: RunData) -> str:
+    space = run.config.get("space", "?")
+    return f"{run.root.name}  ·  {space}  ·  {run.metric} vs {run.cost_kind}"
+
+
+# ---------------------------------------------------------------------- frontier
+def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLike) -> Path:
+    """Every feasible candidate (quality vs cost) coloured by the generation it was first evaluated
+    in, the Pareto frontier as a line with ringed markers, no caching as a star and the heuristic
+    seeds with their own markers."""
+    run = _as_run(run_dir)
+    feas = run.feasible
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(10, 6.2))
+        last_gen = max([p.generation for p in run.points] + [len(run.generations) - 1, 1])
+        if last_gen <= 16:
+            cmap = plt.get_cmap("viridis", last_gen + 1)
+            norm = BoundaryNorm(np.arange(-0.5, last_gen + 1.5), cmap.N)
+        else:
+            cmap, norm = plt.get_cmap("viridis"), Normalize(0, last_gen)
+        plain = [p for p in feas if p.kind in ("random", "evolved")]
+        sc = ax.scatter([p.cost for p in plain], [p.quality for p in plain], c=[p.generation for p in plain],
+                        cmap=cmap, norm=norm, s=30, alpha=0.85, edgecolors="white", linewidths=0.4, zorder=2)
+        handles: list[Any] = [Line2D([], [], ls="", marker="o", mfc="#7f7f7f", mec="white", ms=7,
+                                     label="searched candidate")]
+        seeds = [p for p in feas if p.kind == "seed"]
+        fams: dict[str, list] = {}
+        for p in seeds:
+            fams.setdefault(seed_family(p.label), []).append(p)
+        for fam, pts in sorted(fams.items()):
+            marker = SEED_MARKERS.get(fam, "h")
+            ax.scatter([p.cost for p in pts], [p.quality for p in pts], c=[p.generation for p in pts], cmap=cmap,
+                       norm=norm, marker=marker, s=60, edgecolors="black", linewidths=0.9, zorder=3)
+            handles.append(Line2D([], [], ls="", marker=marker, mfc="white", mec="black", ms=7.5,
+                                  label=f"seed: {fam} ({len(pts)})"))
+        front = run.frontier
+        if front:
+            xs, ys = [p.cost for p in front], [p.quality for p in front]
+            ax.plot(xs, ys, color=FRONT, lw=1.6, alpha=0.9, zorder=4)
+            ax.scatter(xs, ys, s=120, facecolors="none", edgecolors=FRONT, linewidths=1.8, zorder=5)
+            handles.append(Line2D([], [], color=FRONT, lw=1.6, marker="o", mfc="none", mec=FRONT, ms=10, mew=1.8,
+                                  label=f"Pareto frontier ({len(front)})"))
+        base = [p for p in feas if p.kind == "no_caching"]
+        if base:
+            ax.scatter([p.cost for p in base], [p.quality for p in base], marker="*", s=320, c="#ffb703",
+                       edgecolors="black", linewidths=1.0, zorder=6)
+            ax.annotate("no caching", (base[0].cost, base[0].quality), xytext=(-10, 10), textcoords="offset points",
+                        ha="right", fontsize=9, color="#333333")
+            handles.append(Line2D([], [], ls="", marker="*", mfc="#ffb703", mec="black", ms=14, label="no caching"))
+        infeasible = len(run.points) - len(feas)
+        if not feas:
+            ax.text(0.5, 0.5, "no feasible candidates yet", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=13, color="#777777")
+            ax.set_xlim(0, 1.05)
+        else:
+            xmax = max(p.cost for p in feas)
+            ax.set_xlim(0, max(1.05, xmax * 1.05))
+        ax.set_xlabel(f"cost: {run.cost_label()}  →  lower is better")
+        ax.set_ylabel(f"quality: {run.quality_label()}")
+        ax.grid(True, alpha=0.3, lw=0.6)
+        sec = ax.secondary_xaxis("top", functions=(_inv, _inv))
+        sec.set_xlabel("estimated speedup (1 / cost)", fontsize=9.5, color="#555555")
+        sec.tick_params(labelsize=8.5, colors="#555555")
+        sec.set_xticks([t for t in (1, 1.25, 1.5, 2, 3, 4, 6, 10) if 1 / t >= ax.get_xlim()[0] + 1e-9])
+        sec.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+        cb = fig.colorbar(sc, ax=ax, pad=0.015, fraction=0.04)
+        cb.set_label("generation first evaluated")
+        if last_gen <= 16:
+            cb.set_ticks(range(0, last_gen + 1, max(1, (last_gen + 1) // 8)))
+        note = f"{len(feas)} feasible candidates" + (f", {infeasible} infeasible (not shown)" if infeasible else "")
+        handles.append(Line2D([], [], ls="", label=note))
+        ax.legend(handles=handles, loc="lower right", fontsize=8.5, framealpha=0.92)
+        ax.set_title(f"Quality vs cost — {_run_title(run)}", loc="left", pad=30)
+        return _save(fig, out_png)
+
+
+def _inv(x):
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > 1e-6, 1.0 / np.maximum(x, 1e-6), 1e6)
+
+
+# ---------------------------------------------------------------------- hypervolume
+def plot_hypervolume(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLike) -> Path:
+    """Hypervolume of the population per generation, with new evaluations per generation as bars."""
+    run = _as_run(run_dir)
+    hv = run.hypervolume
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        if hv:
+            gens = [g for g, _ in hv]
+            new = [len(rec.get("evaluated", [])) for rec in run.generations if rec.get("hypervolume") is not None]
+            ax2 = ax.twinx()
+            ax2.bar(gens, new, width=0.6, color="#cfd8e3", zorder=0, label="new evaluations")
+            ax2.set_ylabel("new evaluations", color="#6b7a8f")
+            ax2.tick_params(axis="y", colors="#6b7a8f")
+            ax2.spines["right"].set_visible(True)
+            ax2.set_ylim(0, max(new + [1]) * 3.0)
+            ax.set_zorder(ax2.get_zorder() + 1)
+            ax.patch.set_visible(False)
+            ax.plot(gens, [v for _, v in hv], color="#1d3557", lw=2, marker="o", ms=6, zorder=3)
+            ax.annotate(f"{hv[-1][1]:.4f}", (gens[-1], hv[-1][1]), xytext=(6, -14), textcoords="offset points",
+                        fontsize=9, color="#1d3557")
+            ax.set_xticks(gens if len(gens) <= 20 else np.linspace(gens[0], gens[-1], 11).round().astype(int))
+            lo, hi = min(v for _, v in hv), max(v for _, v in hv)
+            pad = (hi - lo) * 0.15 or max(abs(hi) * 0.05, 1e-3)
+            ax.set_ylim(lo - pad, hi + pad)
+        else:
+            ax.text(0.5, 0.5, "no generation recorded yet", transform=ax.transAxes, ha="center", va="center",
+                    color="#777777")
+        ref = run.generations[-1].get("hv_ref") if run.generations else None
+        ax.set_xlabel("generation")
+        ax.set_ylabel("hypervolume (higher is better)")
+        ax.grid(True, alpha=0.3, lw=0.6)
+        title = f"Hypervolume per generation — {run.root.name}"
+        if ref is not None:
+            title += f"\nreference point {json.dumps(ref)}"
+        ax.set_title(title, loc="left", fontsize=11)
+        return _save(fig, out_png)
+
+
+# ---------------------------------------------------------------------- heatmaps
+def schedule_image(schedule: "Schedule") -> np.ndarray:
+    """[steps, blocks, components] of 0 = reuse, 1 = compute, 2 = step not run."""
+    img = schedule.grid.astype(np.int8)
+    skipped = np.setdiff1d(np.arange(schedule.num_steps), schedule.executed_steps)
+    img[skipped] = 2
+    return img
+
+
+def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, title: str | None = None) -> Path:
+    """Steps (rows) x blocks (columns), one panel per component index. FLUX panels span the double
+    blocks then the single blocks, with a divider between them and both component names in the
+    panel title. Dark = compute, light = reuse, grey = step not run."""
+    img = schedule_image(schedule)
+    steps, blocks, comps = img.shape
+    layout = schedule.layout
+    cmap = ListedColormap([REUSE, COMPUTE, SKIPPED])
+    vertical = blocks > 36  # wide panels (FLUX: 57 blocks) stack, narrow ones sit side by side
+    if vertical:
+        pw, ph = min(9.0, max(4.0, blocks * 0.14)), min(3.2, max(1.4, steps * 0.12))
+        figsize, nrows, ncols = (pw + 1.0, comps * (ph + 0.7) + 0.9), comps, 1
+    else:
+        pw, ph = min(3.8, max(2.0, blocks * 0.3)), min(3.6, max(1.8, steps * 0.15))
+        figsize, nrows, ncols = (comps * (pw + 0.5) + 0.6, ph + 1.5), 1, comps
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
+        axes = axes.ravel()
+        bounds = np.cumsum([g.num_blocks for g in layout.groups])[:-1]
+        xlabel = "block"
+        if len(layout.groups) > 1:
+            xlabel += "  (" + "  |  ".join(f"{_group_short(g.name)} {g.num_blocks}" for g in layout.groups) + ")"
+        for c, ax in enumerate(axes):
+            ax.imshow(img[:, :, c], cmap=cmap, vmin=0, vmax=2, aspect="auto", interpolation="nearest",
+                      extent=(-0.5, blocks - 0.5, steps - 0.5, -0.5))
+            for b in bounds:
+                ax.axvline(b - 0.5, color="#e63946", lw=1.6)
+            names = " | ".join(g.components[c] for g in layout.groups)
+            frac = float((img[:, :, c] == 1).sum()) / (steps * blocks)
+            ax.set_title(f"{names}  ({frac:.0%} computed)", fontsize=9.5)
+            ax.set_xlabel(xlabel, fontsize=9)
+            ax.set_ylabel("step", fontsize=9)
+            ax.set_xticks(_ticks(blocks))
+            ax.set_yticks(_ticks(steps))
+            ax.tick_params(labelsize=7.5, length=2)
+            for s in ("top", "right"):
+                ax.spines[s].set_visible(True)
+        executed = len(schedule.executed_steps)
+        head = title or schedule.name or "schedule"
+        sub = f"{schedule.compute_fraction():.1%} of block components computed"
+        if executed != steps:
+            sub += f"  ·  {executed} of {steps} steps run"
+        q = schedule.metrics.get("quality") if isinstance(schedule.metrics, dict) else None
+        if isinstance(q, (int, float)) and math.isfinite(q):
+            sub += f"  ·  {schedule.metrics.get('metric', 'quality')} {q:.4g}"
+        mf = schedule.metrics.get("macs_fraction") if isinstance(schedule.metrics, dict) else None
+        if isinstance(mf, (int, float)) and mf > 0:
+            sub += f"  ·  MACs {mf:.1%} ({1 / mf:.2f}× est.)"
+        fig.suptitle(f"{head}\n{sub}", fontsize=11, x=0.02, ha="left")
+        legend = [Patch(color=COMPUTE, label="compute"), Patch(color=REUSE, label="reuse cache")]
+        if executed != steps:
+            legend.append(Patch(color=SKIPPED, label="step not run"))
+        fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8.5, frameon=False)
+        return _save(fig, out_png, dpi=100)
+
+
+def _group_short(name: str) -> str:
+    return {"transformer_blocks": "double", "single_transformer_blocks": "single"}.get(name, name)
+
+
+def _ticks(n: int) -> list[int]:
+    step = 1 if n <= 12 else 2 if n <= 24 else 5 if n <= 60 else 10
+    return list(range(0, n, step))
+
+
+# ---------------------------------------------------------------------- all plots of a run
+def write_run_plots(run_dir: str | os.PathLike) -> Path:
+    """run_dir/plots/{frontier,hypervolume}.png and plots/heatmaps/<schedule stem>.png for every
+    frontier schedule. Heatmaps already drawn for the same schedule are kept (renamed when a
+    frontier rank shifts), so repeated calls during a search only draw what changed."""
+    run = load_run(run_dir)
+    out = run.root / "plots"
+    plot_frontier(run, out / "frontier.png")
+    plot_hypervolume(run, out / "hypervolume.png")
+    heat = out / "heatmaps"
+    heat.mkdir(parents=True, exist_ok=True)
+    index_path = heat / ".index.json"
+    try:
+        index: dict[str, str] = json.loads(index_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        index = {}
+    new_index: dict[str, str] = {}
+    wanted = set()
+    for stem, point, schedule in frontier_schedules(run):
+        sig = f"{point.key}|{schedule.name}"
+        target = heat / f"{stem}.png"
+        wanted.add(target.name)
+        if index.get(target.name) == sig and target.exists():
+            new_index[target.name] = sig
+            continue
+        moved = next((name for name, s in index.items() if s == sig and name != target.name
+                      and name not in wanted and (heat / name).exists()), None)
+        if moved is not None:
+            os.replace(heat / moved, target)
+            index.pop(moved)
+        else:
+            plot_schedule_heatmap(schedule, target)
+        new_index[target.name] = sig
+    for stale in heat.glob("*.png"):
+        if stale.name not in wanted:
+            stale.unlink()
+    tmp = index_path.with_name(f".index.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(new_index, indent=1))
+    os.replace(tmp, index_path)
+    return out
