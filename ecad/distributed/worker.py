@@ -244,8 +244,14 @@ class CandidateEvaluator:
             "timings": {"generate_s": round(t1 - t0, 4), "score_s": round(t2 - t1, 4)},
         }
         if self.config.cost == "latency":
+            from ecad.metrics.latency import device_name
+
             out["relative_latency"] = ms / self.reference_ms
             out["reference_ms_per_image"] = self.reference_ms
+            out["latency_settings"] = {
+                "device": device_name(self.device), "dtype": str(self.pipe.transformer.dtype), "batch": bs,
+                "resolution": [self.space.height, self.space.width], "steps": self.space.steps,
+            }
         return out
 
     def _infeasible(self, reason: str, t0: float) -> dict[str, Any]:

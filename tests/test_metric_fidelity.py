@@ -1,0 +1,69 @@
+"""Fidelity (SSIM/PSNR to the uncached output), the registry, and latency as a cost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ecad.metrics import MetricError, get_metric, list_metrics
+from ecad.metrics.fidelity import PSNR_MAX_DB
+from ecad.metrics.latency import measure_latency
+
+
+def _images(n=6, seed=0):
+    return torch.rand(n, 3, 24, 24, generator=torch.Generator().manual_seed(seed))
+
+
+def test_identical_images_hit_the_documented_psnr_cap_and_ssim_one():
+    x = _images()
+    r = get_metric("fidelity").score(x, None, x)
+    assert r.summary == pytest.approx(1.0)
+    assert (r.extras["psnr"] == PSNR_MAX_DB).all()
+    assert get_metric("psnr").score(x, None, x).summary == PSNR_MAX_DB
+
+
+def test_fidelity_falls_as_noise_grows():
+    x = _images()
+    scores = [get_metric("fidelity").score((x + s * torch.randn_like(x)).clamp(0, 1), None, x).summary
+              for s in (0.01, 0.05, 0.2)]
+    assert scores[0] > scores[1] > scores[2]
+
+
+def test_batched_equals_unbatched():
+    x, y = _images(seed=1), _images(seed=2)
+    m = get_metric("fidelity")
+    whole = m.score(x, None, y)
+    single = [m.score(x[i:i + 1], None, y[i:i + 1]).per_image[0] for i in range(len(x))]
+    torch.testing.assert_close(torch.tensor(whole.per_image), torch.tensor(single))
+
+
+def test_inputs_are_checked():
+    m = get_metric("fidelity")
+    with pytest.raises(MetricError, match="needs reference images"):
+        m.score(_images(), None, None)
+    with pytest.raises(MetricError, match=r"expected a float tensor \[N, 3, H, W\]"):
+        m.score(torch.rand(3, 24, 24), None, None)
+    with pytest.raises(MetricError, match="unknown metric 'nope'; available:"):
+        get_metric("nope")
+
+
+def test_registry_lists_every_metric():
+    assert {"fidelity", "psnr", "clip", "image-reward", "pickscore", "hpsv2", "fid"} <= set(list_metrics())
+
+
+def test_latency_is_a_median_per_image_with_settings():
+    calls = []
+    r = measure_latency(lambda: calls.append(1), batch=4, device="cpu", warmup=2, repeats=5, steps=20)
+    assert len(calls) == 7 and len(r.calls_ms) == 5
+    assert r.batch == 4 and r.steps == 20 and r.device.startswith("cpu")
+    assert r.ms_per_image >= 0
+
+
+def test_search_latency_cost_is_relative_to_the_workers_own_no_caching_time():
+    from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
+    from ecad.schedule import Schedule
+
+    w = CandidateEvaluator(WorkerConfig("tiny-pixart", ("a cat", "a dog"), (0,), cost="latency", batch_size=2))
+    r = w.evaluate(Schedule.every_n(w.space.layout, w.space.steps, 4).to_json())
+    assert r["relative_latency"] == pytest.approx(r["ms_per_image"] / w.reference_ms)
+    assert r["latency_settings"]["resolution"] == [16, 16] and r["latency_settings"]["steps"] == 8
