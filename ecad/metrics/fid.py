@@ -33,12 +33,14 @@ import torch
 from torch import nn
 
 from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, _check_images, register_metric
+from ecad.metrics.images import list_image_files
+
+
 
 TORCHVISION_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
 TORCHVISION_INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"
 FIDELITY_INCEPTION = "weights-inception-2015-12-05-6726825d.pth"
 STATS_FORMAT = "ecad-fid-stats/1"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def default_cache_dir() -> Path:
@@ -112,16 +114,6 @@ def module_identity(module: nn.Module) -> str:
         h.update(repr(module).encode())
     cls = type(module)
     return f"{cls.__module__}.{cls.__qualname__}/{h.hexdigest()[:16]}"
-
-
-def list_image_files(path: str | os.PathLike) -> list[Path]:
-    path = Path(path)
-    if not path.is_dir():
-        raise MetricError(f"{path} is not a directory of images")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise MetricError(f"{path} holds no PNG/JPG images")
-    return files
 
 
 def _load_image(path: Path) -> torch.Tensor:

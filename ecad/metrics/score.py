@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ecad.metrics.base import MetricError, MetricResult, get_metric
+from ecad.metrics.images import list_image_files
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PROMPT_WIDTH = 40
 
 
@@ -31,11 +31,7 @@ def load_image_dir(path: str | Path) -> tuple[torch.Tensor, list[str]]:
     from PIL import Image
 
     path = Path(path)
-    if not path.is_dir():
-        raise MetricError(f"{path} is not a directory")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise MetricError(f"{path} holds no PNG/JPG images")
+    files = list_image_files(path)
     arrays = []
     for f in files:
         try:
