@@ -329,3 +329,17 @@ def test_component_hooks_are_named(tiny_pixart):
     ecad.apply_schedule(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
     block = tiny_pixart.transformer.transformer_blocks[0]
     assert COMPONENT_HOOK in block.attn1._diffusers_hook.hooks
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor_on_cached_submodules(tiny_flux):
+    """The real compiler (inductor): slow on CPU, so outside the default suite (`make test-all`)."""
+    schedule = random_schedule(_layout(tiny_flux), STEPS, 0.5, seed=9)
+    with hand_cached(tiny_flux, schedule):
+        reference = generate(tiny_flux, num_inference_steps=STEPS)
+    for block in tiny_flux.transformer.transformer_blocks:
+        block.ff = torch.compile(block.ff)
+    for block in tiny_flux.transformer.single_transformer_blocks:
+        block.proj_out.compile()
+    ecad.apply_schedule(tiny_flux, schedule)
+    torch.testing.assert_close(generate(tiny_flux), reference, rtol=1e-4, atol=1e-5)

@@ -69,7 +69,7 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
     run = _as_run(run_dir)
     feas = run.feasible
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(10, 6.2))
+        fig, ax = plt.subplots(figsize=(10, 7.0), layout="constrained")
         last_gen = max([p.generation for p in run.points] + [len(run.generations) - 1, 1])
         if last_gen <= 16:
             cmap = plt.get_cmap("viridis", last_gen + 1)
@@ -127,8 +127,8 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
             cb.set_ticks(range(0, last_gen + 1, max(1, (last_gen + 1) // 8)))
         note = f"{len(feas)} feasible candidates" + (f", {infeasible} infeasible (not shown)" if infeasible else "")
         handles.append(Line2D([], [], ls="", label=note))
-        ax.legend(handles=handles, loc="lower right", fontsize=8.5, framealpha=0.92)
-        ax.set_title(f"Quality vs cost — {_run_title(run)}", loc="left", pad=30)
+        fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8.5, frameon=False)
+        ax.set_title(f"Quality vs cost — {_run_title(run)}", loc="left", pad=12)
         return _save(fig, out_png)
 
 
@@ -171,8 +171,8 @@ def plot_hypervolume(run_dir: str | os.PathLike | RunData, out_png: str | os.Pat
         ax.set_ylabel("hypervolume (higher is better)")
         ax.grid(True, alpha=0.3, lw=0.6)
         title = f"Hypervolume per generation — {run.root.name}"
-        if ref is not None:
-            title += f"\nreference point {json.dumps(ref)}"
+        if isinstance(ref, (list, tuple)) and ref:
+            title += "\nreference point (" + ", ".join(f"{float(v):.4g}" for v in ref) + "), objectives as minimised"
         ax.set_title(title, loc="left", fontsize=11)
         return _save(fig, out_png)
 
@@ -186,10 +186,12 @@ def schedule_image(schedule: "Schedule") -> np.ndarray:
     return img
 
 
-def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, title: str | None = None) -> Path:
+def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, title: str | None = None,
+                          note: str | None = None) -> Path:
     """Steps (rows) x blocks (columns), one panel per component index. FLUX panels span the double
     blocks then the single blocks, with a divider between them and both component names in the
-    panel title. Dark = compute, light = reuse, grey = step not run."""
+    panel title. Dark = compute, light = reuse, grey = step not run. The title is `title` or the
+    schedule's name, then its compute fraction and `note` (default: quality/MACs from its metrics)."""
     img = schedule_image(schedule)
     steps, blocks, comps = img.shape
     layout = schedule.layout
@@ -228,18 +230,27 @@ def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, titl
         sub = f"{schedule.compute_fraction():.1%} of block components computed"
         if executed != steps:
             sub += f"  ·  {executed} of {steps} steps run"
-        q = schedule.metrics.get("quality") if isinstance(schedule.metrics, dict) else None
-        if isinstance(q, (int, float)) and math.isfinite(q):
-            sub += f"  ·  {schedule.metrics.get('metric', 'quality')} {q:.4g}"
-        mf = schedule.metrics.get("macs_fraction") if isinstance(schedule.metrics, dict) else None
-        if isinstance(mf, (int, float)) and mf > 0:
-            sub += f"  ·  MACs {mf:.1%} ({1 / mf:.2f}× est.)"
+        if note is None:
+            note = _metrics_note(schedule.metrics if isinstance(schedule.metrics, dict) else {})
+        if note:
+            sub += f"  ·  {note}"
         fig.suptitle(f"{head}\n{sub}", fontsize=11, x=0.02, ha="left")
         legend = [Patch(color=COMPUTE, label="compute"), Patch(color=REUSE, label="reuse cache")]
         if executed != steps:
             legend.append(Patch(color=SKIPPED, label="step not run"))
         fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8.5, frameon=False)
         return _save(fig, out_png, dpi=100)
+
+
+def _metrics_note(metrics: dict[str, Any]) -> str:
+    parts = []
+    q = metrics.get("quality")
+    if isinstance(q, (int, float)) and math.isfinite(q):
+        parts.append(f"{metrics.get('metric', 'quality')} {q:.4g}")
+    mf = metrics.get("macs_fraction")
+    if isinstance(mf, (int, float)) and mf > 0:
+        parts.append(f"MACs {mf:.1%} ({1 / mf:.2f}× est.)")
+    return "  ·  ".join(parts)
 
 
 def _group_short(name: str) -> str:
@@ -269,8 +280,18 @@ def write_run_plots(run_dir: str | os.PathLike) -> Path:
         index = {}
     new_index: dict[str, str] = {}
     wanted = set()
+    space_name = Path(str(run.config.get("space", "schedule"))).stem
     for stem, point, schedule in frontier_schedules(run):
-        sig = f"{point.key}|{schedule.name}"
+        # title and note come from the point, not the file name (which carries the frontier rank),
+        # so a heatmap stays valid while ranks shift and when the run writes frontier/ at its end
+        title = f"{space_name} · {point.key[:8]} · {point.label or 'candidate'}"
+        if run.cost_kind == "macs":
+            note = f"{run.metric} {point.quality:.4g}  ·  MACs {point.cost:.1%} ({point.speedup:.2f}× est.)"
+        else:
+            note = f"{run.metric} {point.quality:.4g}  ·  latency {point.cost:.3f} ({point.speedup:.2f}× est.)"
+            if point.macs_fraction:
+                note += f"  ·  MACs {point.macs_fraction:.1%}"
+        sig = f"{point.key}|{title}|{note}"
         target = heat / f"{stem}.png"
         wanted.add(target.name)
         if index.get(target.name) == sig and target.exists():
@@ -282,7 +303,7 @@ def write_run_plots(run_dir: str | os.PathLike) -> Path:
             os.replace(heat / moved, target)
             index.pop(moved)
         else:
-            plot_schedule_heatmap(schedule, target)
+            plot_schedule_heatmap(schedule, target, title=title, note=note)
         new_index[target.name] = sig
     for stale in heat.glob("*.png"):
         if stale.name not in wanted:

@@ -1,0 +1,181 @@
+"""Run reports: PNG plots of a finished (and a running) search, and the HTML page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import ecad
+from ecad.report import load_run, plot_schedule_heatmap, render_samples, write_report, write_run_plots
+from ecad.search.run import ExecConfig, SearchConfig, SearchRun
+
+SMALL = dict(population=6, generations=2, num_prompts=2, seeds=1, batch_size=4)
+PNG = b"\x89PNG\r\n\x1a\n"
+CHROME_INSTALL = "apt-get install -y chromium chromium-driver"
+
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    return data[:8] == PNG and len(data) > 1024
+
+
+def _feasible_keys(run_dir: Path) -> set[str]:
+    rows = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines() if line.strip()]
+    return {r["key"] for r in rows if r["feasible"]}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    return SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=0, quiet=True)).run()
+
+
+def test_run_plots_are_written_for_a_finished_run(run_dir):
+    plots = write_run_plots(run_dir)
+    assert plots == run_dir / "plots"
+    assert _is_png(plots / "frontier.png") and _is_png(plots / "hypervolume.png")
+    front = json.loads((run_dir / "frontier" / "frontier.json").read_text())["points"]
+    heatmaps = sorted(p.name for p in (plots / "heatmaps").glob("*.png"))
+    assert heatmaps == sorted(Path(p["schedule"]).stem + ".png" for p in front)
+    assert all(_is_png(plots / "heatmaps" / name) for name in heatmaps)
+    assert not list(plots.rglob("*.tmp")), "a temp file was left behind"
+    t0 = time.perf_counter()
+    write_run_plots(run_dir)  # what a running search does after every generation: must stay cheap
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_run_plots_while_a_search_is_still_running(run_dir, tmp_path):
+    running = tmp_path / "running"
+    shutil.copytree(run_dir, running, ignore=shutil.ignore_patterns("frontier", "plots", "report.html"))
+    (running / "evaluations.jsonl").write_text((run_dir / "evaluations.jsonl").read_text() + '{"key": "torn')
+    write_run_plots(running)
+    front = json.loads((run_dir / "frontier" / "frontier.json").read_text())["points"]
+    # the frontier is decoded from the genomes and named as the finished run will name it
+    names = sorted(p.name for p in (running / "plots" / "heatmaps").glob("*.png"))
+    assert names == sorted(Path(p["schedule"]).stem + ".png" for p in front)
+    assert [p.key for p in load_run(running).frontier] == [p["key"] for p in front]
+    page = write_report(running).read_text()
+    assert "report-data" in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_schedule_heatmaps_for_pixart_and_flux(tmp_path):
+    pixart = ecad.Schedule.every_n(ecad.pixart_layout(), 20, 2, timesteps=list(range(0, 20, 2)) + [19])
+    flux = ecad.Schedule.every_n(ecad.flux_layout(), 20, 3)
+    for name, schedule in (("pixart", pixart), ("flux", flux)):
+        out = plot_schedule_heatmap(schedule, tmp_path / f"{name}.png")
+        assert out == tmp_path / f"{name}.png" and _is_png(out)
+
+
+# ------------------------------------------------------------------------ HTML in Chromium
+def _browser(tmp_path: Path):
+    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    driver_bin = shutil.which("chromedriver")
+    if not chromium or not driver_bin:
+        pytest.skip(f"headless Chromium not installed; install it with `{CHROME_INSTALL}`")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1400,1000"):
+        opts.add_argument(arg)
+    opts.binary_location = chromium
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=Service(driver_bin))
+
+
+def _tampered_copy(run_dir: Path, dest: Path, key: str, text: str) -> Path:
+    """A copy of the run whose label of `key` and config hold `text` (markup that must stay text)."""
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("plots", "report.html"))
+    for gen in sorted(dest.glob("gen_*.json")):
+        rec = json.loads(gen.read_text())
+        for m in rec["population"]:
+            if m["key"] == key:
+                m["label"] = text
+        gen.write_text(json.dumps(rec))
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg["config"]["metric_options"] = {"note": text}
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+def test_html_report_renders_and_is_interactive(run_dir, tmp_path):
+    front = json.loads((run_dir / "frontier" / "frontier.json").read_text())["points"]
+    target = front[0]  # the cheapest frontier schedule, far from the no-caching star
+    samples = render_samples(run_dir, num_prompts=2)
+    assert set(samples["schedules"]) == {p["key"] for p in front} and len(samples["uncached"]) == 2
+    page = write_report(run_dir, tmp_path / "report.html", samples=samples)
+
+    evil = '<img src=x onerror="window.__xss=1"></script>'
+    bad_run = _tampered_copy(run_dir, tmp_path / "evil-run", target["key"], evil)
+    bad = write_report(bad_run, tmp_path / "evil.html")  # and without samples
+    html = bad.read_text()
+    data_block = html.split('id="report-data">', 1)[1].split("</script>", 1)[0]
+    assert "<img src=x" not in html and html.count("<script") == 2 and "<" not in data_block
+
+    driver = _browser(tmp_path)
+    try:
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as EC
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def open_page(path: Path) -> None:
+            driver.get(path.resolve().as_uri())
+            WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "frontier-svg")))
+
+        def point(key: str):
+            return driver.find_element(By.CSS_SELECTOR, f'#frontier-svg .pt[data-key="{key}"]')
+
+        open_page(page)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#frontier-svg .pt")) == len(_feasible_keys(run_dir))
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#frontier-svg .pt.front")) == len(front)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#front-table tbody tr")) == len(front)
+
+        ActionChains(driver).move_to_element(point(target["key"])).perform()
+        tip = driver.find_element(By.ID, "tip")
+        WebDriverWait(driver, 5).until(lambda d: tip.is_displayed())
+        text = tip.text
+        assert f"{target['quality']:.4f}" in text and f"{1 / target['cost']:.2f}×" in text
+        assert f"{target['cost'] * 100:.1f}%" in text and target["key"] in text and target["label"] in text
+        assert tip.find_elements(By.TAG_NAME, "canvas"), "the tooltip shows the schedule heatmap"
+
+        point(target["key"]).click()
+        panel = driver.find_element(By.ID, "samples")
+        WebDriverWait(driver, 5).until(lambda d: panel.is_displayed())
+        images = panel.find_elements(By.TAG_NAME, "img")
+        assert len(images) == 2 * len(samples["prompts"])
+        assert all(img.get_attribute("src").startswith("data:image/png;base64,") for img in images)
+        assert driver.execute_script("return Array.from(document.querySelectorAll('#samples img'))"
+                                     ".every(i => i.complete && i.naturalWidth > 0)")
+        details = driver.find_element(By.ID, "details-body")
+        assert target["key"] in details.text and details.find_elements(By.TAG_NAME, "canvas")
+
+        # whole page in one screenshot, with the tooltip of a point in the middle of the frontier
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1400, min(height + 140, 4000))
+        ActionChains(driver).move_to_element(point(front[len(front) // 2]["key"])).perform()
+        WebDriverWait(driver, 5).until(lambda d: tip.is_displayed())
+        shot = tmp_path / "report.png"
+        driver.save_screenshot(str(shot))
+        assert _is_png(shot)
+        shutil.copyfile(shot, "/tmp/ecad_report_screenshot.png")
+
+        open_page(bad)  # markup in labels and config shows as text; without samples a click says how to make them
+        row = driver.find_element(By.CSS_SELECTOR, f'#front-table tr[data-key="{target["key"]}"]')
+        assert evil in row.text
+        assert "<img src=x onerror=" in driver.find_element(By.CSS_SELECTOR, "table.kv").text
+        point(target["key"]).click()
+        assert "render_samples" in driver.find_element(By.ID, "samples").text
+        assert evil in driver.find_element(By.ID, "details-body").text
+        assert driver.execute_script("return window.__xss === undefined")
+
+        severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not severe, severe
+    finally:
+        driver.quit()
