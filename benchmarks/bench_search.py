@@ -166,9 +166,10 @@ def _pass(pool, tasks, workers: int) -> dict:
     assert len(results) == len(tasks), (len(results), len(tasks))
     capacity = wall * workers
     busy = sum(w.busy_s for w in pool.workers)
-    gen = sum(r["timings"]["generate_s"] for r in results.values())
-    score = sum(r["timings"]["score_s"] for r in results.values())
-    per_candidate = [r["timings"]["generate_s"] + r["timings"]["score_s"] for r in results.values()]
+    timings = [r.get("timings", {}) for r in results.values()]  # a worker error comes back without timings
+    gen = sum(t.get("generate_s", 0.0) for t in timings)
+    score = sum(t.get("score_s", 0.0) for t in timings)
+    per_candidate = [t.get("generate_s", 0.0) + t.get("score_s", 0.0) for t in timings]
     machine = None
     if ticks0 and ticks1 and ticks1[1] > ticks0[1]:
         machine = round((ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1]), 3)

@@ -156,6 +156,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ecad.report import render_samples, write_report, write_run_plots
+
+    samples = render_samples(args.run, num_prompts=args.samples, device=args.device) if args.samples else None
+    write_run_plots(args.run)
+    out = write_report(args.run, args.out, samples=samples)
+    print(f"wrote {out}" + (f" with samples of {args.samples} prompts" if samples else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--out", default="compare", help="output directory for compare.json and compare.png")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("report", help="self-contained HTML report of a search run (plus its PNG plots)")
+    p.add_argument("run", type=Path)
+    p.add_argument("--out", type=Path, help="HTML file (default RUN/report.html)")
+    p.add_argument("--samples", type=int, default=0, metavar="N",
+                   help="render the first N prompts uncached and with each frontier schedule (loads the model)")
+    p.add_argument("--device", help="device for --samples (default cuda if available)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("metrics", help="list the quality metrics")
     p.set_defaults(func=lambda a: [print(f"{k:14s} {v}") for k, v in __import__("ecad.metrics", fromlist=["x"]).list_metrics().items()] and 0)

@@ -345,7 +345,7 @@ header h1 { margin: 4px 0 2px; font-size: 26px; font-weight: 650; }
 header .sub { font-size: 15px; opacity: .92; }
 header .meta { font-size: 12px; opacity: .7; margin-top: 6px; }
 header .meta code { color: #fff; font-size: 12px; }
-main { padding-top: 20px; }
+main.wrap { padding-top: 22px; }
 .stats { display: grid; grid-template-columns: repeat(4, 1fr); gap: 14px; margin-bottom: 16px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 16px 18px;
   box-shadow: 0 1px 2px rgba(20,33,61,.05); margin-bottom: 16px; min-width: 0; }
@@ -458,7 +458,7 @@ JS = r"""
     var a = hex2rgb(VIRIDIS[i]), b = hex2rgb(VIRIDIS[i + 1]);
     return "rgb(" + [0, 1, 2].map(function (j) { return Math.round(a[j] + (b[j] - a[j]) * f); }).join(",") + ")";
   }
-  function fmtQ(v) { return v === null || v === undefined ? "—" : (Math.abs(v) >= 100 ? v.toFixed(2) : Math.abs(v) >= 10 ? v.toFixed(3) : v.toFixed(4)); }
+  function fmtQ(v) { return typeof v !== "number" ? (v === null || v === undefined ? "—" : String(v)) : (Math.abs(v) >= 100 ? v.toFixed(2) : Math.abs(v) >= 10 ? v.toFixed(3) : v.toFixed(4)); }
   function fmtPct(v) { return v === null || v === undefined ? "—" : (v * 100).toFixed(1) + "%"; }
   function fmtCost(v) { return D.run.cost === "latency" ? (v === null ? "—" : v.toFixed(3) + "× latency") : fmtPct(v) + " MACs"; }
   function fmtX(v) { return v === null || v === undefined || !(v > 0) ? "—" : (1 / v).toFixed(2) + "×"; }
@@ -565,7 +565,7 @@ JS = r"""
     if (p.k in frontRank) row("frontier rank", frontRank[p.k] + " of " + D.frontier.length);
     if (cls === "facts") {
       Object.keys(p.x || {}).forEach(function (k) { if (p.x[k] !== null) row(k, fmtQ(p.x[k])); });
-      if (p.ms !== null && p.ms !== undefined) row("ms / image", p.ms.toFixed(1));
+      if (typeof p.ms === "number") row("ms / image", p.ms.toFixed(1));
       if (D.files[p.k]) row("schedule file", "frontier/" + D.files[p.k]);
     }
     row("key", p.k);

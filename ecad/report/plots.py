@@ -14,17 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
+from matplotlib.figure import Figure  # bare Figures render with Agg: no pyplot, no global backend switch
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg", force=False)  # no display needed; keeps an already chosen backend in notebooks
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from ecad.report import RunData, frontier_schedules, load_run, seed_family  # noqa: E402
+from ecad.report import RunData, frontier_schedules, load_run, seed_family
 
 if TYPE_CHECKING:
     from ecad.schedule import Schedule
@@ -50,7 +47,6 @@ def _save(fig: Figure, out_png: str | os.PathLike, dpi: int = 110) -> Path:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
         os.replace(tmp, out)
     finally:
-        plt.close(fig)
         if tmp.exists():
             tmp.unlink()
     return out
@@ -68,14 +64,15 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
     seeds with their own markers."""
     run = _as_run(run_dir)
     feas = run.feasible
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(10, 7.0), layout="constrained")
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(10, 7.0), layout="constrained")
+        ax = fig.subplots()
         last_gen = max([p.generation for p in run.points] + [len(run.generations) - 1, 1])
         if last_gen <= 16:
-            cmap = plt.get_cmap("viridis", last_gen + 1)
+            cmap = matplotlib.colormaps["viridis"].resampled(last_gen + 1)
             norm = BoundaryNorm(np.arange(-0.5, last_gen + 1.5), cmap.N)
         else:
-            cmap, norm = plt.get_cmap("viridis"), Normalize(0, last_gen)
+            cmap, norm = matplotlib.colormaps["viridis"], Normalize(0, last_gen)
         plain = [p for p in feas if p.kind in ("random", "evolved")]
         sc = ax.scatter([p.cost for p in plain], [p.quality for p in plain], c=[p.generation for p in plain],
                         cmap=cmap, norm=norm, s=30, alpha=0.85, edgecolors="white", linewidths=0.4, zorder=2)
@@ -120,7 +117,7 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
         sec.set_xlabel("estimated speedup (1 / cost)", fontsize=9.5, color="#555555")
         sec.tick_params(labelsize=8.5, colors="#555555")
         sec.set_xticks([t for t in (1, 1.25, 1.5, 2, 3, 4, 6, 10) if 1 / t >= ax.get_xlim()[0] + 1e-9])
-        sec.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+        sec.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         cb = fig.colorbar(sc, ax=ax, pad=0.015, fraction=0.04)
         cb.set_label("generation first evaluated")
         if last_gen <= 16:
@@ -143,8 +140,9 @@ def plot_hypervolume(run_dir: str | os.PathLike | RunData, out_png: str | os.Pat
     """Hypervolume of the population per generation, with new evaluations per generation as bars."""
     run = _as_run(run_dir)
     hv = run.hypervolume
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(8, 4.2))
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(8, 4.2))
+        ax = fig.subplots()
         if hv:
             gens = [g for g, _ in hv]
             new = [len(rec.get("evaluated", [])) for rec in run.generations if rec.get("hypervolume") is not None]
@@ -203,8 +201,9 @@ def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, titl
     else:
         pw, ph = min(3.8, max(2.0, blocks * 0.3)), min(3.6, max(1.8, steps * 0.15))
         figsize, nrows, ncols = (comps * (pw + 0.5) + 0.6, ph + 1.5), 1, comps
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=figsize, layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False)
         axes = axes.ravel()
         bounds = np.cumsum([g.num_blocks for g in layout.groups])[:-1]
         xlabel = "block"

@@ -247,6 +247,7 @@ class SearchRun:
             if self.progress.tty:
                 self.progress.update(final=True)
             self.write_frontier()
+            self._write_plots()  # heatmaps under the final frontier file names
         finally:
             self.pool.shutdown()
         return self.store.root
@@ -272,7 +273,17 @@ class SearchRun:
         self.progress.hv = state.hv_history[-1]
         self.progress.workers = _workers_text(self.pool)
         self.labels.update(zip((m["key"] for m in members), state.labels))
+        self._write_plots()
         self.progress.update(final=not self.progress.tty)
+
+    def _write_plots(self) -> None:
+        """PNG plots after every generation, so a running search can be watched."""
+        try:
+            from ecad.report import write_run_plots
+
+            write_run_plots(self.store.root)
+        except Exception as exc:  # noqa: BLE001 - plots are a convenience: never stop a search for them
+            print(f"ecad search: warning: plots not written ({exc})", file=sys.stderr)
 
     # ------------------------------------------------------------- frontier
     def frontier_keys(self) -> list[str]:
