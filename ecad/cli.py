@@ -89,7 +89,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     from ecad.search.nsga2 import Evaluation, hypervolume, reference_point
     from ecad.spaces import load_space
 
-    runs = [load_run(r) for r in args.runs]
+    runs = [load_run(r, require_evaluated=True) for r in args.runs]
     config = runs[0].config
     points = frontier(runs)
     space = load_space(config["space"])
@@ -99,21 +99,21 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     feasible = [Evaluation((p.quality, p.cost)) for r in runs for p in r.points if p.feasible]
     hv = hypervolume([Evaluation((p.quality, p.cost)) for p in points], weights, reference_point(feasible, weights))
     base = baseline_quality(runs)
-    print(f"frontier of {', '.join(str(r.run) for r in runs)}: {len(points)} schedules, {config['metric']} vs "
+    print(f"frontier of {', '.join(str(r.root) for r in runs)}: {len(points)} schedules, {config['metric']} vs "
           f"{config['cost']}, hypervolume {hv:.4f}" + (f", no-caching quality {base:.5g}" if base is not None else ""))
     has_latency = any(p.latency_ms is not None for p in points)
     print(f"{'rank':>4} {config['metric']:>12} {'MACs/img':>10} {'speedup':>8}" + (f" {'ms/img':>8}" if has_latency else "")
           + "  label / schedule")
-    out_dir = Path(args.export) if args.export else runs[0].run / ("frontier" if args.format == "native" else "frontier_ecad")
+    out_dir = Path(args.export) if args.export else runs[0].root / ("frontier" if args.format == "native" else "frontier_ecad")
     paths = export_frontier(points, config, out_dir, "ecad" if args.format == "ecad" else "ecad-schedule")
     for rank, (p, path) in enumerate(zip(points, paths)):
         macs = _si(schedule_macs(schedule_of(p, config), dims, batch=batch).total)
         lat = f" {p.latency_ms:>8.2f}" if has_latency and p.latency_ms is not None else (" " * 9 if has_latency else "")
-        print(f"{rank:>4} {p.quality:>12.5f} {macs:>10} {1 / p.macs_fraction:>7.2f}x{lat}  {p.label:12s} {path}")
+        print(f"{rank:>4} {p.quality:>12.5f} {macs:>10} {p.speedup:>7.2f}x{lat}  {p.label:12s} {path}")
     if args.pick:
         chosen = pick(points, args.pick, base, runs[0].higher_is_better)
-        out = Path(args.out) if args.out else runs[0].run / "picked.json"
-        schedule = schedule_of(chosen, config)
+        out = Path(args.out) if args.out else runs[0].root / "picked.json"
+        schedule = schedule_of(chosen, config, runs[0].root)
         schedule.attributes["picked_by"] = args.pick
         schedule.save(out, format="ecad" if args.format == "ecad" else "ecad-schedule")
         print(f"picked ({args.pick}): quality {chosen.quality:.5g}, speedup {chosen.speedup:.2f}x -> {out}")

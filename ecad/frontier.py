@@ -8,6 +8,8 @@ condition), so a user states what they need rather than scanning a table.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,92 +36,261 @@ def pareto_indices(points: np.ndarray) -> list[int]:
     return keep
 
 
+GEN_LABEL = re.compile(r"^gen\d+$")
+NO_CACHING = "no_caching"
+
+
 @dataclass
 class Point:
     """One evaluated candidate of a run."""
 
-    run: Path
     key: str
-    genome: str
-    generation: int
+    generation: int  # generation it was first evaluated in
+    genome: str  # hex of the packed genome bits
     quality: float
-    cost: float  # relative to no caching (MACs fraction or latency ratio)
+    cost: float
     feasible: bool
-    label: str = ""
+    reason: str | None
+    label: str
+    macs_fraction: float | None
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def macs_fraction(self) -> float:
-        return float(self.details.get("macs_fraction", self.cost))
-
-    @property
     def speedup(self) -> float:
-        return 1.0 / self.cost if self.cost > 0 else float("inf")
+        """Estimated speedup over no caching: 1 / cost (MACs fraction or relative latency)."""
+        return 1.0 / self.cost if self.cost and self.cost > 0 else float("nan")
 
     @property
     def latency_ms(self) -> float | None:
+        """Measured ms per image on the worker, when the run recorded it."""
         v = self.details.get("ms_per_image")
         return float(v) if v is not None else None
 
+    @property
+    def kind(self) -> str:
+        """'no_caching', 'seed' (a heuristic or --seed-from schedule), 'random' or 'evolved'."""
+        return label_kind(self.label)
+
 
 @dataclass
-class RunPoints:
-    run: Path
+class RunData:
+    """Everything the plots and the HTML page show, read from one run directory."""
+
+    root: Path
     config: dict[str, Any]
-    points: list[Point]
+    config_hash: str | None
+    generations: list[dict[str, Any]]  # the gen_NNN.json records, in order
+    points: list[Point]  # every evaluated candidate, each key once, in evaluation order
+    frontier: list[Point]  # non-dominated feasible points, by increasing cost
+    frontier_files: dict[str, str]  # key -> schedule file name in frontier/ (final frontier only)
+    higher_is_better: bool
 
     @property
-    def higher_is_better(self) -> bool:
-        return self.config.get("metric") != "fid"
+    def metric(self) -> str:
+        return str(self.config.get("metric", "quality"))
+
+    @property
+    def cost_kind(self) -> str:
+        return str(self.config.get("cost", "macs"))
+
+    @property
+    def feasible(self) -> list[Point]:
+        return [p for p in self.points if p.feasible]
+
+    @property
+    def hypervolume(self) -> list[tuple[int, float]]:
+        return [(int(g.get("generation", i)), float(g["hypervolume"])) for i, g in enumerate(self.generations)
+                if g.get("hypervolume") is not None]
+
+    def quality_label(self) -> str:
+        return f"{self.metric} ({'higher' if self.higher_is_better else 'lower'} is better)"
+
+    def cost_label(self) -> str:
+        if self.cost_kind == "latency":
+            return "relative latency (fraction of no caching)"
+        return "MACs (fraction of no caching)"
+
+    def frontier_stem(self, point: Point, rank: int) -> str:
+        """File stem of a frontier schedule: the one in frontier/ when written, else what it will be."""
+        name = self.frontier_files.get(point.key)
+        return Path(name).stem if name else f"{rank:03d}_{point.key[:8]}"
 
 
-def load_run(run_dir: str | Path) -> RunPoints:
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise FrontierError(f"{run}: no such run directory; give the folder `ecad search --out` wrote")
-    cfg_path = run / "config.json"
+def label_kind(label: str) -> str:
+    if label == NO_CACHING:
+        return "no_caching"
+    if not label or label == "random" or GEN_LABEL.match(label):
+        return "random" if label == "random" else "evolved"
+    return "seed"
+
+
+def _finite(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line of a run that is still writing
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def pareto_front(points: list[Point], higher_is_better: bool) -> list[Point]:
+    """Non-dominated feasible points (quality by its direction, cost minimised), by increasing cost."""
+    pts = [p for p in points if p.feasible and math.isfinite(p.quality) and math.isfinite(p.cost)]
+    if not pts:
+        return []
+    sign = -1.0 if higher_is_better else 1.0
+    arr = np.array([[sign * p.quality, p.cost] for p in pts])
+    front = [pts[i] for i in pareto_indices(arr)]
+    return sorted(front, key=lambda p: (p.cost, sign * p.quality))
+
+
+def load_run(run_dir: str | os.PathLike, require_evaluated: bool = False) -> RunData:
+    """Read a (finished or running) run directory. `require_evaluated` refuses a run whose first
+    generation has not finished (what `ecad frontier` needs)."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise FrontierError(f"{root}: no such run directory; give the folder `ecad search --out` wrote")
+    cfg_path = root / "config.json"
     if not cfg_path.exists():
-        raise FrontierError(f"{run}: not an ecad run (no config.json)")
-    config = json.loads(cfg_path.read_text())["config"]
-    log = run / "evaluations.jsonl"
-    if not log.exists() or not (run / "gen_000.json").exists():
-        raise FrontierError(f"{run}: no generation has been evaluated yet; let the search finish its first "
-                            f"generation or resume it with `ecad search --resume {run}`")
+        raise FrontierError(f"{root} is not an ecad run (no config.json); pass the directory `ecad search` wrote")
+    if require_evaluated and not ((root / "evaluations.jsonl").exists() and (root / "gen_000.json").exists()):
+        raise FrontierError(f"{root}: no generation has been evaluated yet; let the search finish its first "
+                            f"generation or resume it with `ecad search --resume {root}`")
+    cfg = _read_json(cfg_path) or {}
+    config = cfg.get("config", cfg) if isinstance(cfg, dict) else {}
+    generations = []
+    for path in sorted(root.glob("gen_*.json")):
+        rec = _read_json(path)
+        if isinstance(rec, dict):
+            generations.append(rec)
+
     labels: dict[str, str] = {}
-    for gen in sorted(run.glob("gen_*.json")):
-        for m in json.loads(gen.read_text())["population"]:
-            labels.setdefault(m["key"], m.get("label", ""))
-    points = []
-    for line in log.read_text().splitlines():
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
+    for rec in generations:  # the label a candidate had when it first appeared
+        for m in rec.get("population", []):
+            labels.setdefault(m.get("key", ""), m.get("label", ""))
+
+    higher = None
+    by_key: dict[str, Point] = {}
+    records = _read_jsonl(root / "evaluations.jsonl")
+    if not records:  # no log (yet): fall back to the populations
+        records = [{**m, "generation": rec.get("generation", 0)} for rec in generations for m in rec.get("population", [])]
+    for r in records:
+        key = r.get("key")
+        if not key or key in by_key:
             continue
-        q, c = d["values"]
-        points.append(Point(run, d["key"], d["genome"], d["generation"], float("nan") if q is None else q,
-                            float("nan") if c is None else c, d["feasible"], labels.get(d["key"], f"gen{d['generation']}"),
-                            d.get("details") or {}))
-    return RunPoints(run, config, points)
+        details = r.get("details") or {}
+        if higher is None and "higher_is_better" in details:
+            higher = bool(details["higher_is_better"])
+        values = r.get("values") or [float("nan"), float("nan")]
+        gen = int(r.get("generation", 0))
+        quality, cost = _finite(values[0]), _finite(values[1])
+        feasible = bool(r.get("feasible")) and math.isfinite(quality) and math.isfinite(cost)
+        by_key[key] = Point(
+            key=key, generation=gen, genome=str(r.get("genome", "")), quality=quality, cost=cost, feasible=feasible,
+            reason=r.get("reason"), label=labels.get(key) or (f"gen{gen}" if gen > 0 else ""),
+            macs_fraction=_finite(details["macs_fraction"]) if "macs_fraction" in details else None, details=details,
+        )
+    if higher is None:
+        higher = str(config.get("metric", "")) != "fid"
+    points = list(by_key.values())
+
+    frontier_files: dict[str, str] = {}
+    fj = _read_json(root / "frontier" / "frontier.json")
+    if isinstance(fj, dict):
+        for row in fj.get("points", []):
+            if row.get("key") and row.get("schedule") and (root / "frontier" / row["schedule"]).exists():
+                frontier_files[row["key"]] = row["schedule"]
+    return RunData(root=root, config=config, config_hash=cfg.get("config_hash") if isinstance(cfg, dict) else None,
+                   generations=generations, points=points, frontier=pareto_front(points, higher),
+                   frontier_files=frontier_files, higher_is_better=higher)
 
 
-def frontier(runs: list[RunPoints]) -> list[Point]:
+def run_space(run: RunData):
+    """The run's SearchSpace, or None when it cannot be loaded here (a space file that moved)."""
+    from ecad.spaces import load_space
+
+    name = run.config.get("space")
+    if not name:
+        return None
+    try:
+        return load_space(name)
+    except (ValueError, OSError):
+        return None
+
+
+def frontier_schedules(run: RunData, space=None) -> list[tuple[str, Point, Any]]:
+    """(file stem, point, Schedule) for each frontier point: from frontier/ when the run wrote it,
+    else decoded from the genome with the run's search space (a search that is still going)."""
+    from ecad.schedule import ScheduleError, load_schedule
+
+    out = []
+    spec = None
+    for rank, p in enumerate(run.frontier):
+        stem = run.frontier_stem(p, rank)
+        schedule = None
+        if p.key in run.frontier_files:
+            try:
+                schedule = load_schedule(run.root / "frontier" / run.frontier_files[p.key])
+            except ScheduleError:
+                schedule = None
+        if schedule is None and p.genome:
+            if space is None:
+                space = run_space(run)
+                if space is None:
+                    continue
+            if spec is None:
+                from ecad.search.genome import GenomeSpec
+
+                spec = GenomeSpec.for_space(space)
+            schedule = decode_genome(p.genome, spec, space, name=f"{space.name}-{p.key[:8]}")
+        if schedule is not None:
+            out.append((stem, p, schedule))
+    return out
+
+
+def decode_genome(genome_hex: str, spec, space, **kw):
+    from ecad.schedule import ScheduleError
+    from ecad.search.genome import hex_to_bits
+
+    try:
+        return spec.to_schedule(hex_to_bits(genome_hex, spec.size), space, **kw)
+    except (ScheduleError, ValueError):
+        return None
+
+
+def frontier(runs: list[RunData]) -> list[Point]:
     """Non-dominated feasible points across runs (same metric and cost), cheapest first."""
-    metrics = {(r.config["metric"], r.config["cost"], r.config["space"]) for r in runs}
+    metrics = {(r.config.get("metric"), r.config.get("cost"), r.config.get("space")) for r in runs}
     if len(metrics) > 1:
         raise FrontierError(f"runs use different metric/cost/space {sorted(metrics)}; merge only comparable runs")
-    sign = 1.0 if runs[0].higher_is_better else -1.0
-    pts = [p for r in runs for p in r.points if p.feasible]
-    if not pts:
+    front = pareto_front([p for r in runs for p in r.points], runs[0].higher_is_better)
+    if not front:
         raise FrontierError("no feasible candidate in the run(s); check the evaluations' reasons in evaluations.jsonl")
-    arr = np.array([[-sign * p.quality, p.cost] for p in pts])
-    return sorted((pts[i] for i in pareto_indices(arr)), key=lambda p: (p.cost, -sign * p.quality))
+    return front
 
 
-def baseline_quality(runs: list[RunPoints]) -> float | None:
+def baseline_quality(runs: list[RunData]) -> float | None:
     """Quality of the no-caching schedule (cost 1.0, every bit set), if it was evaluated."""
     for r in runs:
         for p in r.points:
-            if p.feasible and abs(p.macs_fraction - 1.0) < 1e-9:  # only no caching computes everything
+            if p.feasible and abs(macs_of(p) - 1.0) < 1e-9:  # only no caching computes everything
                 return p.quality
     return None
 
@@ -143,7 +314,7 @@ class Condition:
         return self.value * baseline
 
     def holds(self, p: Point, baseline: float | None) -> bool:
-        v = {"speedup": p.speedup, "quality": p.quality, "macs": p.macs_fraction, "cost": p.cost,
+        v = {"speedup": p.speedup, "quality": p.quality, "macs": macs_of(p), "cost": p.cost,
              "latency": p.latency_ms if p.latency_ms is not None else float("nan")}[self.field]
         t = self.threshold(baseline)
         return {">=": v >= t, "<=": v <= t, ">": v > t, "<": v < t}[self.op]
@@ -177,7 +348,12 @@ def pick(points: list[Point], expr: str, baseline: float | None, higher_is_bette
 
 
 # ------------------------------------------------------------------ schedules
-def schedule_of(point: Point, config: dict[str, Any]):
+def macs_of(p: Point) -> float:
+    """MACs fraction of no caching (the cost itself for a MACs-cost run)."""
+    return float(p.macs_fraction if p.macs_fraction is not None else p.cost)
+
+
+def schedule_of(point: Point, config: dict[str, Any], run: Path | None = None):
     """The Schedule a point stands for, with its numbers in `metrics`."""
     from ecad.search.genome import GenomeSpec, hex_to_bits
     from ecad.spaces import load_space
@@ -186,14 +362,18 @@ def schedule_of(point: Point, config: dict[str, Any]):
     spec = GenomeSpec.for_space(space)
     bits = hex_to_bits(point.genome, spec.size)
     metrics = {"quality": point.quality, "metric": config["metric"], "cost": point.cost, "cost_kind": config["cost"],
-               "macs_fraction": point.macs_fraction, "macs_speedup": 1.0 / point.macs_fraction,
-               "run": str(point.run), "key": point.key}
+               "macs_fraction": macs_of(point), "macs_speedup": 1.0 / macs_of(point), "key": point.key}
+    if run is not None:
+        metrics["run"] = str(run)
     if point.latency_ms is not None:
         metrics["ms_per_image"] = point.latency_ms
+    if point.details.get("extras"):
+        metrics["extras"] = point.details["extras"]
     return spec.to_schedule(bits, space, name=f"{space.name}-{point.key[:8]}", metrics=metrics)
 
 
-def export_frontier(points: list[Point], config: dict[str, Any], out_dir: Path, fmt: str = "ecad-schedule") -> list[Path]:
+def export_frontier(points: list[Point], config: dict[str, Any], out_dir: Path,
+                    fmt: str = "ecad-schedule") -> list[Path]:
     """Every frontier point as its own schedule file, cheapest first."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

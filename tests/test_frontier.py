@@ -21,7 +21,8 @@ def test_pareto_on_hand_made_points_with_ties_and_duplicates():
 
 
 def _p(q, c, key="k"):
-    return Point(Path("."), key, "ff", 0, q, c, True, details={"macs_fraction": c})
+    return Point(key=key, generation=0, genome="ff", quality=q, cost=c, feasible=True, reason=None, label="",
+                 macs_fraction=c)
 
 
 def test_pick_semantics():

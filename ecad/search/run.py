@@ -295,30 +295,18 @@ class SearchRun:
 
     def write_frontier(self) -> None:
         """Every non-dominated schedule of the run as its own JSON file, plus frontier.json."""
-        from ecad.search.genome import hex_to_bits
+        from ecad.frontier import export_frontier, load_run, macs_of
+        from ecad.runs import atomic_write_json
 
-        genomes = {rec["key"]: rec["genome"] for rec in self.store.evaluation_records()}
+        run = load_run(self.store.root)
         directory = self.store.root / "frontier"
         directory.mkdir(exist_ok=True)
         for old in directory.glob("*.json"):
             old.unlink()
-        rows = []
-        keys = sorted(self.frontier_keys(), key=lambda k: self.engine.evals[k].values[1])
-        for rank, key in enumerate(keys):
-            ev = self.engine.evals[key]
-            bits = hex_to_bits(genomes[key], self.spec.size)
-            frac = ev.details.get("macs_fraction", self.macs_fraction(bits))
-            schedule = self.spec.to_schedule(bits, self.space, name=f"{self.space.name}-{rank:03d}-{key[:8]}",
-                                             metrics={"quality": ev.values[0], "metric": self.config.metric,
-                                                      "cost": ev.values[1], "cost_kind": self.config.cost,
-                                                      "macs_fraction": frac, "macs_speedup": 1.0 / frac,
-                                                      **{k: v for k, v in ev.details.items() if k in ("ms_per_image", "extras")}})
-            path = directory / f"{rank:03d}_{key[:8]}.json"
-            schedule.save(path)
-            rows.append({"rank": rank, "key": key, "quality": ev.values[0], "cost": ev.values[1],
-                         "macs_fraction": frac, "label": self.labels.get(key, ""), "schedule": str(path.name)})
-        from ecad.runs import atomic_write_json
-
+        paths = export_frontier(run.frontier, run.config, directory)
+        rows = [{"rank": rank, "key": p.key, "quality": p.quality, "cost": p.cost, "macs_fraction": macs_of(p),
+                 "label": self.labels.get(p.key, p.label), "schedule": path.name}
+                for rank, (p, path) in enumerate(zip(run.frontier, paths))]
         atomic_write_json(directory / "frontier.json", {"metric": self.config.metric, "cost": self.config.cost,
                                                         "points": rows})
 
