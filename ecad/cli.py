@@ -102,14 +102,15 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     print(f"frontier of {', '.join(str(r.root) for r in runs)}: {len(points)} schedules, {config['metric']} vs "
           f"{config['cost']}, hypervolume {hv:.4f}" + (f", no-caching quality {base:.5g}" if base is not None else ""))
     has_latency = any(p.latency_ms is not None for p in points)
-    print(f"{'rank':>4} {config['metric']:>12} {'MACs/img':>10} {'speedup':>8}" + (f" {'ms/img':>8}" if has_latency else "")
+    speed = "measured" if config["cost"] == "latency" else "est."
+    print(f"{'rank':>4} {config['metric']:>12} {'MACs/img':>10} {speed + ' speedup':>15}" + (f" {'ms/img':>8}" if has_latency else "")
           + "  label / schedule")
     out_dir = Path(args.export) if args.export else runs[0].root / ("frontier" if args.format == "native" else "frontier_ecad")
     paths = export_frontier(points, config, out_dir, "ecad" if args.format == "ecad" else "ecad-schedule")
     for rank, (p, path) in enumerate(zip(points, paths)):
         macs = _si(schedule_macs(schedule_of(p, config), dims, batch=batch).total)
         lat = f" {p.latency_ms:>8.2f}" if has_latency and p.latency_ms is not None else (" " * 9 if has_latency else "")
-        print(f"{rank:>4} {p.quality:>12.5f} {macs:>10} {p.speedup:>7.2f}x{lat}  {p.label:12s} {path}")
+        print(f"{rank:>4} {p.quality:>12.5f} {macs:>10} {p.speedup:>14.2f}x{lat}  {p.label:12s} {path}")
     if args.pick:
         chosen = pick(points, args.pick, base, runs[0].higher_is_better)
         out = Path(args.out) if args.out else runs[0].root / "picked.json"
@@ -268,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        sys.stderr.close()
+        return 0
     except (ScheduleError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"ecad {args.command}: error: {exc}", file=sys.stderr)
         return 2
