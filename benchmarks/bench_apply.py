@@ -43,23 +43,37 @@ def build_pipeline(family: str, tiny: bool, device: str, dtype: torch.dtype):
             pipe.text_encoder_2 = pipe.tokenizer_2 = None
         return pipe.to(device)
     torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build in the target dtype: FLUX in fp32 first would need 48 GB
+    try:
+        return _build_full(family, device, dtype)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _build_full(family: str, device: str, dtype: torch.dtype):
+    """Full-size models built directly on the device; schedulers outside the device context
+    (their tables are numpy-backed and must stay on the CPU)."""
+    from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
+                           FluxPipeline, FluxTransformer2DModel, PixArtAlphaPipeline, PixArtTransformer2DModel)
+
+    latent = 4 if family == "pixart" else 16
+    vae_kw = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=latent)
+    if family == "flux":
+        vae_kw.update(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
     with torch.device(device):
         if family == "pixart":
-            transformer = PixArtTransformer2DModel(sample_size=32, caption_channels=4096).to(dtype)
-            vae = AutoencoderKL(
-                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
-            ).to(dtype)
-            return PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
-                                       scheduler=DPMSolverMultistepScheduler())
-        transformer = FluxTransformer2DModel(guidance_embeds=True).to(dtype)
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=16,
-            use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611,
-        ).to(dtype)
-        return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
-                            text_encoder_2=None, tokenizer_2=None, transformer=transformer)
+            transformer = PixArtTransformer2DModel(sample_size=32, caption_channels=4096)
+        else:
+            transformer = FluxTransformer2DModel(guidance_embeds=True)
+        vae = AutoencoderKL(**vae_kw)
+    transformer, vae = transformer.to(dtype), vae.to(dtype)
+    if family == "pixart":
+        return PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
+                                   scheduler=DPMSolverMultistepScheduler())
+    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+                        text_encoder_2=None, tokenizer_2=None, transformer=transformer)
 
 
 def call_kwargs(pipe, family: str, batch: int, size: int, text_len: int, device: str, dtype) -> dict:
