@@ -193,3 +193,33 @@ def test_unreachable_ray_address_fails_fast():
 def test_search_errors_are_search_errors():
     with pytest.raises(SearchError):
         SearchRun(SearchConfig(population=2), ExecConfig(workers=0))
+
+
+def test_out_of_memory_retries_with_a_smaller_batch_then_gives_up_as_infeasible():
+    """Fault injection in the (stock) transformer: OOM above a batch size, or always."""
+    import torch
+
+    from ecad.distributed.worker import CandidateEvaluator
+
+    evaluator = CandidateEvaluator(WorkerConfig("tiny-pixart", ("a cat", "a dog"), (0, 1), batch_size=4))
+    expected = evaluator.evaluate(evaluator.space.full_schedule().to_json())
+    transformer = evaluator.pipe.transformer
+    original = transformer.forward
+    limit = {"batch": 2}  # transformer batch = 2 x images (CFG): only 1 image per call fits
+
+    def forward(*args, **kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if hidden.shape[0] > limit["batch"]:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return original(*args, **kwargs)
+
+    transformer.forward = forward
+    try:
+        result = evaluator.evaluate(evaluator.space.full_schedule().to_json())
+        assert result["feasible"] and result["batch_size"] == 1
+        assert result["quality"] == pytest.approx(expected["quality"])
+        limit["batch"] = 0
+        result = evaluator.evaluate(evaluator.space.full_schedule().to_json())
+        assert result == {**result, "feasible": False, "reason": "CUDA out of memory even at batch size 1"}
+    finally:
+        transformer.forward = original
