@@ -60,11 +60,15 @@ class RunStore:
         return self.root / "evaluations.jsonl"
 
     # ----------------------------------------------------------- lifecycle
+    def check_new(self, force: bool = False) -> None:
+        """Refuse, before any work starts, to overwrite an existing run without --force."""
+        if self.root.exists() and any(self.root.iterdir()) and not force:
+            raise RunError(f"{self.root} already holds a run; resume it with `--resume {self.root}`, choose "
+                           "another --out, or pass --force to overwrite it")
+
     def create(self, config: dict[str, Any], force: bool = False) -> None:
+        self.check_new(force)
         if self.root.exists() and any(self.root.iterdir()):
-            if not force:
-                raise RunError(f"{self.root} already holds a run; resume it with `--resume {self.root}`, choose "
-                               "another --out, or pass --force to overwrite it")
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config_path, {"config": config, "config_hash": config_hash(config)})

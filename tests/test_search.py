@@ -136,8 +136,20 @@ def test_existing_run_is_not_overwritten_without_force(tmp_path):
     (out / "config.json").write_text("{}")
     with pytest.raises(RunError, match="already holds a run; resume it with `--resume"):
         SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=0))
-    SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=0, force=True))
+    SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=0, force=True, quiet=True)).run()
     assert json.loads((out / "config.json").read_text())["config"]["population"] == 6
+
+
+def test_a_run_whose_workers_cannot_start_leaves_nothing_behind(tmp_path, monkeypatch):
+    from ecad.metrics import MissingWeightsError
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    run = SearchRun(SearchConfig(**{**SMALL, "metric": "image-reward"}), ExecConfig(out=str(out), workers=0))
+    with pytest.raises(MissingWeightsError, match="hf download THUDM/ImageReward"):
+        run.run()
+    assert not (out / "config.json").exists()
 
 
 def test_infeasible_candidates_are_recorded_with_their_reason(tmp_path):

@@ -75,6 +75,15 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
                         "start a local cluster") from None
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The original error inside a Ray error (its last 'SomeError: message' line), without
+    Ray's wrapping and remote traceback, so the user sees what to fix."""
+    import re
+
+    lines = [m.group(2) for m in re.finditer(r"(?m)^\s*([\w.]+(?:Error|Exception)): (.*)$", str(exc))]
+    return lines[-1] if lines else str(exc)
+
+
 class RayPool:
     """Ray actors holding one pipeline each; `num_gpus=1` per actor when GPUs exist, else one CPU slot."""
 
@@ -115,7 +124,7 @@ class RayPool:
             try:
                 self.workers[i].info = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
-                raise PoolError(f"worker {i} failed to start: {exc}") from None
+                raise PoolError(f"worker {i} failed to start: {_root_cause(exc)}") from None
             self.workers[i].state = "idle"
             if on_status:
                 on_status()

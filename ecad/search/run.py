@@ -159,8 +159,8 @@ class SearchRun:
         self.resume = resume
         if resume:
             self.store.check_resumable(config.to_json())
-        else:
-            self.store.create(config.to_json(), force=exec_config.force)
+        else:  # written once the workers are up, so a failed start leaves no half-made run behind
+            self.store.check_new(force=exec_config.force)
         self.extra_seeds = load_seed_schedules(config.seed_from, self.space) if config.seed_from else []
         self.progress = Progress(config.generations, exec_config.quiet)
         self.weights: tuple[float, float] = (1.0, -1.0)
@@ -220,6 +220,8 @@ class SearchRun:
             metric_options=cfg.metric_options, cost=cfg.cost, batch_size=cfg.batch_size, device=self.exec.device,
         )
         self.pool = make_pool(worker_config, self.exec.workers, self.exec.ray_address)
+        if not self.resume:
+            self.store.create(cfg.to_json(), force=self.exec.force)
         try:
             direction = self.pool.workers[0].info.get("higher_is_better", True)
             self.weights = (1.0 if direction else -1.0, -1.0)
