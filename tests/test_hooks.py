@@ -19,6 +19,11 @@ from tests.conftest import generate
 STEPS = 6
 
 
+def apply_exact(pipe, schedule):
+    """Block-by-block reuse (no fused steps): bit-identical to the hand-written reference."""
+    return ecad.apply_schedule(pipe, schedule, fuse_reused_steps=False)
+
+
 def _layout(pipe):
     return adapter_for_pipeline(pipe).layout_of(pipe.transformer)
 
@@ -93,7 +98,7 @@ def test_every_third_step_matches_hand_written_reuse(fixture, request):
     with hand_cached(pipe, schedule):
         reference = generate(pipe, num_inference_steps=STEPS)
     vanilla = generate(pipe, num_inference_steps=STEPS)
-    ecad.apply_schedule(pipe, schedule)
+    apply_exact(pipe, schedule)
     out = generate(pipe)
     assert torch.equal(out, reference)
     assert not torch.equal(out, vanilla)  # the schedule really reused something
@@ -106,8 +111,22 @@ def test_random_mixed_schedules_match_hand_written_reuse(fixture, density, reque
     schedule = random_schedule(_layout(pipe), STEPS, density, seed=int(density * 10))
     with hand_cached(pipe, schedule):
         reference = generate(pipe, num_inference_steps=STEPS)
-    ecad.apply_schedule(pipe, schedule)
+    apply_exact(pipe, schedule)
     assert torch.equal(generate(pipe), reference)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_fused_reused_steps_match_block_by_block_reuse_up_to_rounding(tiny_pixart, n):
+    """The default fused path (whole step from folded sums) is the same maths: only rounding differs."""
+    schedule = Schedule.every_n(_layout(tiny_pixart), STEPS, n)
+    with hand_cached(tiny_pixart, schedule):
+        reference = generate(tiny_pixart, num_inference_steps=STEPS)
+    ecad.apply_schedule(tiny_pixart, schedule)
+    fused = generate(tiny_pixart)
+    assert tiny_pixart._ecad_handle.state.fuse_reused_steps
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)
+    apply_exact(tiny_pixart, schedule)
+    assert torch.equal(generate(tiny_pixart), reference)
 
 
 def test_cfg_with_several_prompts_and_images_per_prompt(tiny_pixart):
@@ -116,7 +135,7 @@ def test_cfg_with_several_prompts_and_images_per_prompt(tiny_pixart):
     prompts = ["a red cube", "a blue sphere on grass"]
     with hand_cached(tiny_pixart, schedule):
         reference = generate(tiny_pixart, prompts, num_inference_steps=STEPS, **kw)
-    ecad.apply_schedule(tiny_pixart, schedule)
+    apply_exact(tiny_pixart, schedule)
     out = generate(tiny_pixart, prompts, **kw)
     assert out.shape[0] == 4
     assert torch.equal(out, reference)
@@ -142,9 +161,9 @@ def test_lora_loaded_pipeline(tiny_pixart):
     vanilla = generate(tiny_pixart, num_inference_steps=STEPS)
     with hand_cached(tiny_pixart, schedule):
         reference = generate(tiny_pixart, num_inference_steps=STEPS)
-    ecad.apply_schedule(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
+    apply_exact(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
     assert torch.equal(generate(tiny_pixart), vanilla)
-    ecad.apply_schedule(tiny_pixart, schedule)
+    apply_exact(tiny_pixart, schedule)
     assert torch.equal(generate(tiny_pixart), reference)
 
 

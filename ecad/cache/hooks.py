@@ -38,13 +38,16 @@ class CachePlan:
     keep: np.ndarray  # computed at s and reused at s+1
     drop: np.ndarray  # reused at s and not reused at s+1 (last reuse)
     block_reused: np.ndarray  # [S, B] every component reused: block fast path
+    step_reused: np.ndarray  # [S] every block fully reused: fused step path (where the family has one)
 
     @classmethod
     def from_schedule(cls, schedule: Schedule) -> "CachePlan":
         g = schedule.executed_grid()
         reused_next = np.zeros_like(g)
         reused_next[:-1] = ~g[1:]
-        return cls(compute=g, keep=g & reused_next, drop=~g & ~reused_next, block_reused=~g.any(axis=2))
+        block_reused = ~g.any(axis=2)
+        return cls(compute=g, keep=g & reused_next, drop=~g & ~reused_next, block_reused=block_reused,
+                   step_reused=block_reused.all(axis=1))
 
     @property
     def num_steps(self) -> int:
@@ -59,10 +62,12 @@ class CachePlan:
 class ScheduleState:
     """Mutable per-pipeline state: the plan, where the current call is, and the cache."""
 
-    def __init__(self, schedule: Schedule, adapter: FamilyAdapter):
+    def __init__(self, schedule: Schedule, adapter: FamilyAdapter, fuse_reused_steps: bool = True):
         self.adapter = adapter
+        self.fuse_reused_steps = fuse_reused_steps
         self.set_schedule(schedule)
         self.cache: dict[tuple[int, int, int], Any] = {}
+        self.fused: dict[int, tuple[int, Any]] = {}  # branch -> (last step it served, folded constants)
         self.active = False
         self.calls = 0
         self.calls_per_step = 1
@@ -78,6 +83,7 @@ class ScheduleState:
 
     def reset(self) -> None:
         self.cache.clear()
+        self.fused.clear()
         self.active = False
         self.calls = 0
         self.step = 0
@@ -113,17 +119,23 @@ class TransformerStepHook(ModelHook):
 
 
 class BlockReuseHook(ModelHook):
-    """When every component of the block is reused, compute its output from the cache alone."""
+    """When every component of the block is reused, compute its output from the cache alone;
+    when every block of the step is, the first block produces the whole step's output (fused
+    path) and the others pass their input through."""
 
-    def __init__(self, state: ScheduleState, block_index: int, fast_path, arg_names: tuple[str, ...]):
+    def __init__(self, state: ScheduleState, block_index: int, fast_path, arg_names: tuple[str, ...],
+                 blocks: list[nn.Module]):
         super().__init__()
         self.state, self.block_index, self.fast_path = state, block_index, fast_path
         self.arg_names = arg_names
+        self.blocks = blocks  # every block of the transformer, in layout order (fused path)
 
     def new_forward(self, module: nn.Module, *args, **kwargs):
         state = self.state
         if not state.active or not state.plan.block_reused[state.step, self.block_index]:
             return self.fn_ref.original_forward(*args, **kwargs)
+        if state.fuse_reused_steps and state.adapter.step_reuse_apply and state.plan.step_reused[state.step]:
+            return self._fused_step(args, kwargs)
         b, s, branch = self.block_index, state.step, state.branch
         names = state.schedule.layout.blocks()[b][0].components
         cached = {}
@@ -133,6 +145,28 @@ class BlockReuseHook(ModelHook):
         if args:  # bind positionals to names so fast paths read kwargs only
             kwargs = {**dict(zip(self.arg_names, args)), **kwargs}
         return self.fast_path(module, (), kwargs, cached)
+
+    def _fused_step(self, args, kwargs):
+        state, s, branch = self.state, self.state.step, self.state.branch
+        if args:
+            kwargs = {**dict(zip(self.arg_names, args)), **kwargs}
+        if self.block_index != 0:
+            return kwargs["hidden_states"]  # block 0 already added every block's contribution
+        plan, adapter = state.plan, state.adapter
+        last = state.fused.get(branch)
+        if last is None or last[0] != s - 1:  # a new run of fully reused steps: fold the cache once
+            components = [g.components for g, _ in state.schedule.layout.blocks()]
+            cached = [{name: state.cache[(b, c, branch)] for c, name in enumerate(names)}
+                      for b, names in enumerate(components)]
+            consts = adapter.step_reuse_prepare(self.blocks, cached)
+        else:
+            consts = last[1]
+        for (b, c) in zip(*np.nonzero(plan.drop[s])):  # keep the per-component bookkeeping exact
+            state.cache.pop((int(b), int(c), branch), None)
+        state.fused[branch] = (s, consts) if s + 1 < plan.num_steps and plan.step_reused[s + 1] else (s, None)
+        if state.fused[branch][1] is None:
+            del state.fused[branch]
+        return adapter.step_reuse_apply(self.blocks, kwargs, consts)
 
 
 class ComponentCacheHook(ModelHook):
@@ -185,10 +219,11 @@ def _install(state: ScheduleState, transformer: nn.Module) -> _Installed:
 
     register(transformer, TransformerStepHook(state), STEP_HOOK)
     components = _component_list(adapter, transformer, layout)
+    blocks = [getattr(transformer, group.name)[i] for group, i in layout.blocks()]
     for b, (group, i) in enumerate(layout.blocks()):
-        block = getattr(transformer, group.name)[i]
+        block = blocks[b]
         arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]
-        register(block, BlockReuseHook(state, b, adapter.block_reuse(group), arg_names), BLOCK_HOOK)
+        register(block, BlockReuseHook(state, b, adapter.block_reuse(group), arg_names, blocks), BLOCK_HOOK)
         for c, module in enumerate(components[b]):
             register(module, ComponentCacheHook(state, b, c), COMPONENT_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
@@ -303,19 +338,25 @@ def _check_layout(adapter: FamilyAdapter, transformer: nn.Module, schedule: Sche
 
 
 # --------------------------------------------------------------------- public API
-def apply_schedule(pipe, schedule: Schedule):
+def apply_schedule(pipe, schedule: Schedule, fuse_reused_steps: bool = True):
     """Make every later `pipe(...)` call follow `schedule`. Applying again swaps the schedule in
-    place (no new hooks); `remove_schedule` restores the stock pipeline. Returns `pipe`."""
+    place (no new hooks); `remove_schedule` restores the stock pipeline. Returns `pipe`.
+
+    `fuse_reused_steps`: on a step where every block is fully reused, PixArt's whole block stack
+    becomes a few element-wise ops on sums folded once per run of such steps (same maths, float32
+    sums; results differ from block-by-block reuse only by rounding). Pass False for results
+    bit-identical to reusing block by block."""
     adapter = adapter_for_pipeline(pipe)
     _check_layout(adapter, pipe.transformer, schedule)
     handle: _Handle | None = getattr(pipe, "_ecad_handle", None)
     if handle is not None and handle.state.adapter is adapter:
         handle.state.set_schedule(schedule)
+        handle.state.fuse_reused_steps = fuse_reused_steps
         handle.refresh(pipe)
         return pipe
     if handle is not None:
         remove_schedule(pipe)
-    state = ScheduleState(schedule, adapter)
+    state = ScheduleState(schedule, adapter, fuse_reused_steps)
     pipe._ecad_handle = _Handle(state, _install(state, pipe.transformer))
     pipe.__class__ = _scheduled_class(type(pipe))
     return pipe

@@ -31,6 +31,12 @@ class FamilyAdapter:
     component_modules: Callable[[nn.Module, BlockGroup], dict[str, nn.Module]]
     block_reuse: Callable[[BlockGroup], BlockReuseFn]
     timestep_kwargs: Callable[[Any, list[int], int], dict]  # (pipe, selected steps, base steps) -> call kwargs
+    # Optional fused path for a step where every block is fully reused: `step_reuse_prepare(blocks,
+    # cached)` folds the cached outputs of all blocks into a few tensors once per run of such steps,
+    # `step_reuse_apply(blocks, kwargs, consts)` gives the last block's output from the first block's
+    # input. None where the family's gates do not allow it (FLUX: per-block gate projections).
+    step_reuse_prepare: Callable[[list[nn.Module], list[dict[str, Any]]], Any] | None = None
+    step_reuse_apply: Callable[[list[nn.Module], dict, Any], Any] | None = None
 
 
 def load_pretrained(pipeline_cls, hub_id: str, dtype: torch.dtype, device: str | torch.device | None, **kwargs):
