@@ -31,8 +31,6 @@ from ecad.schedule import Schedule
 
 def build_pipeline(family: str, tiny: bool, device: str, dtype: torch.dtype):
     """Stock diffusers pipeline without text encoders (embeddings are precomputed)."""
-    from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
-                           FluxPipeline, FluxTransformer2DModel, PixArtAlphaPipeline, PixArtTransformer2DModel)
 
     from ecad.models.tiny import build_tiny_flux, build_tiny_pixart
 

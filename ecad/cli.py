@@ -18,6 +18,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from ecad.metrics import list_metrics
+
+    for name, description in list_metrics().items():
+        print(f"{name:14s} {description}")
+    return 0
+
+
 def _cmd_spaces(args: argparse.Namespace) -> int:
     from ecad.spaces import list_spaces, load_space
 
@@ -246,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("metrics", help="list the quality metrics")
-    p.set_defaults(func=lambda a: [print(f"{k:14s} {v}") for k, v in __import__("ecad.metrics", fromlist=["x"]).list_metrics().items()] and 0)
+    p.set_defaults(func=_cmd_metrics)
 
     p = sub.add_parser("spaces", help="list the search spaces")
     p.set_defaults(func=_cmd_spaces)

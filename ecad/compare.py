@@ -11,7 +11,7 @@ import io
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,12 +30,11 @@ CONTEXT_HOOK = "ecad.peer_context"
 
 @dataclass
 class Contender:
+    """A schedule in the table: the user's, a heuristic baseline, or no caching."""
+
     name: str
-    kind: str  # "schedule" | "heuristic" | "no caching" | "diffusers"
-    schedule: Schedule | None = None
-    enable: Callable[[Any], None] | None = None  # diffusers caches: turn on / off
-    disable: Callable[[Any], None] | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    kind: str  # "schedule" | "heuristic" | "no caching"
+    schedule: Schedule
 
 
 class PeerContextHook(ModelHook):
@@ -63,7 +62,7 @@ class PeerContextHook(ModelHook):
             _set_cache_context(module, None)
 
 
-def _peer_configs(family: str, steps: int, timestep_fn: Callable[[], Any], mag_ratios: list[float] | None):
+def _peer_configs(steps: int, timestep_fn: Callable[[], Any], mag_ratios: list[float] | None):
     from diffusers.hooks import (FirstBlockCacheConfig, MagCacheConfig, PyramidAttentionBroadcastConfig,
                                  TaylorSeerCacheConfig)
 
@@ -163,7 +162,7 @@ def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, pro
     full_macs = schedule_macs(space.full_schedule(), dims, **size).total
     rows = []
     for c in contenders(space, [load_schedule(p) for p in schedule_paths], baselines):
-        r = evaluator.evaluate(c.schedule.to_json())
+        r = evaluator.evaluate(c.schedule.to_json(), warmup=True)
         rows.append(_row(c.name, c.kind, r, evaluator.reference_ms,
                          schedule_macs(c.schedule, dims, **size).total / full_macs))
     if baselines:
@@ -182,10 +181,10 @@ def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, pro
             ratios = FLUX_MAG_RATIOS.tolist()
         else:
             ratios = calibrate_mag_cache(evaluator, space.steps) or None
-        for name, cfg in _peer_configs(space.family, space.steps, timestep_fn, ratios).items():
+        for name, cfg in _peer_configs(space.steps, timestep_fn, ratios).items():
             try:
                 _apply_peer(transformer, cfg)
-                r = evaluator.evaluate_current()
+                r = evaluator.evaluate_current(warmup=True)
             except Exception as exc:  # noqa: BLE001 - a peer that does not run here is reported, not fatal
                 r = {"feasible": False, "reason": f"{type(exc).__name__}: {exc}"[:200]}
             finally:

@@ -96,7 +96,7 @@ def save_result(result: GenerateResult, out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, (img, prompt, seed) in enumerate(zip(result.images, result.prompts, result.seeds)):
+    for i, (img, seed) in enumerate(zip(result.images, result.seeds)):
         path = out_dir / f"{i:04d}_seed{seed}.png"
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
         paths.append(path)

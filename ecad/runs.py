@@ -113,9 +113,6 @@ class RunStore:
     def write_generation(self, generation: int, record: dict[str, Any]) -> None:
         atomic_write_json(self.root / f"gen_{generation:03d}.json", record)
 
-    def generations(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.root.glob("gen_*.json"))]
-
     def write_checkpoint(self, state: EngineState) -> None:
         atomic_write_json(self.checkpoint_path, {
             "generation": state.generation,

@@ -25,7 +25,7 @@ def test_generate_reproduces_the_search_images_for_the_same_seed(space, tmp_path
     # the images the search scored for this schedule, from a worker like the search's
     worker = CandidateEvaluator(WorkerConfig(space, run.prompts, (0, 1), batch_size=4))
     ecad.apply_schedule(worker.pipe, schedule)
-    searched, _ = worker._generate_all()
+    searched, _, _ = worker._generate_all()
     out = tmp_path / "gen"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(run.prompts) + "\n")

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
@@ -163,9 +162,10 @@ class BlockReuseHook(ModelHook):
             consts = last[1]
         for (b, c) in zip(*np.nonzero(plan.drop[s])):  # keep the per-component bookkeeping exact
             state.cache.pop((int(b), int(c), branch), None)
-        state.fused[branch] = (s, consts) if s + 1 < plan.num_steps and plan.step_reused[s + 1] else (s, None)
-        if state.fused[branch][1] is None:
-            del state.fused[branch]
+        if s + 1 < plan.num_steps and plan.step_reused[s + 1]:
+            state.fused[branch] = (s, consts)  # the next step reuses the same folded sums
+        else:
+            state.fused.pop(branch, None)
         return adapter.step_reuse_apply(self.blocks, kwargs, consts)
 
 
@@ -220,7 +220,7 @@ def _install(state: ScheduleState, transformer: nn.Module) -> _Installed:
     register(transformer, TransformerStepHook(state), STEP_HOOK)
     components = _component_list(adapter, transformer, layout)
     blocks = [getattr(transformer, group.name)[i] for group, i in layout.blocks()]
-    for b, (group, i) in enumerate(layout.blocks()):
+    for b, (group, _) in enumerate(layout.blocks()):
         block = blocks[b]
         arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]
         register(block, BlockReuseHook(state, b, adapter.block_reuse(group), arg_names, blocks), BLOCK_HOOK)

@@ -39,7 +39,6 @@ class LocalPool:
     def __init__(self, config: WorkerConfig):
         self.evaluator = CandidateEvaluator(config)
         self.workers = [WorkerStatus("local", "idle", info=self.evaluator.ready())]
-        self.started = time.perf_counter()
 
     def evaluate(self, tasks: list[Task], on_result: OnResult, on_progress: Callable[[], None] | None = None) -> None:
         for key, schedule in tasks:
@@ -108,7 +107,6 @@ class RayPool:
         self.num_workers = num_workers
         self.actors: list[Any] = []
         self.workers: list[WorkerStatus] = []
-        self.started = time.perf_counter()
         pending = {}
         for i in range(num_workers):
             actor = self.actor_cls.remote(config)

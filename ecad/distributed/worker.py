@@ -137,31 +137,24 @@ class CandidateEvaluator:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
     def _references(self) -> tuple[torch.Tensor, float]:
-        """Uncached images of every prompt x seed, from the disk cache when present."""
+        """Uncached images of every prompt x seed (from the disk cache when present), kept on the
+        worker's device, and, for the latency cost, the worker's own no-caching ms per image."""
         from safetensors.torch import load_file, save_file
 
         directory = Path(self.config.reference_cache) if self.config.reference_cache else default_cache_dir() / "references"
         path = directory / f"{self._reference_key()}.safetensors"
-        schedule = self.space.full_schedule()
-        apply_schedule(self.pipe, schedule)
-        if path.exists():
-            refs = load_file(str(path))["images"]
-            ms = self._time_uncached() if self.config.cost == "latency" else float("nan")
-            return refs, ms
-        images, ms = self._generate_all()
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-        save_file({"images": images.contiguous()}, str(tmp), metadata={"space": self.space.name})
-        os.replace(tmp, path)
-        if self.config.cost == "latency":
-            ms = self._time_uncached()
-        return images, ms
-
-    def _time_uncached(self) -> float:
-        """No-caching latency for the same batches, after a warm-up: the worker's own yardstick."""
         apply_schedule(self.pipe, self.space.full_schedule())
-        self._generate_batch(self.items[: self.config.batch_size])  # warm-up
-        return self._generate_all()[1]
+        if self.config.cost == "latency":  # warm kernels before the run that sets the yardstick
+            self._generate_batch(self.items[: self.config.batch_size])
+        if path.exists() and self.config.cost != "latency":
+            return load_file(str(path))["images"].to(self.device), float("nan")
+        images, ms, _ = self._generate_all()
+        if not path.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+            save_file({"images": images.cpu().contiguous()}, str(tmp), metadata={"space": self.space.name})
+            os.replace(tmp, path)
+        return images, (ms if self.config.cost == "latency" else float("nan"))
 
     # ------------------------------------------------------------ generation
     def _generate_batch(self, items: list[tuple[int, int]]) -> torch.Tensor:
@@ -178,23 +171,23 @@ class CandidateEvaluator:
             out = self.pipe(generator=generators, output_type="pt", **call, **kwargs).images
         return out
 
-    def _generate_all(self, batch_size: int | None = None) -> tuple[torch.Tensor, float]:
-        """All prompts x seeds in batches; returns uint8 images and median ms per image over
-        full batches (CUDA events on GPU)."""
+    def _generate_all(self, batch_size: int | None = None) -> tuple[torch.Tensor, float, bool]:
+        """All prompts x seeds in batches: uint8 images on the worker's device (scored there, no
+        host round trip), median ms per image over full batches (CUDA events on GPU), and whether
+        every image was finite."""
         from ecad.metrics.latency import CallTimer
 
         bs = batch_size or self.config.batch_size
         timer = CallTimer(self.device)
-        chunks, per_image = [], []
-        self.last_finite = True
+        chunks, per_image, finite = [], [], True
         for i in range(0, len(self.items), bs):
             batch = self.items[i: i + bs]
-            images, ms = timer(lambda: self._generate_batch(batch))
-            self.last_finite &= bool(torch.isfinite(images).all())
-            chunks.append(to_uint8(images).cpu())
+            images, ms = timer(lambda batch=batch: self._generate_batch(batch))
+            finite &= bool(torch.isfinite(images).all())
+            chunks.append(to_uint8(images))
             if len(batch) == bs or not per_image:
                 per_image.append(ms / len(batch))
-        return torch.cat(chunks), float(np.median(per_image))
+        return torch.cat(chunks), float(np.median(per_image)), finite
 
     # ------------------------------------------------------------ evaluation
     def ready(self) -> dict[str, Any]:
@@ -205,22 +198,23 @@ class CandidateEvaluator:
     def pid(self) -> int:
         return os.getpid()
 
-    def evaluate(self, schedule_json: dict[str, Any]) -> dict[str, Any]:
+    def evaluate(self, schedule_json: dict[str, Any], warmup: bool = False) -> dict[str, Any]:
         """Apply, generate every prompt x seed, score. Failures come back as infeasible results
         with a reason (NaN images, OOM even at batch 1), never as exceptions."""
         apply_schedule(self.pipe, load_schedule(schedule_json))
-        return self.evaluate_current()
+        return self.evaluate_current(warmup)
 
-    def evaluate_current(self) -> dict[str, Any]:
+    def evaluate_current(self, warmup: bool = False) -> dict[str, Any]:
         """Generate and score with the pipeline as it is now configured (a schedule, or a peer
-        cache that `ecad compare` enabled)."""
+        cache that `ecad compare` enabled). `warmup` runs one untimed batch first: for a new kind
+        of pipeline set-up (a peer cache); the search's schedule swaps reuse warm kernels."""
         t0 = time.perf_counter()
         bs = self.config.batch_size
-        if self.config.cost == "latency":  # warm-up: latency is a cost only when kernels are warm
+        if warmup:
             self._generate_batch(self.items[:bs])
         while True:
             try:
-                images, ms = self._generate_all(bs)
+                images, ms, finite = self._generate_all(bs)
                 break
             except torch.OutOfMemoryError:
                 if self.device.type == "cuda":
@@ -229,7 +223,7 @@ class CandidateEvaluator:
                     return self._infeasible("CUDA out of memory even at batch size 1", t0)
                 bs = max(1, bs // 2)
         t1 = time.perf_counter()
-        if not self.last_finite or images.numel() == 0:
+        if not finite or images.numel() == 0:
             return self._infeasible("non-finite images", t0)
         prompts = [self.config.prompts[p] for p, _ in self.items]
         result = self.metric.score(images.float() / 255.0, prompts,

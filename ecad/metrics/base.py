@@ -6,6 +6,7 @@ called on batch after batch in inference mode.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -52,7 +53,7 @@ class MetricResult:
         }
 
 
-class QualityMetric:
+class QualityMetric(abc.ABC):
     """Base class: subclasses set `name`, `higher_is_better`, `needs_reference` and implement
     `_score`. `score` checks inputs and runs in inference mode on the metric's device."""
 
@@ -78,9 +79,10 @@ class QualityMetric:
             return self._score(images.to(self.device), prompts,
                                references.to(self.device) if references is not None else None)
 
+    @abc.abstractmethod
     def _score(self, images: torch.Tensor, prompts: list[str] | None,
-               references: torch.Tensor | None) -> MetricResult:  # pragma: no cover - interface
-        raise NotImplementedError
+               references: torch.Tensor | None) -> MetricResult:
+        """Score checked images already on `self.device`; called in inference mode."""
 
 
 def _check_images(x: torch.Tensor, what: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ from ecad.distributed.worker import WorkerConfig
 from ecad.frontier import pareto_indices
 from ecad.runs import RunError, RunStore
 from ecad.search.genome import GenomeSpec, bits_to_hex, genome_hash
-from ecad.search.nsga2 import NSGA2, EngineConfig, EngineState, Evaluation, hypervolume
+from ecad.search.nsga2 import NSGA2, EngineConfig, EngineState, Evaluation
 from ecad.search.seeds import initial_population, load_seed_schedules
 from ecad.spaces import load_space
 
