@@ -66,7 +66,7 @@ class ScheduleState:
         self.fuse_reused_steps = fuse_reused_steps
         self.set_schedule(schedule)
         self.cache: dict[tuple[int, int, int], Any] = {}
-        self.fused: dict[int, tuple[int, Any]] = {}  # branch -> (last step it served, folded constants)
+        self.fused: dict[int, Any] = {}  # branch -> sums folded for the next (fully reused) step
         self.active = False
         self.calls = 0
         self.calls_per_step = 1
@@ -74,6 +74,7 @@ class ScheduleState:
     def set_schedule(self, schedule: Schedule) -> None:
         self.schedule = schedule
         self.plan = CachePlan.from_schedule(schedule)
+        self.components = [group.components for group, _ in schedule.layout.blocks()]  # per block
 
     def begin(self, calls_per_step: int) -> None:
         self.reset()
@@ -136,9 +137,8 @@ class BlockReuseHook(ModelHook):
         if state.fuse_reused_steps and state.adapter.step_reuse_apply and state.plan.step_reused[state.step]:
             return self._fused_step(args, kwargs)
         b, s, branch = self.block_index, state.step, state.branch
-        names = state.schedule.layout.blocks()[b][0].components
         cached = {}
-        for c, name in enumerate(names):
+        for c, name in enumerate(state.components[b]):
             key = (b, c, branch)
             cached[name] = state.cache.pop(key) if state.plan.drop[s, b, c] else state.cache[key]
         if args:  # bind positionals to names so fast paths read kwargs only
@@ -152,20 +152,15 @@ class BlockReuseHook(ModelHook):
         if self.block_index != 0:
             return kwargs["hidden_states"]  # block 0 already added every block's contribution
         plan, adapter = state.plan, state.adapter
-        last = state.fused.get(branch)
-        if last is None or last[0] != s - 1:  # a new run of fully reused steps: fold the cache once
-            components = [g.components for g, _ in state.schedule.layout.blocks()]
+        consts = state.fused.pop(branch, None)
+        if consts is None:  # first step of a run of fully reused steps: fold the cache once
             cached = [{name: state.cache[(b, c, branch)] for c, name in enumerate(names)}
-                      for b, names in enumerate(components)]
+                      for b, names in enumerate(state.components)]
             consts = adapter.step_reuse_prepare(self.blocks, cached)
-        else:
-            consts = last[1]
         for (b, c) in zip(*np.nonzero(plan.drop[s])):  # keep the per-component bookkeeping exact
             state.cache.pop((int(b), int(c), branch), None)
         if s + 1 < plan.num_steps and plan.step_reused[s + 1]:
-            state.fused[branch] = (s, consts)  # the next step reuses the same folded sums
-        else:
-            state.fused.pop(branch, None)
+            state.fused[branch] = consts  # the next step reuses the same folded sums
         return adapter.step_reuse_apply(self.blocks, kwargs, consts)
 
 

@@ -169,8 +169,7 @@ class SearchRun:
         self.labels: dict[str, str] = {}
 
     # ---------------------------------------------------------------- cost
-    def macs_fraction(self, bits: np.ndarray) -> float:
-        schedule = self.spec.to_schedule(bits, self.space)
+    def macs_fraction(self, schedule) -> float:
         return schedule_macs(schedule, self.dims, batch=1).total / self.full_macs
 
     # ------------------------------------------------------------ evaluate
@@ -181,16 +180,16 @@ class SearchRun:
         hexes = {genome_hash(g): bits_to_hex(g) for g in genomes}
         for g in genomes:
             key = genome_hash(g)
-            frac = self.macs_fraction(g)
+            schedule = self.spec.to_schedule(g, self.space, name=key)
+            frac = self.macs_fraction(schedule)
             fractions[key] = frac
             if self.config.max_macs_fraction is not None and frac > self.config.max_macs_fraction + 1e-12:
                 ev = Evaluation((float("nan"), frac), False,
                                 f"constraint: MACs {frac:.1%} of no-caching > {self.config.max_macs_fraction:.0%}",
                                 {"macs_fraction": frac})
                 results[key] = ev
-                self.store.append_evaluation(key, ev, generation, bits_to_hex(g))
+                self.store.append_evaluation(key, ev, generation, hexes[key])
                 continue
-            schedule = self.spec.to_schedule(g, self.space, name=key)
             tasks.append((key, schedule.to_json()))
 
         def on_result(key: str, r: dict[str, Any]) -> None:
