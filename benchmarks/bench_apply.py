@@ -167,8 +167,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--text-len", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--no-fuse", action="store_true",
-                    help="reuse block by block on fully reused steps (bit-exact path) instead of the fused step")
+    ap.add_argument("--exact", action="store_true",
+                    help="apply_schedule(exact=True): the stock block's op order, no folded steps")
     args = ap.parse_args()
 
     cuda = torch.cuda.is_available() and not args.tiny
@@ -193,7 +193,7 @@ def main() -> None:
         t_fixed = t_full - t_blocks
         rows = []
         for schedule in schedules_for(layout, args.steps, args.family):
-            ecad.apply_schedule(pipe, schedule, fuse_reused_steps=not args.no_fuse)
+            ecad.apply_schedule(pipe, schedule, exact=args.exact)
             pipe(**kwargs)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
@@ -210,7 +210,7 @@ def main() -> None:
     result = dict(
         device=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu", torch=torch.__version__,
         family=args.family, tiny=args.tiny, dtype=str(dtype), resolution=size, batch=args.batch, steps=args.steps,
-        cfg=args.family == "pixart", fused_reused_steps=not args.no_fuse, text_len=text_len, t_full_ms=round(t_full, 2), t_blocks_ms=round(t_blocks, 2),
+        cfg=args.family == "pixart", exact=args.exact, text_len=text_len, t_full_ms=round(t_full, 2), t_blocks_ms=round(t_blocks, 2),
         t_fixed_ms=round(t_fixed, 2), rows=rows,
     )
     if args.out:

@@ -21,7 +21,7 @@ STEPS = 6
 
 def apply_exact(pipe, schedule):
     """Block-by-block reuse (no fused steps): bit-identical to the hand-written reference."""
-    return ecad.apply_schedule(pipe, schedule, fuse_reused_steps=False)
+    return ecad.apply_schedule(pipe, schedule, exact=True)
 
 
 def _layout(pipe):
@@ -115,18 +115,53 @@ def test_random_mixed_schedules_match_hand_written_reuse(fixture, density, reque
     assert torch.equal(generate(pipe), reference)
 
 
-@pytest.mark.parametrize("n", [2, 3, 5])
-def test_fused_reused_steps_match_block_by_block_reuse_up_to_rounding(tiny_pixart, n):
-    """The default fused path (whole step from folded sums) is the same maths: only rounding differs."""
-    schedule = Schedule.every_n(_layout(tiny_pixart), STEPS, n)
-    with hand_cached(tiny_pixart, schedule):
-        reference = generate(tiny_pixart, num_inference_steps=STEPS)
-    ecad.apply_schedule(tiny_pixart, schedule)
-    fused = generate(tiny_pixart)
-    assert tiny_pixart._ecad_handle.state.fuse_reused_steps
-    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)
-    apply_exact(tiny_pixart, schedule)
-    assert torch.equal(generate(tiny_pixart), reference)
+FAST_CASES = [("every", 2), ("every", 3), ("every", 5), ("random", 0.2), ("random", 0.6)]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_pixart", "tiny_flux"])
+@pytest.mark.parametrize("kind,arg", FAST_CASES)
+def test_default_fast_path_matches_block_by_block_reuse_up_to_rounding(fixture, kind, arg, request):
+    """Fused multiply-adds and folded reused steps are the same maths: only rounding differs."""
+    pipe = request.getfixturevalue(fixture)
+    layout = _layout(pipe)
+    schedule = Schedule.every_n(layout, STEPS, arg) if kind == "every" else random_schedule(layout, STEPS, arg, 5)
+    with hand_cached(pipe, schedule):
+        reference = generate(pipe, num_inference_steps=STEPS)
+    ecad.apply_schedule(pipe, schedule)
+    assert not pipe._ecad_handle.state.exact
+    torch.testing.assert_close(generate(pipe), reference, rtol=0, atol=1e-5)
+    apply_exact(pipe, schedule)
+    assert torch.equal(generate(pipe), reference)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_reused_components_skip_the_norms_that_feed_them(tiny_pixart, exact):
+    """A reused attn1 / ff costs no norm or modulation: norm1 runs only where attn1 is computed,
+    norm2 only where ff is, in fully and partly reused blocks alike."""
+    layout = _layout(tiny_pixart)
+    schedule = random_schedule(layout, STEPS, 0.5, seed=2)
+    calls = {("norm1", b): 0 for b in range(layout.num_blocks)} | {("norm2", b): 0 for b in range(layout.num_blocks)}
+    for b, block in enumerate(tiny_pixart.transformer.transformer_blocks):
+        for name in ("norm1", "norm2"):
+            getattr(block, name).register_forward_hook(lambda m, a, o, k=(name, b): calls.__setitem__(k, calls[k] + 1))
+    ecad.apply_schedule(tiny_pixart, schedule, exact=exact)
+    generate(tiny_pixart)
+    attn1, ff = layout.blocks()[0][0].components.index("attn1"), layout.blocks()[0][0].components.index("ff")
+    for b in range(layout.num_blocks):
+        assert calls[("norm1", b)] == int(schedule.grid[:, b, attn1].sum())
+        assert calls[("norm2", b)] == int(schedule.grid[:, b, ff].sum())
+
+
+def test_only_runs_of_two_or_more_fully_reused_steps_are_folded(tiny_pixart):
+    """Folding costs about two block-by-block steps of traffic: a lone reused step is not folded."""
+    layout = _layout(tiny_pixart)
+    assert list(CachePlan.from_schedule(Schedule.every_n(layout, STEPS, 3)).reused_run) == [0, 2, 2, 0, 2, 2]
+    ecad.apply_schedule(tiny_pixart, Schedule.every_n(layout, STEPS, 2))
+    assert not tiny_pixart._ecad_handle.state.fold.any()
+    ecad.apply_schedule(tiny_pixart, Schedule.every_n(layout, STEPS, 3))
+    assert list(tiny_pixart._ecad_handle.state.fold) == [False, True, True, False, True, True]
+    ecad.apply_schedule(tiny_pixart, Schedule.every_n(layout, STEPS, 3), exact=True)
+    assert not tiny_pixart._ecad_handle.state.fold.any()
 
 
 def test_cfg_with_several_prompts_and_images_per_prompt(tiny_pixart):
@@ -146,7 +181,7 @@ def test_flux_true_cfg_keeps_one_cache_per_branch(tiny_flux):
     kw = dict(true_cfg_scale=2.0, negative_prompt="blurry")
     with hand_cached(tiny_flux, schedule, calls_per_step=2):
         reference = generate(tiny_flux, num_inference_steps=STEPS, **kw)
-    ecad.apply_schedule(tiny_flux, schedule)
+    apply_exact(tiny_flux, schedule)
     assert torch.equal(generate(tiny_flux, **kw), reference)
 
 
@@ -171,7 +206,7 @@ def test_lora_on_a_cached_module_loaded_after_apply(tiny_flux):
     """A LoRA on single-block proj_out replaces that Linear: the hook must follow it."""
     peft = pytest.importorskip("peft")
     schedule = Schedule.every_n(_layout(tiny_flux), STEPS, 2)
-    ecad.apply_schedule(tiny_flux, schedule)
+    apply_exact(tiny_flux, schedule)
     tiny_flux.transformer.add_adapter(
         peft.LoraConfig(r=4, target_modules=["proj_out", "proj_mlp"], init_lora_weights=False), "style"
     )

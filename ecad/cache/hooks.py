@@ -1,10 +1,11 @@
 """Apply a `Schedule` to a stock diffusers pipeline through diffusers' hook registry.
 
 Three named hooks, all sharing one `ScheduleState` that belongs to the pipeline instance:
-`ecad.step` on the transformer counts denoising steps, `ecad.block` on each block takes a
-fast path when the whole block is reused, and `ecad.component` on each cached sub-module
-computes-and-stores or returns its cached output (taken before the adaLN gate, so gates,
-norms and modulation are recomputed as FIELD.md section 1 requires).
+`ecad.step` on the transformer counts denoising steps, `ecad.block` on each block takes the
+family's block path when some component is reused (skipping norms and modulation that only
+feed reused components), and `ecad.component` on each cached sub-module computes-and-stores or
+returns its cached output (taken before the adaLN gate, so gates, norms and modulation of
+computed components are recomputed as FIELD.md section 1 requires).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
 from ecad.models import FamilyAdapter, adapter_for_pipeline
+from ecad.models.base import BlockPath
 from ecad.schedule import Schedule, ScheduleError
 
 STEP_HOOK = "ecad.step"
@@ -36,8 +38,10 @@ class CachePlan:
     compute: np.ndarray  # [S, B, C] bool, executed steps only
     keep: np.ndarray  # computed at s and reused at s+1
     drop: np.ndarray  # reused at s and not reused at s+1 (last reuse)
-    block_reused: np.ndarray  # [S, B] every component reused: block fast path
-    step_reused: np.ndarray  # [S] every block fully reused: fused step path (where the family has one)
+    block_reused: np.ndarray  # [S, B] every component reused
+    any_reused: np.ndarray  # [S, B] some component reused
+    step_reused: np.ndarray  # [S] every block fully reused
+    reused_run: np.ndarray  # [S] length of the run of fully reused steps that step s belongs to (0: none)
 
     @classmethod
     def from_schedule(cls, schedule: Schedule) -> "CachePlan":
@@ -45,8 +49,17 @@ class CachePlan:
         reused_next = np.zeros_like(g)
         reused_next[:-1] = ~g[1:]
         block_reused = ~g.any(axis=2)
+        step_reused = block_reused.all(axis=1)
+        run = np.zeros(len(g), dtype=int)
+        s = 0
+        while s < len(g):
+            e = s
+            while e < len(g) and step_reused[e]:
+                e += 1
+            run[s:e] = e - s
+            s = e + 1
         return cls(compute=g, keep=g & reused_next, drop=~g & ~reused_next, block_reused=block_reused,
-                   step_reused=block_reused.all(axis=1))
+                   any_reused=~g.all(axis=2), step_reused=step_reused, reused_run=run)
 
     @property
     def num_steps(self) -> int:
@@ -61,9 +74,10 @@ class CachePlan:
 class ScheduleState:
     """Mutable per-pipeline state: the plan, where the current call is, and the cache."""
 
-    def __init__(self, schedule: Schedule, adapter: FamilyAdapter, fuse_reused_steps: bool = True):
+    def __init__(self, schedule: Schedule, adapter: FamilyAdapter, exact: bool = False):
         self.adapter = adapter
-        self.fuse_reused_steps = fuse_reused_steps
+        self.exact = exact
+        self.partial_ok = np.zeros(schedule.layout.num_blocks, dtype=bool)  # set by _install, per block
         self.set_schedule(schedule)
         self.cache: dict[tuple[int, int, int], Any] = {}
         self.fused: dict[int, Any] = {}  # branch -> sums folded for the next (fully reused) step
@@ -71,10 +85,20 @@ class ScheduleState:
         self.calls = 0
         self.calls_per_step = 1
 
-    def set_schedule(self, schedule: Schedule) -> None:
+    def set_schedule(self, schedule: Schedule, exact: bool | None = None) -> None:
         self.schedule = schedule
+        self.exact = self.exact if exact is None else exact
         self.plan = CachePlan.from_schedule(schedule)
         self.components = [group.components for group, _ in schedule.layout.blocks()]  # per block
+        self.derive_paths()
+
+    def derive_paths(self) -> None:
+        """Per step and block, which path runs. Folding costs about two block-by-block steps of
+        memory traffic, so only runs of at least two fully reused steps are folded."""
+        plan = self.plan
+        self.block_path = plan.block_reused | (plan.any_reused & self.partial_ok[None])
+        foldable = not self.exact and self.adapter.step_reuse_apply is not None
+        self.fold = (plan.reused_run >= 2) & foldable
 
     def begin(self, calls_per_step: int) -> None:
         self.reset()
@@ -119,31 +143,32 @@ class TransformerStepHook(ModelHook):
 
 
 class BlockReuseHook(ModelHook):
-    """When every component of the block is reused, compute its output from the cache alone;
-    when every block of the step is, the first block produces the whole step's output (fused
-    path) and the others pass their input through."""
+    """When some component of the block is reused, run the family's block path with the cached
+    outputs (reused components' norms skipped); in a folded run of fully reused steps, the first
+    block produces the whole step's output and the others pass their input through."""
 
-    def __init__(self, state: ScheduleState, block_index: int, fast_path, arg_names: tuple[str, ...],
+    def __init__(self, state: ScheduleState, block_index: int, path: BlockPath | None, arg_names: tuple[str, ...],
                  blocks: list[nn.Module]):
         super().__init__()
-        self.state, self.block_index, self.fast_path = state, block_index, fast_path
+        self.state, self.block_index, self.path = state, block_index, path
         self.arg_names = arg_names
         self.blocks = blocks  # every block of the transformer, in layout order (fused path)
 
     def new_forward(self, module: nn.Module, *args, **kwargs):
         state = self.state
-        if not state.active or not state.plan.block_reused[state.step, self.block_index]:
+        if not state.active or not state.block_path[state.step, self.block_index] or self.path is None:
             return self.fn_ref.original_forward(*args, **kwargs)
-        if state.fuse_reused_steps and state.adapter.step_reuse_apply and state.plan.step_reused[state.step]:
+        if state.fold[state.step]:
             return self._fused_step(args, kwargs)
-        b, s, branch = self.block_index, state.step, state.branch
+        b, s, branch, plan = self.block_index, state.step, state.branch, state.plan
         cached = {}
         for c, name in enumerate(state.components[b]):
-            key = (b, c, branch)
-            cached[name] = state.cache.pop(key) if state.plan.drop[s, b, c] else state.cache[key]
-        if args:  # bind positionals to names so fast paths read kwargs only
+            if not plan.compute[s, b, c]:
+                key = (b, c, branch)
+                cached[name] = state.cache.pop(key) if plan.drop[s, b, c] else state.cache[key]
+        if args:  # bind positionals to names so block paths read kwargs only
             kwargs = {**dict(zip(self.arg_names, args)), **kwargs}
-        return self.fast_path(module, (), kwargs, cached)
+        return self.path.fn(module, kwargs, cached, state.exact)
 
     def _fused_step(self, args, kwargs):
         state, s, branch = self.state, self.state.step, self.state.branch
@@ -159,7 +184,7 @@ class BlockReuseHook(ModelHook):
             consts = adapter.step_reuse_prepare(self.blocks, cached)
         for (b, c) in zip(*np.nonzero(plan.drop[s])):  # keep the per-component bookkeeping exact
             state.cache.pop((int(b), int(c), branch), None)
-        if s + 1 < plan.num_steps and plan.step_reused[s + 1]:
+        if s + 1 < plan.num_steps and state.fold[s + 1]:
             state.fused[branch] = consts  # the next step reuses the same folded sums
         return adapter.step_reuse_apply(self.blocks, kwargs, consts)
 
@@ -215,10 +240,12 @@ def _install(state: ScheduleState, transformer: nn.Module) -> _Installed:
     register(transformer, TransformerStepHook(state), STEP_HOOK)
     components = _component_list(adapter, transformer, layout)
     blocks = [getattr(transformer, group.name)[i] for group, i in layout.blocks()]
-    for b, (group, _) in enumerate(layout.blocks()):
-        block = blocks[b]
+    paths = [adapter.block_path(blocks[b], group) for b, (group, _) in enumerate(layout.blocks())]
+    state.partial_ok = np.array([p is not None and p.partial for p in paths], dtype=bool)
+    state.derive_paths()
+    for b, block in enumerate(blocks):
         arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]
-        register(block, BlockReuseHook(state, b, adapter.block_reuse(group), arg_names, blocks), BLOCK_HOOK)
+        register(block, BlockReuseHook(state, b, paths[b], arg_names, blocks), BLOCK_HOOK)
         for c, module in enumerate(components[b]):
             register(module, ComponentCacheHook(state, b, c), COMPONENT_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
@@ -333,25 +360,25 @@ def _check_layout(adapter: FamilyAdapter, transformer: nn.Module, schedule: Sche
 
 
 # --------------------------------------------------------------------- public API
-def apply_schedule(pipe, schedule: Schedule, fuse_reused_steps: bool = True):
+def apply_schedule(pipe, schedule: Schedule, exact: bool = False):
     """Make every later `pipe(...)` call follow `schedule`. Applying again swaps the schedule in
     place (no new hooks); `remove_schedule` restores the stock pipeline. Returns `pipe`.
 
-    `fuse_reused_steps`: on a step where every block is fully reused, PixArt's whole block stack
-    becomes a few element-wise ops on sums folded once per run of such steps (same maths, float32
-    sums; results differ from block-by-block reuse only by rounding). Pass False for results
-    bit-identical to reusing block by block."""
+    By default reused outputs are added back with fused multiply-adds, and on PixArt a run of two
+    or more steps where every block is fully reused becomes a few element-wise ops on sums folded
+    once per run (same maths; results differ from block-by-block reuse only by float rounding).
+    `exact=True` keeps the stock block's op order: results bit-identical to running diffusers'
+    blocks with the cached outputs."""
     adapter = adapter_for_pipeline(pipe)
     _check_layout(adapter, pipe.transformer, schedule)
     handle: _Handle | None = getattr(pipe, "_ecad_handle", None)
     if handle is not None and handle.state.adapter is adapter:
-        handle.state.set_schedule(schedule)
-        handle.state.fuse_reused_steps = fuse_reused_steps
+        handle.state.set_schedule(schedule, exact)
         handle.refresh(pipe)
         return pipe
     if handle is not None:
         remove_schedule(pipe)
-    state = ScheduleState(schedule, adapter, fuse_reused_steps)
+    state = ScheduleState(schedule, adapter, exact)
     pipe._ecad_handle = _Handle(state, _install(state, pipe.transformer))
     pipe.__class__ = _scheduled_class(type(pipe))
     return pipe

@@ -16,9 +16,18 @@ class ModelWeightsError(RuntimeError):
     """Weights are not available locally; the message says which and how to fetch them."""
 
 
-# A fast path computes a block's output when every component of it is reused at this step,
-# without running norms or sub-modules: fn(block, args, kwargs, cached) -> block output.
-BlockReuseFn = Callable[[nn.Module, tuple, dict, dict[str, Any]], Any]
+# A block path computes a block's output when some of its components are reused at this step:
+# fn(block, kwargs, cached, exact) -> block output. `cached` holds the reused components' outputs;
+# the others it computes by calling the (hooked) component modules. It skips the norms and
+# modulation that only feed reused components. `exact`: keep the block's own op order, so results
+# are bit-identical to running the stock block with cached outputs; otherwise fused multiply-adds.
+BlockPathFn = Callable[[nn.Module, dict, dict[str, Any], bool], Any]
+
+
+@dataclass(frozen=True)
+class BlockPath:
+    fn: BlockPathFn
+    partial: bool  # also takes blocks where only some components are reused (else: fully reused only)
 
 
 @dataclass(frozen=True)
@@ -29,10 +38,12 @@ class FamilyAdapter:
     pipeline_classes: tuple[str, ...]
     layout_of: Callable[[nn.Module], Layout]
     component_modules: Callable[[nn.Module, BlockGroup], dict[str, nn.Module]]
-    block_reuse: Callable[[BlockGroup], BlockReuseFn]
+    # The block's path for reused components, or None where this block's configuration is one the
+    # path does not know (the stock forward then runs, with cached component outputs).
+    block_path: Callable[[nn.Module, BlockGroup], BlockPath | None]
     timestep_kwargs: Callable[[Any, list[int], int], dict]  # (pipe, selected steps, base steps) -> call kwargs
-    # Optional fused path for a step where every block is fully reused: `step_reuse_prepare(blocks,
-    # cached)` folds the cached outputs of all blocks into a few tensors once per run of such steps,
+    # Optional fused path for runs of steps where every block is fully reused: `step_reuse_prepare(blocks,
+    # cached)` folds the cached outputs of all blocks into a few tensors once per run,
     # `step_reuse_apply(blocks, kwargs, consts)` gives the last block's output from the first block's
     # input. None where the family's gates do not allow it (FLUX: per-block gate projections).
     step_reuse_prepare: Callable[[list[nn.Module], list[dict[str, Any]]], Any] | None = None

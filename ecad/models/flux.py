@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout, flux_layout
-from ecad.models.base import FamilyAdapter
+from ecad.models.base import BlockPath, FamilyAdapter
 
 
 def _layout_of(transformer: nn.Module) -> Layout:
@@ -20,47 +20,54 @@ def _component_modules(block: nn.Module, group: BlockGroup) -> dict[str, nn.Modu
     return {"single_attn": block.attn, "single_proj_mlp": block.proj_mlp, "single_proj_out": block.proj_out}
 
 
-def _arg(args, kwargs, name, index):
-    return kwargs[name] if name in kwargs else args[index]
-
-
 def _ada_chunks(norm: nn.Module, temb: torch.Tensor, n: int):
     """The adaLN modulation vectors alone (the norm of the activations is not needed)."""
     return norm.linear(norm.silu(temb)).chunk(n, dim=1)
 
 
-def _reuse_double(block, args, kwargs, cached):
-    """Fully reused double block: residual adds of re-gated cached outputs, in the block's op order."""
-    hidden_states = _arg(args, kwargs, "hidden_states", 0)
-    encoder_hidden_states = _arg(args, kwargs, "encoder_hidden_states", 1)
-    temb = _arg(args, kwargs, "temb", 2)
+def _gated_add(hidden_states, gate, out, exact):
+    """The stock block's `h + gate * out` (two kernels), or one fused multiply-add."""
+    gate = gate.unsqueeze(1)
+    return hidden_states + gate * out if exact else torch.addcmul(hidden_states, gate, out)
+
+
+def _reuse_double(block, kwargs, cached, exact):
+    """Fully reused double block: residual adds of re-gated cached outputs (`exact`: in the block's op order)."""
+    hidden_states = kwargs["hidden_states"]
+    encoder_hidden_states = kwargs["encoder_hidden_states"]
+    temb = kwargs["temb"]
     _, _, gate_msa, _, _, gate_mlp = _ada_chunks(block.norm1, temb, 6)
     _, _, c_gate_msa, _, _, c_gate_mlp = _ada_chunks(block.norm1_context, temb, 6)
     attn_out = cached["full_attn"]
     attn_output, context_attn_output = attn_out[0], attn_out[1]
-    hidden_states = hidden_states + gate_msa.unsqueeze(1) * attn_output
-    hidden_states = hidden_states + gate_mlp.unsqueeze(1) * cached["full_ff"]
+    hidden_states = _gated_add(hidden_states, gate_msa, attn_output, exact)
+    hidden_states = _gated_add(hidden_states, gate_mlp, cached["full_ff"], exact)
     if len(attn_out) == 3:
         hidden_states = hidden_states + attn_out[2]
-    encoder_hidden_states = encoder_hidden_states + c_gate_msa.unsqueeze(1) * context_attn_output
-    encoder_hidden_states = encoder_hidden_states + c_gate_mlp.unsqueeze(1) * cached["full_ff_context"]
+    encoder_hidden_states = _gated_add(encoder_hidden_states, c_gate_msa, context_attn_output, exact)
+    encoder_hidden_states = _gated_add(encoder_hidden_states, c_gate_mlp, cached["full_ff_context"], exact)
     if encoder_hidden_states.dtype == torch.float16:
         encoder_hidden_states = encoder_hidden_states.clip(-65504, 65504)
     return encoder_hidden_states, hidden_states
 
 
-def _reuse_single(block, args, kwargs, cached):
+def _reuse_single(block, kwargs, cached, exact):
     """Fully reused single block: only the gated proj_out output is added to the residual."""
-    hidden_states = _arg(args, kwargs, "hidden_states", 0)
-    encoder_hidden_states = _arg(args, kwargs, "encoder_hidden_states", 1)
-    temb = _arg(args, kwargs, "temb", 2)
+    hidden_states = kwargs["hidden_states"]
+    encoder_hidden_states = kwargs["encoder_hidden_states"]
+    temb = kwargs["temb"]
     text_seq_len = encoder_hidden_states.shape[1]
     residual = torch.cat([encoder_hidden_states, hidden_states], dim=1)
     _, _, gate = _ada_chunks(block.norm, temb, 3)
-    hidden_states = residual + gate.unsqueeze(1) * cached["single_proj_out"]
+    hidden_states = _gated_add(residual, gate, cached["single_proj_out"], exact)
     if hidden_states.dtype == torch.float16:
         hidden_states = hidden_states.clip(-65504, 65504)
     return hidden_states[:, :text_seq_len], hidden_states[:, text_seq_len:]
+
+
+def _block_path(block: nn.Module, group: BlockGroup) -> BlockPath:
+    """Fully reused blocks only: FLUX's partial reuse keeps the stock forward."""
+    return BlockPath(_reuse_double if group.name == "transformer_blocks" else _reuse_single, partial=False)
 
 
 def _timestep_kwargs(pipe, selected: list[int], base_steps: int) -> dict:
@@ -74,6 +81,6 @@ FLUX = FamilyAdapter(
     pipeline_classes=("FluxPipeline",),
     layout_of=_layout_of,
     component_modules=_component_modules,
-    block_reuse=lambda group: _reuse_double if group.name == "transformer_blocks" else _reuse_single,
+    block_path=_block_path,
     timestep_kwargs=_timestep_kwargs,
 )
