@@ -134,6 +134,24 @@ def test_default_fast_path_matches_block_by_block_reuse_up_to_rounding(fixture, 
     assert torch.equal(generate(pipe), reference)
 
 
+@pytest.mark.parametrize("n", [3, 6])
+def test_fast_path_in_bfloat16_is_as_accurate_as_the_exact_path(n):
+    """Folded sums and fused multiply-adds kept in the model's half dtype add no error beyond
+    the dtype's own: both paths land as close to the float32 result."""
+    from ecad.models.tiny import build_tiny_pixart
+
+    def run(dtype, exact):
+        pipe = build_tiny_pixart().to(dtype=dtype)
+        pipe.set_progress_bar_config(disable=True)
+        ecad.apply_schedule(pipe, Schedule.every_n(_layout(pipe), STEPS, n), exact=exact)
+        return generate(pipe).float()
+
+    reference = run(torch.float32, True)
+    err_exact = (run(torch.bfloat16, True) - reference).abs().max().item()
+    err_fast = (run(torch.bfloat16, False) - reference).abs().max().item()
+    assert err_fast <= 1.1 * err_exact + 2 / 255
+
+
 @pytest.mark.parametrize("exact", [True, False])
 def test_reused_components_skip_the_norms_that_feed_them(tiny_pixart, exact):
     """A reused attn1 / ff costs no norm or modulation: norm1 runs only where attn1 is computed,
