@@ -87,9 +87,9 @@ def save_random_pixart(directory: Path, text_length: int = 120) -> Path:
 
 def write_random_space(workdir: Path, model_dir: Path) -> Path:
     """search_spaces/pixart-alpha-256.toml with its name and hub_id replaced: a space file for the random model."""
-    from ecad.spaces import DEFAULT_DIR
+    from ecad.resources import shipped_dir
 
-    text = (DEFAULT_DIR / f"{GPU_SPACE}.toml").read_text()
+    text = (shipped_dir("search_spaces") / f"{GPU_SPACE}.toml").read_text()
     text = re.sub(r'(?m)^name = .*$', f'name = "{GPU_SPACE}-random"', text, count=1)  # not [[blocks]] name
     text = re.sub(r'(?m)^hub_id = .*$', lambda _: f"hub_id = {json.dumps(str(model_dir.resolve()))}", text, count=1)
     path = workdir / f"{GPU_SPACE}-random.toml"

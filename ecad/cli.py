@@ -135,7 +135,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     schedule = load_schedule(args.schedule)
     if bool(args.prompt) == bool(args.prompts):
         raise ValueError("give exactly one of --prompt TEXT or --prompts FILE")
-    prompts = [args.prompt] if args.prompt else [l.strip() for l in Path(args.prompts).read_text().splitlines() if l.strip()]
+    if args.prompts:
+        from ecad.search.run import resolve_prompts
+
+        path = resolve_prompts(args.prompts)
+    prompts = [args.prompt] if args.prompt else [l.strip() for l in path.read_text().splitlines() if l.strip()]
     if not prompts:
         raise ValueError(f"{args.prompts} has no prompts; put one prompt per line")
     seeds = list(range(args.seed, args.seed + args.num_seeds))

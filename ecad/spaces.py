@@ -4,7 +4,7 @@ A space fixes everything a candidate schedule is evaluated under (model, pipelin
 steps, resolution, guidance, dtype, text length) plus the compute grid the search chooses bits
 in: `steps x blocks x components`, flattened in ECAD's order (step-major, then blocks in
 layout order, then components in ECAD order). Shipped spaces live in the repo's
-`search_spaces/` directory; `ECAD_SEARCH_SPACES` (one directory, or several joined with
+`search_spaces/` directory (installed to `<prefix>/share/ecad/`); `ECAD_SEARCH_SPACES` (one directory, or several joined with
 `os.pathsep`) replaces it.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ecad.layouts import FAMILIES, Layout, layout_for
+from ecad.resources import shipped_dir
 from ecad.schedule import Schedule
 
 ENV_VAR = "ECAD_SEARCH_SPACES"
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
 PIPELINE_CLASSES = {("pixart", "alpha"): "PixArtAlphaPipeline", ("pixart", "sigma"): "PixArtSigmaPipeline", ("flux", None): "FluxPipeline"}
 DTYPES = ("float16", "bfloat16", "float32")
@@ -143,7 +143,7 @@ def spaces_dirs() -> list[Path]:
     env = os.environ.get(ENV_VAR)
     if env:
         return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    return [DEFAULT_DIR]
+    return [shipped_dir("search_spaces")]
 
 
 def list_spaces() -> list[str]:

@@ -11,7 +11,8 @@ import torch
 
 from ecad.layouts import flux_layout, pixart_layout
 from ecad.schedule import Schedule, ScheduleError
-from ecad.spaces import DEFAULT_DIR, ENV_VAR, SearchSpace, SpaceError, list_spaces, load_space
+from ecad.resources import shipped_dir
+from ecad.spaces import ENV_VAR, SearchSpace, SpaceError, list_spaces, load_space
 
 SHIPPED = {
     # name: (family, variant, hub id, blocks per group, steps, resolution, dtype, text length)
@@ -40,7 +41,7 @@ def test_list_spaces_has_every_shipped_space():
 def test_shipped_space_loads_with_documented_shape(name):
     family, variant, hub, counts, steps, res, dtype, text_length = SHIPPED[name]
     space = load_space(name)
-    assert space.name == name and space.source == DEFAULT_DIR / f"{name}.toml"
+    assert space.name == name and space.source == shipped_dir("search_spaces") / f"{name}.toml"
     assert space.family == family and space.variant == variant and space.model == hub == space.hub_id
     assert space.layout == (pixart_layout(*counts) if family == "pixart" else flux_layout(*counts))
     assert space.steps == steps and (space.height, space.width) == (res, res)
@@ -59,7 +60,7 @@ def test_shipped_space_loads_with_documented_shape(name):
 
 
 def test_load_by_path_and_env_override(tmp_path, monkeypatch):
-    src = (DEFAULT_DIR / "tiny-pixart.toml").read_text()
+    src = (shipped_dir("search_spaces") / "tiny-pixart.toml").read_text()
     (tmp_path / "tiny-pixart.toml").write_text(src.replace("steps = 8", "steps = 6"))
     assert load_space(tmp_path / "tiny-pixart.toml").steps == 6
     assert load_space(str(tmp_path / "tiny-pixart.toml")).steps == 6
@@ -122,7 +123,7 @@ def _write(tmp_path: Path, text: str, name: str = "bad") -> Path:
 
 
 def _variant(tmp_path: Path, base: str, old: str, new: str, name: str | None = None) -> Path:
-    src = (DEFAULT_DIR / f"{base}.toml").read_text()
+    src = (shipped_dir("search_spaces") / f"{base}.toml").read_text()
     assert old in src, old
     name = name or base
     return _write(tmp_path, src.replace(old, new), name)
@@ -173,7 +174,7 @@ def test_invalid_toml_syntax_names_file(tmp_path):
 
 
 def test_flux_missing_group(tmp_path):
-    src = (DEFAULT_DIR / "tiny-flux.toml").read_text()
+    src = (shipped_dir("search_spaces") / "tiny-flux.toml").read_text()
     cut = src.index("[[blocks]]  # single-stream")
     path = _write(tmp_path, src[:cut], "tiny-flux")
     with pytest.raises(SpaceError, match="has 1 group.*needs 2.*single_transformer_blocks"):

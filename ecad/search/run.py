@@ -20,13 +20,14 @@ from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.pool import make_pool
 from ecad.distributed.worker import WorkerConfig
 from ecad.frontier import pareto_indices
+from ecad.resources import shipped_file
 from ecad.runs import RunError, RunStore
 from ecad.search.genome import GenomeSpec, bits_to_hex, genome_hash
 from ecad.search.nsga2 import NSGA2, EngineConfig, EngineState, Evaluation
 from ecad.search.seeds import initial_population, load_seed_schedules
 from ecad.spaces import load_space
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
 COSTS = ("macs", "latency")
 
 
@@ -70,8 +71,8 @@ class ExecConfig:
 
 def resolve_prompts(path: str) -> Path:
     p = Path(path)
-    for candidate in (p, REPO_ROOT / p):
-        if candidate.is_file():
+    for candidate in (p, shipped_file(p)):
+        if candidate is not None and candidate.is_file():
             return candidate
     raise SearchError(f"prompt file {path!r} not found; pass --prompts FILE (one prompt per line), e.g. "
                       "calibration_prompts/image_reward_100.txt")

@@ -1,0 +1,29 @@
+"""Where the shipped search spaces and calibration prompts live: the source tree in a checkout or
+editable install, `<prefix>/share/ecad/` in a wheel install (pyproject's data-files)."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ("search_spaces", "calibration_prompts")
+
+
+def shipped_dir(name: str) -> Path:
+    """The first of the source tree's and the install prefixes' copy of a shipped directory
+    (the source tree's path if none exists, so errors name the expected place)."""
+    candidates = [SOURCE_ROOT / name]
+    for scheme in (None, sysconfig.get_preferred_scheme("user")):
+        data = sysconfig.get_path("data") if scheme is None else sysconfig.get_path("data", scheme)
+        candidates.append(Path(data) / "share" / "ecad" / name)
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def shipped_file(path: str | Path) -> Path | None:
+    """`calibration_prompts/x.txt` (or a search space file) wherever the install put it."""
+    parts = Path(path).parts
+    if len(parts) < 2 or Path(path).is_absolute() or parts[0] not in SHIPPED:
+        return None
+    found = shipped_dir(parts[0]).joinpath(*parts[1:])
+    return found if found.is_file() else None
