@@ -124,6 +124,37 @@ class BlockTimer:
             h.remove()
 
 
+class NaiveCache:
+    """The baseline issue 2 measured: each component's latest output kept for the whole call,
+    reused by replacing the module's forward; norms, modulation and gating run as in the stock block."""
+
+    def __init__(self, pipe, schedule: Schedule):
+        adapter = adapter_for_pipeline(pipe)
+        self.grid, self.step, self.store, self.patched = schedule.executed_grid(), -1, {}, []
+        self.handle = pipe.transformer.register_forward_pre_hook(lambda m, a: self._next_step())
+        for b, (group, i) in enumerate(schedule.layout.blocks()):
+            mods = adapter.component_modules(getattr(pipe.transformer, group.name)[i], group)
+            for c, name in enumerate(group.components):
+                module = mods[name]
+                self.patched.append((module, module.forward))
+                module.forward = self._wrap(module.forward, b, c)
+
+    def _next_step(self):
+        self.step = (self.step + 1) % len(self.grid)  # one transformer call per step (CFG is batched)
+
+    def _wrap(self, forward, b, c):
+        def cached_forward(*args, **kwargs):
+            if self.grid[self.step, b, c]:
+                self.store[(b, c)] = forward(*args, **kwargs)
+            return self.store[(b, c)]
+        return cached_forward
+
+    def remove(self):
+        self.handle.remove()
+        for module, forward in self.patched:
+            module.forward = forward
+
+
 def timed(pipe, kwargs, cuda: bool, repeats: int) -> float:
     """Median wall-clock ms of a whole pipeline call (VAE decode included)."""
     times = []
@@ -167,6 +198,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--text-len", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--naive", action="store_true",
+                    help="also time a naive keep-everything cache (the baseline issue 2 measured) per schedule")
     ap.add_argument("--exact", action="store_true",
                     help="apply_schedule(exact=True): the stock block's op order, no folded steps")
     args = ap.parse_args()
@@ -192,21 +225,33 @@ def main() -> None:
         timer.remove()
         t_fixed = t_full - t_blocks
         rows = []
-        for schedule in schedules_for(layout, args.steps, args.family):
-            ecad.apply_schedule(pipe, schedule, exact=args.exact)
-            pipe(**kwargs)
+
+        def measure(name: str, schedule: Schedule, call: dict) -> None:
+            pipe(**call)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            ms = timed(pipe, kwargs, cuda, args.repeats)
+            ms = timed(pipe, call, cuda, args.repeats)
             peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
             f = block_mac_fraction(schedule, dims, size, text_len)
             ref = rows[0]["ms_per_call"] if rows else ms
             limit = t_full / (t_fixed + f * t_blocks)
-            rows.append(dict(schedule=schedule.name, block_macs_fraction=round(f, 4), ms_per_call=round(ms, 2),
+            rows.append(dict(schedule=name, block_macs_fraction=round(f, 4), ms_per_call=round(ms, 2),
                              ms_per_image=round(ms / args.batch, 3), speedup=round(ref / ms, 3),
                              limit_speedup=round(limit, 3), of_limit=round(ref / ms / limit, 3),
                              peak_gib=round(peak, 2)))
             print(json.dumps(rows[-1]))
+
+        schedules = schedules_for(layout, args.steps, args.family)
+        for schedule in schedules:
+            ecad.apply_schedule(pipe, schedule, exact=args.exact)
+            measure(schedule.name, schedule, kwargs)  # the schedule sets the step count
+        ecad.remove_schedule(pipe)
+        for schedule in schedules[1:] if args.naive else []:
+            naive = NaiveCache(pipe, schedule)
+            try:
+                measure(f"naive_{schedule.name}", schedule, {**kwargs, "num_inference_steps": args.steps})
+            finally:
+                naive.remove()
     result = dict(
         device=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu", torch=torch.__version__,
         family=args.family, tiny=args.tiny, dtype=str(dtype), resolution=size, batch=args.batch, steps=args.steps,

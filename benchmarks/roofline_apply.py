@@ -33,10 +33,9 @@ from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ecad  # noqa: E402
-from bench_apply import block_mac_fraction, build_pipeline, call_kwargs, schedules_for  # noqa: E402
+from bench_apply import NaiveCache, block_mac_fraction, build_pipeline, call_kwargs, schedules_for  # noqa: E402
 from ecad.cache.macs import FLUX_DEV_DIMS, PIXART_ALPHA_DIMS  # noqa: E402
 from ecad.models import adapter_for_pipeline  # noqa: E402
-from ecad.schedule import Schedule  # noqa: E402
 
 KERNEL_GAP_S = 2e-6  # back-to-back kernel gap on the GPU (launch latency hidden by async dispatch)
 ISSUE_MS_PER_IMAGE, ISSUE_BLOCK_SHARE, ISSUE_NAIVE_REUSED_STEP = 36.98, 0.91, 0.28
@@ -129,37 +128,6 @@ def record(pipe, kwargs: dict, layout) -> np.ndarray:
 def seconds(rows: np.ndarray, gpu: Gpu, mask: np.ndarray | None = None) -> float:
     r = rows if mask is None else rows[mask]
     return float(np.maximum(r[:, 2] / gpu.flops, r[:, 3] / gpu.bandwidth).sum() + KERNEL_GAP_S * len(r))
-
-
-class NaiveCache:
-    """The baseline issue 2 measured: every component output kept for the whole call, reused by
-    replacing the module's forward; norms, modulation and gating run as in the stock block."""
-
-    def __init__(self, pipe, schedule: Schedule):
-        adapter = adapter_for_pipeline(pipe)
-        self.grid, self.step, self.store, self.patched = schedule.executed_grid(), -1, {}, []
-        self.handle = pipe.transformer.register_forward_pre_hook(lambda m, a: self._next_step())
-        for b, (group, i) in enumerate(schedule.layout.blocks()):
-            mods = adapter.component_modules(getattr(pipe.transformer, group.name)[i], group)
-            for c, name in enumerate(group.components):
-                module = mods[name]
-                self.patched.append((module, module.forward))
-                module.forward = self._wrap(module.forward, b, c)
-
-    def _next_step(self):
-        self.step += 1
-
-    def _wrap(self, forward, b, c):
-        def cached_forward(*args, **kwargs):
-            if self.grid[self.step, b, c]:
-                self.store[(b, c)] = forward(*args, **kwargs)
-            return self.store[(b, c)]
-        return cached_forward
-
-    def remove(self):
-        self.handle.remove()
-        for module, forward in self.patched:
-            module.forward = forward
 
 
 def calibrate(full: np.ndarray, naive_every: np.ndarray, ms_per_call: float) -> Gpu:

@@ -14,12 +14,13 @@ def test_bench_apply_tiny_runs_and_reports_every_schedule(tmp_path):
     out = tmp_path / "r.json"
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_apply.py"), "--tiny", "--batch", "2", "--steps", "6",
-         "--repeats", "1", "--out", str(out)],
+         "--repeats", "1", "--naive", "--out", str(out)],
         check=True, capture_output=True, timeout=300,
     )
     result = json.loads(out.read_text())
     names = [r["schedule"] for r in result["rows"]]
-    assert names == ["no_caching", "every_2", "every_3", "every_5", "random_20pct"]
+    ecad_rows = ["no_caching", "every_2", "every_3", "every_5", "random_20pct"]
+    assert names == ecad_rows + [f"naive_{n}" for n in ecad_rows[1:]]
     assert all(r["limit_speedup"] >= 1.0 for r in result["rows"])
     assert result["rows"][0]["block_macs_fraction"] == 1.0
 
