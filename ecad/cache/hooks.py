@@ -78,6 +78,7 @@ class ScheduleState:
         self.adapter = adapter
         self.exact = exact
         self.partial_ok = np.zeros(schedule.layout.num_blocks, dtype=bool)  # set by _install, per block
+        self.every_block_has_path = False  # set by _install; the fold assumes every block's maths
         self.set_schedule(schedule)
         self.cache: dict[tuple[int, int, int], Any] = {}
         self.fused: dict[int, Any] = {}  # branch -> sums folded for the next (fully reused) step
@@ -97,7 +98,7 @@ class ScheduleState:
         memory traffic, so only runs of at least two fully reused steps are folded."""
         plan = self.plan
         self.block_path = plan.block_reused | (plan.any_reused & self.partial_ok[None])
-        foldable = not self.exact and self.adapter.step_reuse_apply is not None
+        foldable = not self.exact and self.adapter.step_reuse_apply is not None and self.every_block_has_path
         self.fold = (plan.reused_run >= 2) & foldable
 
     def begin(self, calls_per_step: int) -> None:
@@ -242,6 +243,7 @@ def _install(state: ScheduleState, transformer: nn.Module) -> _Installed:
     blocks = [getattr(transformer, group.name)[i] for group, i in layout.blocks()]
     paths = [adapter.block_path(blocks[b], group) for b, (group, _) in enumerate(layout.blocks())]
     state.partial_ok = np.array([p is not None and p.partial for p in paths], dtype=bool)
+    state.every_block_has_path = all(p is not None for p in paths)
     state.derive_paths()
     for b, block in enumerate(blocks):
         arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]
