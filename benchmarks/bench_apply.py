@@ -28,6 +28,8 @@ from ecad.layouts import Layout
 from ecad.models import adapter_for_pipeline
 from ecad.schedule import Schedule
 
+from bench_io import write_result
+
 
 def build_pipeline(family: str, tiny: bool, device: str, dtype: torch.dtype):
     """Stock diffusers pipeline without text encoders (embeddings are precomputed)."""
@@ -258,10 +260,7 @@ def main() -> None:
         cfg=args.family == "pixart", exact=args.exact, text_len=text_len, t_full_ms=round(t_full, 2), t_blocks_ms=round(t_blocks, 2),
         t_fixed_ms=round(t_fixed, 2), rows=rows,
     )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_io import write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT / "calibration_prompts" / "image_reward_100.txt"
@@ -291,10 +292,7 @@ def main() -> None:
         met=dict(busy_share=all(r["busy_share"] >= TARGET_BUSY for r in rows),
                  speedup_2_vs_1=None if speedup is None else speedup >= TARGET_SPEEDUP),
     )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

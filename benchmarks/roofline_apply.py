@@ -33,6 +33,7 @@ from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ecad  # noqa: E402
+from bench_io import write_result  # noqa: E402
 from bench_apply import NaiveCache, block_mac_fraction, build_pipeline, call_kwargs, schedules_for  # noqa: E402
 from ecad.cache.macs import FLUX_DEV_DIMS, PIXART_ALPHA_DIMS  # noqa: E402
 from ecad.models import adapter_for_pipeline  # noqa: E402
@@ -219,10 +220,7 @@ def main() -> None:
                        of_limit=round(t_full / t / limit, 3))
             result["rows"].append(row)
             print(json.dumps(row))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["gpus"], indent=1))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":
