@@ -9,6 +9,7 @@ fraction of block MACs computed. Random weights time exactly like trained ones.
     python benchmarks/bench_apply.py --out benchmarks/results/apply_pixart_h100.json      # GPU
     python benchmarks/bench_apply.py --family flux --height 1024 --batch 1 --steps 28      # FLUX.1-dev size
     python benchmarks/bench_apply.py --tiny                                                # CPU smoke run
+    python benchmarks/bench_apply.py --tiny --tiny-blocks 28 --batch 1 --steps 20          # dispatch-bound
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ from ecad.schedule import Schedule
 from bench_io import write_result
 
 
-def build_pipeline(family: str, tiny: bool, device: str, dtype: torch.dtype):
+def build_pipeline(family: str, tiny: bool, device: str, dtype: torch.dtype, tiny_blocks: int = 4):
     """Stock diffusers pipeline without text encoders (embeddings are precomputed)."""
 
     from ecad.models.tiny import build_tiny_flux, build_tiny_pixart
 
     if tiny:
-        pipe = build_tiny_pixart() if family == "pixart" else build_tiny_flux()
+        if family == "pixart":
+            pipe = build_tiny_pixart(num_blocks=tiny_blocks)
+        else:
+            pipe = build_tiny_flux(num_double=tiny_blocks // 2, num_single=tiny_blocks - tiny_blocks // 2)
         pipe.text_encoder = pipe.tokenizer = None
         if family == "flux":
             pipe.text_encoder_2 = pipe.tokenizer_2 = None
@@ -194,6 +198,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", choices=["pixart", "flux"], default="pixart")
     ap.add_argument("--tiny", action="store_true", help="tiny random model on CPU: checks the script runs")
+    ap.add_argument("--tiny-blocks", type=int, default=4,
+                    help="blocks of the tiny model (28 = PixArt's depth: a dispatch-bound stand-in for batch 1)")
     ap.add_argument("--height", type=int, default=256)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--steps", type=int, default=20)
@@ -211,7 +217,7 @@ def main() -> None:
     dtype = torch.float32 if args.tiny else (torch.float16 if args.family == "pixart" else torch.bfloat16)
     size = 16 if args.tiny else args.height
     text_len = args.text_len or (16 if args.tiny else (120 if args.family == "pixart" else 512))
-    pipe = build_pipeline(args.family, args.tiny, device, dtype)
+    pipe = build_pipeline(args.family, args.tiny, device, dtype, args.tiny_blocks)
     pipe.set_progress_bar_config(disable=True)
     layout = adapter_for_pipeline(pipe).layout_of(pipe.transformer)
     dims = TransformerDims.from_transformer(pipe.transformer, pipe.vae_scale_factor, text_len) if args.tiny else (
@@ -219,8 +225,11 @@ def main() -> None:
     kwargs = call_kwargs(pipe, args.family, args.batch, size, text_len, device, dtype)
 
     with torch.inference_mode():
+        stock_call = {**kwargs, "num_inference_steps": args.steps}
+        pipe(**stock_call)  # warm-up (cuDNN/cuBLAS autotune, allocator)
+        t_stock = timed(pipe, stock_call, cuda, args.repeats)  # no ecad: what the hooks cost when nothing is reused
         ecad.apply_schedule(pipe, Schedule.full(layout, args.steps))
-        pipe(**kwargs)  # warm-up (cuDNN/cuBLAS autotune, allocator)
+        pipe(**kwargs)
         timer = BlockTimer(pipe.transformer, layout, cuda)
         t_full = timed(pipe, kwargs, cuda, 1)
         t_blocks = timer.total_ms()
@@ -257,8 +266,10 @@ def main() -> None:
     result = dict(
         device=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu", torch=torch.__version__,
         family=args.family, tiny=args.tiny, dtype=str(dtype), resolution=size, batch=args.batch, steps=args.steps,
-        cfg=args.family == "pixart", exact=args.exact, text_len=text_len, t_full_ms=round(t_full, 2), t_blocks_ms=round(t_blocks, 2),
-        t_fixed_ms=round(t_fixed, 2), rows=rows,
+        cfg=args.family == "pixart", exact=args.exact, text_len=text_len,
+        blocks=layout.num_blocks, t_stock_ms=round(t_stock, 2),
+        hook_overhead=round(rows[0]["ms_per_call"] / t_stock - 1, 4), t_full_ms=round(t_full, 2),
+        t_blocks_ms=round(t_blocks, 2), t_fixed_ms=round(t_fixed, 2), rows=rows,
     )
     write_result(result, args.out)
 
