@@ -11,6 +11,7 @@ computed components are recomputed as FIELD.md section 1 requires).
 from __future__ import annotations
 
 import inspect
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,14 +51,11 @@ class CachePlan:
         reused_next[:-1] = ~g[1:]
         block_reused = ~g.any(axis=2)
         step_reused = block_reused.all(axis=1)
-        run = np.zeros(len(g), dtype=int)
-        s = 0
-        while s < len(g):
-            e = s
-            while e < len(g) and step_reused[e]:
-                e += 1
-            run[s:e] = e - s
-            s = e + 1
+        run, start = np.zeros(len(g), dtype=int), 0
+        for reused, steps in itertools.groupby(step_reused):
+            n = len(list(steps))
+            run[start:start + n] = n if reused else 0
+            start += n
         return cls(compute=g, keep=g & reused_next, drop=~g & ~reused_next, block_reused=block_reused,
                    any_reused=~g.all(axis=2), step_reused=step_reused, reused_run=run)
 
