@@ -52,17 +52,19 @@ def _reuse_double(block, kwargs, cached, exact):
 
 
 def _reuse_single(block, kwargs, cached, exact):
-    """Fully reused single block: only the gated proj_out output is added to the residual."""
+    """Fully reused single block: only the gated proj_out output is added to the residual. The
+    stock block concatenates text and image tokens and splits them again; adding to each part
+    gives the same values per element without the copy."""
     hidden_states = kwargs["hidden_states"]
     encoder_hidden_states = kwargs["encoder_hidden_states"]
-    temb = kwargs["temb"]
+    _, _, gate = _ada_chunks(block.norm, kwargs["temb"], 3)
+    out = cached["single_proj_out"]
     text_seq_len = encoder_hidden_states.shape[1]
-    residual = torch.cat([encoder_hidden_states, hidden_states], dim=1)
-    _, _, gate = _ada_chunks(block.norm, temb, 3)
-    hidden_states = _gated_add(residual, gate, cached["single_proj_out"], exact)
-    if hidden_states.dtype == torch.float16:
-        hidden_states = hidden_states.clip(-65504, 65504)
-    return hidden_states[:, :text_seq_len], hidden_states[:, text_seq_len:]
+    parts = []
+    for residual, part in ((encoder_hidden_states, out[:, :text_seq_len]), (hidden_states, out[:, text_seq_len:])):
+        residual = _gated_add(residual, gate, part, exact)
+        parts.append(residual.clip(-65504, 65504) if residual.dtype == torch.float16 else residual)
+    return parts[0], parts[1]
 
 
 def _block_path(block: nn.Module, group: BlockGroup) -> BlockPath:
