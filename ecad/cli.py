@@ -92,20 +92,23 @@ def _si(value: float) -> str:
 
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ecad.cache.macs import dims_for_space, schedule_macs, transformer_batch
-    from ecad.frontier import baseline_quality, export_frontier, frontier, load_run, pick, schedule_of
-    from ecad.search.nsga2 import Evaluation, hypervolume, reference_point
+    from ecad.frontier import baseline_quality, export_frontier, frontier, load_run, macs_of, pick, schedule_of
+    from ecad.search.nsga2 import Evaluation, hypervolume
     from ecad.spaces import load_space
 
     runs = [load_run(r, require_evaluated=True) for r in args.runs]
     config = runs[0].config
     points = frontier(runs)
     space = load_space(config["space"])
-    dims = dims_for_space(space)
-    batch = transformer_batch(space.family, 1, space.guidance_scale)
+    full_macs = schedule_macs(space.full_schedule(), dims_for_space(space),
+                              batch=transformer_batch(space.family, 1, space.guidance_scale)).total
     weights = (1.0 if runs[0].higher_is_better else -1.0, -1.0)
-    feasible = [Evaluation((p.quality, p.cost)) for r in runs for p in r.points if p.feasible]
-    hv = hypervolume([Evaluation((p.quality, p.cost)) for p in points], weights, reference_point(feasible, weights))
+    # each run's reference point is fixed at its generation 0; merged runs take the loosest of them
+    hv_ref = np.max([r.generations[0]["hv_ref"] for r in runs], axis=0)
+    hv = hypervolume([Evaluation((p.quality, p.cost)) for p in points], weights, hv_ref)
     base = baseline_quality(runs)
     print(f"frontier of {', '.join(str(r.root) for r in runs)}: {len(points)} schedules, {config['metric']} vs "
           f"{config['cost']}, hypervolume {hv:.4f}" + (f", no-caching quality {base:.5g}" if base is not None else ""))
@@ -113,16 +116,18 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     speed = "measured" if config["cost"] == "latency" else "est."
     print(f"{'rank':>4} {config['metric']:>12} {'MACs/img':>10} {speed + ' speedup':>15}" + (f" {'ms/img':>8}" if has_latency else "")
           + "  label / schedule")
-    out_dir = Path(args.export) if args.export else runs[0].root / ("frontier" if args.format == "native" else "frontier_ecad")
+    folder = ("frontier" if args.format == "native" else "frontier_ecad") + ("_merged" if len(runs) > 1 else "")
+    out_dir = Path(args.export) if args.export else runs[0].root / folder
     paths = export_frontier(points, config, out_dir, "ecad" if args.format == "ecad" else "ecad-schedule")
     for rank, (p, path) in enumerate(zip(points, paths)):
-        macs = _si(schedule_macs(schedule_of(p, config), dims, batch=batch).total)
         lat = f" {p.latency_ms:>8.2f}" if has_latency and p.latency_ms is not None else (" " * 9 if has_latency else "")
-        print(f"{rank:>4} {p.quality:>12.5f} {macs:>10} {p.speedup:>14.2f}x{lat}  {p.label:12s} {path}")
+        print(f"{rank:>4} {p.quality:>12.5f} {_si(macs_of(p) * full_macs):>10} {p.speedup:>14.2f}x{lat}  "
+              f"{p.label:12s} {path}")
     if args.pick:
         chosen = pick(points, args.pick, base, runs[0].higher_is_better)
         out = Path(args.out) if args.out else runs[0].root / "picked.json"
-        schedule = schedule_of(chosen, config, runs[0].root)
+        source = next(r.root for r in runs if any(q.key == chosen.key for q in r.points))
+        schedule = schedule_of(chosen, config, source, space=space)
         schedule.attributes["picked_by"] = args.pick
         schedule.save(out, format="ecad" if args.format == "ecad" else "ecad-schedule")
         print(f"picked ({args.pick}): quality {chosen.quality:.5g}, speedup {chosen.speedup:.2f}x -> {out}")
@@ -218,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pick", help='constraint(s), e.g. "speedup>=2" or "quality>=0.95*baseline,macs<=0.5"')
     p.add_argument("--out", help="where --pick writes the chosen schedule (default RUN/picked.json)")
     p.add_argument("--format", choices=["native", "ecad"], default="native", help="schedule file format")
-    p.add_argument("--export", help="directory for the frontier's schedule files (default RUN/frontier[_ecad])")
+    p.add_argument("--export", help="directory for the frontier's schedule files (default RUN/frontier[_ecad], or FIRST_RUN/frontier[_ecad]_merged for several runs)")
     p.set_defaults(func=_cmd_frontier)
 
     p = sub.add_parser("generate", help="generate images with a saved schedule applied")

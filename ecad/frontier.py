@@ -275,11 +275,17 @@ def decode_genome(genome_hex: str, spec, space, **kw):
         return None
 
 
+COMPARABLE = ("space", "metric", "metric_options", "cost", "prompts", "num_prompts", "seeds")
+
+
 def frontier(runs: list[RunData]) -> list[Point]:
-    """Non-dominated feasible points across runs (same metric and cost), cheapest first."""
-    metrics = {(r.config.get("metric"), r.config.get("cost"), r.config.get("space")) for r in runs}
-    if len(metrics) > 1:
-        raise FrontierError(f"runs use different metric/cost/space {sorted(metrics)}; merge only comparable runs")
+    """Non-dominated feasible points across runs scored alike (same space, metric, cost, prompts
+    and seeds: otherwise their numbers do not compare), cheapest first."""
+    for key in COMPARABLE:
+        values = {json.dumps(r.config.get(key), sort_keys=True) for r in runs}
+        if len(values) > 1:
+            raise FrontierError(f"runs differ in {key!r} ({', '.join(sorted(values))}); their numbers do not "
+                                "compare, so merge only runs searched with the same settings")
     front = pareto_front([p for r in runs for p in r.points], runs[0].higher_is_better)
     if not front:
         raise FrontierError("no feasible candidate in the run(s); check the evaluations' reasons in evaluations.jsonl")
@@ -353,12 +359,13 @@ def macs_of(p: Point) -> float:
     return float(p.macs_fraction if p.macs_fraction is not None else p.cost)
 
 
-def schedule_of(point: Point, config: dict[str, Any], run: Path | None = None):
-    """The Schedule a point stands for, with its numbers in `metrics`."""
+def schedule_of(point: Point, config: dict[str, Any], run: Path | None = None, space=None):
+    """The Schedule a point stands for, with its numbers in `metrics` (`space`: the run's, when
+    the caller already has it, so exporting a frontier parses the space file once)."""
     from ecad.search.genome import GenomeSpec, hex_to_bits
     from ecad.spaces import load_space
 
-    space = load_space(config["space"])
+    space = space if space is not None else load_space(config["space"])
     spec = GenomeSpec.for_space(space)
     bits = hex_to_bits(point.genome, spec.size)
     metrics = {"quality": point.quality, "metric": config["metric"], "cost": point.cost, "cost_kind": config["cost"],
@@ -372,13 +379,28 @@ def schedule_of(point: Point, config: dict[str, Any], run: Path | None = None):
     return spec.to_schedule(bits, space, name=f"{space.name}-{point.key[:8]}", metrics=metrics)
 
 
+FRONTIER_FILE = re.compile(r"^\d{3}_[0-9a-f]{8}\.json$")
+
+
 def export_frontier(points: list[Point], config: dict[str, Any], out_dir: Path,
                     fmt: str = "ecad-schedule") -> list[Path]:
-    """Every frontier point as its own schedule file, cheapest first."""
+    """Every frontier point as its own schedule file, cheapest first, plus frontier.json. The
+    folder then holds exactly this frontier: schedule files of an earlier export are removed
+    (`--seed-from RUN` reads the folder whole); nothing else in it is touched."""
+    from ecad.runs import atomic_write_json
+    from ecad.spaces import load_space
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.json"):
+        if FRONTIER_FILE.match(old.name):
+            old.unlink()
+    space = load_space(config["space"])
     paths = []
     for rank, p in enumerate(points):
         path = out_dir / f"{rank:03d}_{p.key[:8]}.json"
-        schedule_of(p, config).save(path, format=fmt)
+        schedule_of(p, config, space=space).save(path, format=fmt)
         paths.append(path)
+    rows = [{"rank": rank, "key": p.key, "quality": p.quality, "cost": p.cost, "macs_fraction": macs_of(p),
+             "label": p.label, "schedule": path.name} for rank, (p, path) in enumerate(zip(points, paths))]
+    atomic_write_json(out_dir / "frontier.json", {"metric": config["metric"], "cost": config["cost"], "points": rows})
     return paths

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import ecad
 from ecad.cli import main
 from ecad.frontier import FrontierError, Point, frontier, load_run, pareto_indices, pick
+from ecad.search.nsga2 import Evaluation, hypervolume
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun
 
 
@@ -51,16 +54,66 @@ def test_frontier_cli_prints_table_exports_and_picks(tiny_run, capsys, tmp_path)
     picked = ecad.load_schedule(tmp_path / "p.json")
     assert picked.metrics["macs_speedup"] >= 1.5 and picked.attributes["picked_by"] == "speedup>=1.5"
     assert main(["frontier", str(tiny_run), "--format", "ecad"]) == 0
-    files = sorted((tiny_run / "frontier_ecad").glob("*.json"))
+    files = sorted((tiny_run / "frontier_ecad").glob("[0-9]*.json"))  # beside frontier.json, the index
     assert files and "cache_schedule" in json.loads(files[0].read_text())
     pts = frontier([load_run(tiny_run)])
     costs = [p.cost for p in pts]
     assert costs == sorted(costs) and len(pts) == len(files)
 
 
-def test_merging_two_runs_keeps_the_joint_frontier(tiny_run):
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "other"
+    SearchRun(SearchConfig(population=6, generations=2, num_prompts=2, seeds=1, batch_size=4, seed=1),
+              ExecConfig(out=str(out), workers=0, quiet=True)).run()
+    return out
+
+
+def _dominates(a, b) -> bool:
+    return a.quality >= b.quality and a.cost <= b.cost and (a.quality > b.quality or a.cost < b.cost)
+
+
+def test_merging_two_runs_keeps_the_joint_frontier(tiny_run, other_run):
     runs = [load_run(tiny_run), load_run(tiny_run)]
     assert len(frontier(runs)) == len(frontier(runs[:1]))  # duplicates collapse
+    a, b = load_run(tiny_run), load_run(other_run)
+    merged = frontier([a, b])
+    union = a.feasible + b.feasible
+    assert not any(_dominates(q, p) for p in merged for q in union)
+    keys = {p.key for p in merged}
+    for p in frontier([a]) + frontier([b]):
+        assert p.key in keys or any(_dominates(q, p) for q in merged)
+    assert {p.key for p in merged} & {p.key for p in b.frontier} - {p.key for p in a.frontier}  # b contributes
+
+
+def test_frontier_cli_on_several_runs_leaves_each_runs_frontier_alone(tiny_run, other_run, capsys):
+    before = sorted(f.name for f in (tiny_run / "frontier").iterdir())
+    assert main(["frontier", str(tiny_run), str(other_run)]) == 0
+    assert sorted(f.name for f in (tiny_run / "frontier").iterdir()) == before
+    merged = tiny_run / "frontier_merged"
+    index = json.loads((merged / "frontier.json").read_text())["points"]
+    assert sorted(r["schedule"] for r in index) == sorted(f.name for f in merged.glob("[0-9]*.json"))
+
+
+def test_frontier_cli_hypervolume_uses_the_runs_reference_point(tiny_run, capsys):
+    """Comparable with the run's own hypervolume curve: same reference point (fixed at generation
+    0); over every evaluated candidate, so never below the last population's."""
+    assert main(["frontier", str(tiny_run)]) == 0
+    printed = float(re.search(r"hypervolume (\S+),", capsys.readouterr().out).group(1))
+    run = load_run(tiny_run)
+    front = [Evaluation((p.quality, p.cost)) for p in frontier([run])]
+    assert printed == pytest.approx(hypervolume(front, (1.0, -1.0), run.generations[0]["hv_ref"]), abs=5e-5)
+    assert printed >= run.generations[-1]["hypervolume"] - 5e-5
+
+
+def test_runs_scored_differently_are_not_merged(tiny_run, tmp_path):
+    other = tmp_path / "copy"
+    shutil.copytree(tiny_run, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["config"]["seeds"] = 3
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FrontierError, match="differ in 'seeds'"):
+        frontier([load_run(tiny_run), load_run(other)])
 
 
 @pytest.mark.parametrize("case, message", [
