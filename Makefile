@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Pinned versions that resolve together; on a GPU machine the same torch pin is the CUDA build.
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: install test test-all search bench clean
+.PHONY: install test test-all search clean
 
 install:
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,7 @@ install:
 	@echo "installed: run 'make test', or '$(BIN)/ecad search' for the offline demo search"
 
 test:
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -rs
 
 test-all:
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "slow or not slow"
@@ -23,4 +23,4 @@ search:
 	HF_HUB_OFFLINE=1 $(BIN)/ecad search
 
 clean:
-	rm -rf $(VENV) .pytest_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache *.egg-info build

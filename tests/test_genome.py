@@ -50,7 +50,9 @@ def test_uniform_crossover_and_mutations_change_bits_at_their_rate():
     assert np.array_equal(c1 ^ c2, a ^ b)
     flipped = mutate_bits(a, np.random.default_rng(0), 0.1) ^ a
     assert 0.03 < flipped.mean() < 0.2
-    assert (mutate_structured(a, SPEC, np.random.default_rng(0)) ^ a).any() or True
+    structured = [mutate_structured(a, SPEC, np.random.default_rng(s)) for s in range(20)]
+    assert any((m ^ a).any() for m in structured)
+    assert all(SPEC.grid(m)[0].all() for m in structured)  # step 0 stays fully computed
 
 
 def test_hash_and_hex_round_trip():
@@ -68,5 +70,5 @@ def test_initial_population_mixes_heuristics_and_random_without_duplicates():
     assert labels[0] == "seed:mine" and "no_caching" in labels and "random" in labels
     assert any(label.startswith("every_") for label in labels)
     names = {n for n, _ in heuristic_grids(space)}
-    assert {"every_2", "attention_every_2", "tgate_2"} <= names or any(n.startswith("tgate_") for n in names)
+    assert {"every_2", "attention_every_2", "tgate_2"} <= names
     assert all(spec.grid(g)[0].all() for g in genomes)
