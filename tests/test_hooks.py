@@ -14,7 +14,7 @@ from ecad.cache.hooks import CachePlan, COMPONENT_HOOK
 from ecad.layouts import flux_layout, pixart_layout
 from ecad.models import adapter_for_pipeline
 from ecad.schedule import Schedule, ScheduleError
-from tests.conftest import generate
+from tests.conftest import PIXART_CALL, generate
 
 STEPS = 6
 
@@ -437,3 +437,26 @@ def test_a_block_that_differs_from_the_block_path_keeps_the_stock_forward(tiny_p
     assert torch.equal(generate(tiny_pixart), reference)
     ecad.apply_schedule(tiny_pixart, Schedule.every_n(layout, STEPS, 3))  # the fold assumes every block's maths
     assert not tiny_pixart._ecad_handle.state.fold.any()
+
+
+def test_positional_call_arguments_are_checked_like_keywords(tiny_pixart):
+    """`pipe(prompt, negative_prompt, steps)` sets the step count by position; it is checked too."""
+    ecad.apply_schedule(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
+    with pytest.raises(ScheduleError, match=f"made for {STEPS} steps but this call runs 3"):
+        tiny_pixart("a red cube", "", 3, **PIXART_CALL)
+
+
+def test_a_transformer_shared_with_a_scheduled_pipeline_is_refused_clearly(tiny_pixart):
+    ecad.apply_schedule(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
+    other = type(tiny_pixart)._ecad_base(**tiny_pixart.components)
+    with pytest.raises(ScheduleError, match="remove_schedule on that pipeline first"):
+        ecad.apply_schedule(other, Schedule.full(_layout(tiny_pixart), STEPS))
+
+
+def test_swapping_in_a_transformer_of_another_depth_names_both_layouts(tiny_pixart):
+    from ecad.models.tiny import build_tiny_pixart
+
+    ecad.apply_schedule(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
+    tiny_pixart.transformer = build_tiny_pixart(num_blocks=2).transformer
+    with pytest.raises(ScheduleError, match="does not match the pipeline's transformer"):
+        generate(tiny_pixart)

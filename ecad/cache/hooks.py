@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ from torch import nn
 from ecad.models import FamilyAdapter, adapter_for_pipeline
 from ecad.models.base import BlockPath
 from ecad.schedule import Schedule, ScheduleError
+
+logger = logging.getLogger(__name__)
 
 STEP_HOOK = "ecad.step"
 BLOCK_HOOK = "ecad.block"
@@ -64,7 +67,9 @@ class CachePlan:
         return int(self.compute.shape[0])
 
     def max_live(self) -> int:
-        """Most cached outputs alive at once (per CFG branch): the memory the schedule needs."""
+        """Most cached outputs alive at the end of a step (per CFG branch). Within a step a block
+        can keep its new output before a later block drops its old one, so the peak may be higher
+        by up to the outputs of one step."""
         live = np.cumsum(self.keep.sum(axis=(1, 2)) - self.drop.sum(axis=(1, 2)))
         return int(live.max()) if live.size else 0
 
@@ -74,30 +79,38 @@ class ScheduleState:
 
     def __init__(self, schedule: Schedule, adapter: FamilyAdapter, exact: bool = False):
         self.adapter = adapter
-        self.exact = exact
-        self.partial_ok = np.zeros(schedule.layout.num_blocks, dtype=bool)  # set by _install, per block
-        self.every_block_has_path = False  # set by _install; the fold assumes every block's maths
-        self.set_schedule(schedule)
+        self.paths: list[BlockPath | None] = [None] * schedule.layout.num_blocks  # per block; set on install
+        self.set_schedule(schedule, exact)
         self.cache: dict[tuple[int, int, int], Any] = {}
         self.fused: dict[int, Any] = {}  # branch -> sums folded for the next (fully reused) step
         self.active = False
         self.calls = 0
         self.calls_per_step = 1
 
-    def set_schedule(self, schedule: Schedule, exact: bool | None = None) -> None:
-        self.schedule = schedule
-        self.exact = self.exact if exact is None else exact
+    def set_schedule(self, schedule: Schedule, exact: bool) -> None:
+        self.schedule, self.exact = schedule, exact
         self.plan = CachePlan.from_schedule(schedule)
         self.components = [group.components for group, _ in schedule.layout.blocks()]  # per block
-        self.derive_paths()
+        self._derive_paths()
 
-    def derive_paths(self) -> None:
+    def set_paths(self, paths: list[BlockPath | None]) -> None:
+        self.paths = paths
+        self._derive_paths()
+
+    def _derive_paths(self) -> None:
         """Per step and block, which path runs. Folding costs about two block-by-block steps of
-        memory traffic, so only runs of at least two fully reused steps are folded."""
+        memory traffic, so only runs of at least two fully reused steps are folded; it assumes
+        every block's maths, so it needs every block on its path."""
         plan = self.plan
+        self.partial_ok = np.array([p is not None and p.partial for p in self.paths], dtype=bool)
         self.block_path = plan.block_reused | (plan.any_reused & self.partial_ok[None])
-        foldable = not self.exact and self.adapter.step_reuse_apply is not None and self.every_block_has_path
+        foldable = not self.exact and self.adapter.step_reuse_apply is not None and None not in self.paths
         self.fold = (plan.reused_run >= 2) & foldable
+
+    def take(self, b: int, c: int) -> Any:
+        """A reused output; dropped from the cache at its last reuse."""
+        key = (b, c, self.branch)
+        return self.cache.pop(key) if self.plan.drop[self.step, b, c] else self.cache[key]
 
     def begin(self, calls_per_step: int) -> None:
         self.reset()
@@ -157,24 +170,18 @@ class BlockReuseHook(ModelHook):
         state = self.state
         if not state.active or not state.block_path[state.step, self.block_index] or self.path is None:
             return self.fn_ref.original_forward(*args, **kwargs)
-        if state.fold[state.step]:
-            return self._fused_step(args, kwargs)
-        b, s, branch, plan = self.block_index, state.step, state.branch, state.plan
-        cached = {}
-        for c, name in enumerate(state.components[b]):
-            if not plan.compute[s, b, c]:
-                key = (b, c, branch)
-                cached[name] = state.cache.pop(key) if plan.drop[s, b, c] else state.cache[key]
+        if state.fold[state.step] and self.block_index != 0:
+            return args[0] if args else kwargs["hidden_states"]  # block 0 added every block's contribution
         if args:  # bind positionals to names so block paths read kwargs only
             kwargs = {**dict(zip(self.arg_names, args)), **kwargs}
+        if state.fold[state.step]:
+            return self._fused_step(kwargs)
+        b, plan = self.block_index, state.plan
+        cached = {name: state.take(b, c) for c, name in enumerate(state.components[b]) if not plan.compute[state.step, b, c]}
         return self.path.fn(module, kwargs, cached, state.exact)
 
-    def _fused_step(self, args, kwargs):
+    def _fused_step(self, kwargs):
         state, s, branch = self.state, self.state.step, self.state.branch
-        if args:
-            kwargs = {**dict(zip(self.arg_names, args)), **kwargs}
-        if self.block_index != 0:
-            return kwargs["hidden_states"]  # block 0 already added every block's contribution
         plan, adapter = state.plan, state.adapter
         consts = state.fused.pop(branch, None)
         if consts is None:  # first step of a run of fully reused steps: fold the cache once
@@ -200,13 +207,12 @@ class ComponentCacheHook(ModelHook):
         if not state.active:
             return self.fn_ref.original_forward(*args, **kwargs)
         s, plan = state.step, state.plan
-        key = (self.b, self.c, state.branch)
         if plan.compute[s, self.b, self.c]:
             out = self.fn_ref.original_forward(*args, **kwargs)
             if plan.keep[s, self.b, self.c]:
-                state.cache[key] = out
+                state.cache[(self.b, self.c, state.branch)] = out
             return out
-        return state.cache.pop(key) if plan.drop[s, self.b, self.c] else state.cache[key]
+        return state.take(self.b, self.c)
 
 
 # ----------------------------------------------------------------------- install
@@ -240,9 +246,7 @@ def _install(state: ScheduleState, transformer: nn.Module) -> _Installed:
     components = _component_list(adapter, transformer, layout)
     blocks = [getattr(transformer, group.name)[i] for group, i in layout.blocks()]
     paths = [adapter.block_path(blocks[b], group) for b, (group, _) in enumerate(layout.blocks())]
-    state.partial_ok = np.array([p is not None and p.partial for p in paths], dtype=bool)
-    state.every_block_has_path = all(p is not None for p in paths)
-    state.derive_paths()
+    state.set_paths(paths)
     for b, block in enumerate(blocks):
         arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]
         register(block, BlockReuseHook(state, b, paths[b], arg_names, blocks), BLOCK_HOOK)
@@ -273,22 +277,47 @@ def _scheduled_class(cls: type) -> type:
     if cls in _WRAPPED_CLASSES:
         return _WRAPPED_CLASSES[cls]
 
+    signature = inspect.signature(cls.__call__)
+
     def __call__(self, *args, **kwargs):
         handle: _Handle = self._ecad_handle
+        if args:  # by name, so the step count and CFG checks see every argument
+            kwargs = _as_kwargs(signature, self, args, kwargs)
         kwargs = handle.call_kwargs(self, kwargs)
         handle.refresh(self)
-        handle.state.begin(handle.calls_per_step(kwargs))
+        state = handle.state
+        state.begin(handle.calls_per_step(kwargs))
         try:
-            return cls.__call__(self, *args, **kwargs)
+            out = cls.__call__(self, **kwargs)
+            expected = state.plan.num_steps * state.calls_per_step
+            if state.calls != expected:
+                logger.warning("the pipeline made %d transformer calls where the schedule expects %d (%d steps x %d); "
+                               "its steps did not line up with the schedule's", state.calls, expected,
+                               state.plan.num_steps, state.calls_per_step)
+            return out
         finally:
-            handle.state.reset()
+            state.reset()
 
     __call__.__doc__ = cls.__call__.__doc__
-    __call__.__signature__ = inspect.signature(cls.__call__)  # type: ignore[attr-defined]
+    __call__.__signature__ = signature  # type: ignore[attr-defined]
     wrapped = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__, "_ecad_base": cls})
     wrapped.__qualname__ = cls.__qualname__
     _WRAPPED_CLASSES[cls] = wrapped
     return wrapped
+
+
+def _as_kwargs(signature: inspect.Signature, pipe, args: tuple, kwargs: dict) -> dict:
+    bound = signature.bind_partial(pipe, *args, **kwargs).arguments
+    out: dict = {}
+    for name, value in list(bound.items())[1:]:  # without self
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            raise ScheduleError(f"pass {name} by name to a scheduled pipeline")
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        else:
+            out[name] = value
+    return out
 
 
 class _Handle:
@@ -301,18 +330,24 @@ class _Handle:
         """Re-install if the transformer or a component module was replaced (e.g. a LoRA
         loaded after apply_schedule wraps Linear layers), so the hooks sit on what runs."""
         transformer = pipe.transformer
-        current = [m for mods in _component_list(self.state.adapter, transformer, self.state.schedule.layout) for m in mods]
-        if transformer is not self.installed.transformer or any(a is not b for a, b in zip(current, self.installed.components)):
+        if transformer is not self.installed.transformer or any(
+            a is not b for a, b in zip(self._components(transformer), self.installed.components)
+        ):
             _uninstall(self.installed)
             _check_layout(self.state.adapter, transformer, self.state.schedule)
             self.installed = _install(self.state, transformer)
 
+    def _components(self, transformer) -> list[nn.Module]:
+        return [m for mods in _component_list(self.state.adapter, transformer, self.state.schedule.layout) for m in mods]
+
     def calls_per_step(self, kwargs: dict) -> int:
-        """FLUX with true CFG calls the transformer twice per step (cond, then uncond)."""
+        """FLUX with true CFG calls the transformer twice per step (cond, then uncond); the
+        condition is FluxPipeline's own."""
         if self.state.adapter.family != "flux":
             return 1
         true_cfg = kwargs.get("true_cfg_scale", 1.0) or 1.0
-        has_neg = kwargs.get("negative_prompt") is not None or kwargs.get("negative_prompt_embeds") is not None
+        has_neg = kwargs.get("negative_prompt") is not None or (
+            kwargs.get("negative_prompt_embeds") is not None and kwargs.get("negative_pooled_prompt_embeds") is not None)
         return 2 if true_cfg > 1 and has_neg else 1
 
     def call_kwargs(self, pipe, kwargs: dict) -> dict:
@@ -378,6 +413,10 @@ def apply_schedule(pipe, schedule: Schedule, exact: bool = False):
         return pipe
     if handle is not None:
         remove_schedule(pipe)
+    registry = getattr(pipe.transformer, "_diffusers_hook", None)
+    if registry is not None and registry.get_hook(STEP_HOOK) is not None:
+        raise ScheduleError("this pipeline's transformer already follows a schedule applied to another pipeline "
+                            "that shares it; call ecad.remove_schedule on that pipeline first")
     state = ScheduleState(schedule, adapter, exact)
     pipe._ecad_handle = _Handle(state, _install(state, pipe.transformer))
     pipe.__class__ = _scheduled_class(type(pipe))
