@@ -275,6 +275,15 @@ def test_flux_timestep_selection_uses_sigmas(tiny_flux):
     assert torch.equal(generate(tiny_flux), vanilla)
 
 
+def test_flux_timestep_selection_refuses_a_scheduler_that_ignores_sigmas(tiny_flux):
+    from diffusers import DPMSolverMultistepScheduler
+
+    tiny_flux.scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")
+    ecad.apply_schedule(tiny_flux, Schedule.full(_layout(tiny_flux), 8, timesteps=[0, 1, 3, 6]))
+    with pytest.raises(ScheduleError, match="use_flow_sigmas"):
+        generate(tiny_flux)
+
+
 # ------------------------------------------------------------- state & memory
 def test_state_does_not_leak_between_calls(tiny_pixart):
     schedule = random_schedule(_layout(tiny_pixart), STEPS, 0.3, seed=1)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout, flux_layout
 from ecad.models.base import BlockPath, FamilyAdapter
+from ecad.schedule import ScheduleError
 
 
 def _layout_of(transformer: nn.Module) -> Layout:
@@ -20,9 +22,19 @@ def _component_modules(block: nn.Module, group: BlockGroup) -> dict[str, nn.Modu
     return {"single_attn": block.attn, "single_proj_mlp": block.proj_mlp, "single_proj_out": block.proj_out}
 
 
-def _ada_chunks(norm: nn.Module, temb: torch.Tensor, n: int):
-    """The adaLN modulation vectors alone (the norm of the activations is not needed)."""
-    return norm.linear(norm.silu(temb)).chunk(n, dim=1)
+def _gates(norm: nn.Module, temb: torch.Tensor, n: int, which: tuple[int, ...], exact: bool) -> list[torch.Tensor]:
+    """Chunks `which` of the adaLN modulation (of `n`), without the norm of the activations.
+    Fast mode reads only those rows of a plain Linear's weight: at batch 1 these GEMVs are the
+    weight reads, and a reused block needs only its gates (2 of 6 chunks, 1 of 3)."""
+    x = norm.silu(temb)
+    linear = norm.linear
+    if exact or type(linear) is not nn.Linear:  # LoRA/quantised wrappers: through the module
+        chunks = linear(x).chunk(n, dim=1)
+        return [chunks[i] for i in which]
+    d = linear.out_features // n
+    bias = linear.bias
+    return [F.linear(x, linear.weight[i * d:(i + 1) * d], None if bias is None else bias[i * d:(i + 1) * d])
+            for i in which]
 
 
 def _gated_add(hidden_states, gate, out, exact):
@@ -36,8 +48,8 @@ def _reuse_double(block, kwargs, cached, exact):
     hidden_states = kwargs["hidden_states"]
     encoder_hidden_states = kwargs["encoder_hidden_states"]
     temb = kwargs["temb"]
-    _, _, gate_msa, _, _, gate_mlp = _ada_chunks(block.norm1, temb, 6)
-    _, _, c_gate_msa, _, _, c_gate_mlp = _ada_chunks(block.norm1_context, temb, 6)
+    gate_msa, gate_mlp = _gates(block.norm1, temb, 6, (2, 5), exact)
+    c_gate_msa, c_gate_mlp = _gates(block.norm1_context, temb, 6, (2, 5), exact)
     attn_out = cached["full_attn"]
     attn_output, context_attn_output = attn_out[0], attn_out[1]
     hidden_states = _gated_add(hidden_states, gate_msa, attn_output, exact)
@@ -57,7 +69,7 @@ def _reuse_single(block, kwargs, cached, exact):
     gives the same values per element without the copy."""
     hidden_states = kwargs["hidden_states"]
     encoder_hidden_states = kwargs["encoder_hidden_states"]
-    _, _, gate = _ada_chunks(block.norm, kwargs["temb"], 3)
+    (gate,) = _gates(block.norm, kwargs["temb"], 3, (2,), exact)
     out = cached["single_proj_out"]
     text_seq_len = encoder_hidden_states.shape[1]
     parts = []
@@ -74,6 +86,9 @@ def _block_path(block: nn.Module, group: BlockGroup) -> BlockPath:
 
 def _timestep_kwargs(pipe, selected: list[int], base_steps: int) -> dict:
     """FluxPipeline accepts `sigmas=`: its default grid is linspace(1, 1/N, N); take the chosen ones."""
+    if getattr(pipe.scheduler.config, "use_flow_sigmas", False):
+        raise ScheduleError("this schedule selects timesteps, but the pipeline's scheduler has use_flow_sigmas=True, "
+                            "under which FluxPipeline ignores sigmas=; use a scheduler without use_flow_sigmas")
     grid = np.linspace(1.0, 1 / base_steps, base_steps)
     return {"sigmas": [float(grid[i]) for i in selected], "num_inference_steps": len(selected)}
 
