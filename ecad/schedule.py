@@ -258,14 +258,14 @@ def _from_ours(data: dict, where: str) -> Schedule:
         raise ScheduleError(f"{where}: field 'layout' is malformed ({exc}); copy it from a schedule ecad wrote") from None
     if layout.family != family:
         raise ScheduleError(f"{where}: layout.family {layout.family!r} differs from family {family!r}")
-    reference = layout_for(family, layout.groups[0].num_blocks, layout.groups[1].num_blocks if family == "flux" else 0)
-    for got, ref in zip(layout.groups, reference.groups):
-        unknown = [c for c in got.components if c not in ref.components]
-        if unknown or got.components != ref.components or got.name != ref.name or len(layout.groups) != len(reference.groups):
-            raise ScheduleError(
-                f"{where}: layout group {got.name!r} has unknown component(s) {unknown or list(got.components)}; "
-                f"{family} uses {list(ref.components)} in group {ref.name!r}"
-            )
+    reference = layout_for(family, *(g.num_blocks for g in layout.groups))
+    if layout != reference:
+        known = {c for g in reference.groups for c in g.components}
+        unknown = sorted({c for g in layout.groups for c in g.components} - known)
+        raise ScheduleError(f"{where}: field 'layout' "
+                            + (f"has unknown component(s) {unknown}; it " if unknown else "")
+                            + f"lists groups {layout.to_json()['groups']} but a {family} layout with these block "
+                            f"counts is {reference.to_json()['groups']}; copy it from a schedule ecad wrote")
     num_steps = _require(data, "num_steps", where, int)
     rows = _require(data, "grid", where, list)
     if len(rows) != num_steps:

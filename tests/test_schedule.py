@@ -188,3 +188,10 @@ def test_grid_shape_must_match_layout():
         Schedule(pixart_layout(4), np.ones((3, 5, 3), dtype=bool))
     with pytest.raises(ScheduleError, match="must be booleans"):
         Schedule(pixart_layout(4), np.ones((3, 4, 3), dtype=int))
+
+
+def test_a_flux_layout_missing_its_single_blocks_is_refused_clearly(tmp_path):
+    s = Schedule.full(flux_layout(2, 2), 3).to_json()
+    s["layout"]["groups"] = s["layout"]["groups"][:1]
+    with pytest.raises(ScheduleError, match="but a flux layout with these block counts is"):
+        load_schedule(_write(tmp_path, s))
