@@ -45,3 +45,14 @@ def test_tiny_models_are_deterministic_and_have_at_least_four_blocks():
     assert adapter_for_pipeline(f).layout_of(f.transformer).num_blocks >= 4
     tok = a.tokenizer
     assert tok("a cat").input_ids == b.tokenizer("a cat").input_ids
+
+
+def test_the_space_sets_the_scheduler():
+    """A space fixes the sampler a schedule is searched and applied with, whatever the checkpoint ships."""
+    import dataclasses
+
+    space = dataclasses.replace(load_space("tiny-pixart"), scheduler="EulerDiscreteScheduler")
+    assert type(load_pipeline(space).scheduler).__name__ == "EulerDiscreteScheduler"
+    assert type(load_pipeline(load_space("tiny-pixart")).scheduler).__name__ == "DPMSolverMultistepScheduler"
+    with pytest.raises(ValueError, match="not a diffusers scheduler class"):
+        load_pipeline(dataclasses.replace(space, scheduler="NoSuchScheduler"))

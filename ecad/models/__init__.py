@@ -37,8 +37,15 @@ def load_pipeline(space, device: str | None = None, dtype=None):
         if model not in TINY_BUILDERS:
             raise ValueError(f"unknown tiny model {model!r}; available: {', '.join(sorted(TINY_BUILDERS))}")
         pipe = TINY_BUILDERS[model]()
-        return pipe.to(device) if device is not None else pipe
-    torch_dtype = dtype if dtype is not None else space.torch_dtype
-    if device in (None, "cpu") and torch_dtype == torch.float16:
-        torch_dtype = torch.float32  # fp16 kernels are missing or slow on CPU
-    return load_pretrained(getattr(diffusers, space.pipeline_class), model, torch_dtype, device)
+    else:
+        torch_dtype = dtype if dtype is not None else space.torch_dtype
+        if device in (None, "cpu") and torch_dtype == torch.float16:
+            torch_dtype = torch.float32  # fp16 kernels are missing or slow on CPU
+        pipe = load_pretrained(getattr(diffusers, space.pipeline_class), model, torch_dtype, None)
+    if type(pipe.scheduler).__name__ != space.scheduler:  # the space fixes the sampler, not the checkpoint
+        scheduler_cls = getattr(diffusers, space.scheduler, None)
+        if scheduler_cls is None:
+            raise ValueError(f"space {space.name!r}: scheduler {space.scheduler!r} is not a diffusers scheduler class; "
+                             "fix `scheduler` in its TOML")
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+    return pipe.to(device) if device is not None else pipe
