@@ -151,10 +151,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     result = generate(schedule, prompts, seeds, space_name=args.space, model=args.model, device=args.device,
                       batch_size=args.batch_size, guidance_scale=args.guidance_scale)
     paths = save_result(result, Path(args.out))
-    ms = result.settings["ms_per_image"]
-    print(f"wrote {len(paths)} images and generate.json to {args.out} ({result.settings['space']}, "
-          f"{result.settings['steps']} steps, {result.settings['compute_fraction']:.1%} computed, "
-          f"{sum(ms) / len(ms):.1f} ms/image on {result.settings['device']})")
+    ms = sorted(result.settings["ms_per_image"])
+    print(f"wrote {len(paths)} image{'s' if len(paths) != 1 else ''} and generate.json to {args.out} "
+          f"({result.settings['space']}, {result.settings['steps']} steps, "
+          f"{result.settings['compute_fraction']:.1%} computed, {ms[len(ms) // 2]:.1f} ms/image on "
+          f"{result.settings['device']}, median of {len(ms)} batch{'es' if len(ms) != 1 else ''})")
     return 0
 
 
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="one prompt")
     p.add_argument("--prompts", help="prompt file, one per line")
     p.add_argument("--space", help="search space whose model and settings to use (default: the schedule's own)")
-    p.add_argument("--model", help="hub id or local directory of the pipeline (default: the schedule's model)")
+    p.add_argument("--model", help="hub id or local directory of the pipeline (default: the matching space's model)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--num-seeds", type=int, default=1, help="images per prompt (seeds seed..seed+N-1)")
     p.add_argument("--guidance-scale", type=float, help="override the schedule's guidance scale")

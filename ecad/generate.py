@@ -24,24 +24,31 @@ class GenerateResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def space_for_schedule(schedule: Schedule, space_name: str | None = None):
-    """The search space to run a schedule in: the one named, else the shipped space whose model,
-    layout, steps and resolution match the schedule's."""
+def space_for_schedule(schedule: Schedule, space_name: str | None = None, model: str | None = None):
+    """The search space to run a schedule in: the one named, else the shipped space whose family,
+    variant, layout, steps, resolution and model (unless `model` replaces it) match the schedule's."""
     from ecad.spaces import list_spaces, load_space
 
     if space_name:
         space = load_space(space_name)
         space.check_schedule(schedule)
         return space
+
+    def fits(space) -> bool:
+        wanted = [(schedule.variant, space.variant), (schedule.height, space.height), (schedule.width, space.width)]
+        if model is None:
+            wanted.append((schedule.model, space.model))
+        return (space.family == schedule.family and space.layout == schedule.layout
+                and space.steps == schedule.num_steps and all(a is None or a == b for a, b in wanted))
+
     for name in list_spaces():
         space = load_space(name)
-        if (space.family == schedule.family and space.layout == schedule.layout and space.steps == schedule.num_steps
-                and (schedule.model is None or schedule.model == space.model)
-                and (schedule.height is None or schedule.height == space.height)):
+        if fits(space):
             return space
     raise ScheduleError(
         f"no search space matches this schedule ({schedule.layout.describe()}, {schedule.num_steps} steps, "
-        f"model {schedule.model}, {schedule.height}x{schedule.width}); pass --space NAME or --model ID"
+        f"variant {schedule.variant}, model {schedule.model}, {schedule.height}x{schedule.width}); "
+        + ("pass --space NAME" if model else "pass --space NAME or --model ID")
     )
 
 
@@ -54,7 +61,7 @@ def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_nam
 
     from ecad.models import load_pipeline
 
-    space = space_for_schedule(schedule, space_name)
+    space = space_for_schedule(schedule, space_name, model)
     if model:
         space = dataclasses.replace(space, hub_id=model)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,7 +73,9 @@ def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_nam
     call = space.call_kwargs()
     call["height"] = schedule.height or call["height"]
     call["width"] = schedule.width or call["width"]
-    call["guidance_scale"] = guidance_scale or schedule.guidance_scale or call["guidance_scale"]
+    for value in (schedule.guidance_scale, guidance_scale):  # 0 is a valid guidance scale
+        if value is not None:
+            call["guidance_scale"] = value
     items = [(p, s) for p in prompts for s in seeds]
     chunks, ms = [], []
     with torch.inference_mode():

@@ -49,3 +49,20 @@ def test_schedule_for_an_unknown_model_needs_space_or_model(tmp_path, capsys):
     s.save(tmp_path / "s.json")
     assert main(["generate", "--schedule", str(tmp_path / "s.json"), "--prompt", "x"]) == 2
     assert "pass --space NAME or --model ID" in capsys.readouterr().err
+
+
+def test_a_schedule_is_matched_to_a_space_of_its_variant_and_model_override():
+    """A Sigma schedule never runs in an Alpha space; --model lets a schedule of other weights match."""
+    from ecad.generate import space_for_schedule
+    from ecad.spaces import load_space
+
+    alpha = load_space("pixart-alpha-512")
+    s = alpha.full_schedule()
+    assert space_for_schedule(s).name == "pixart-alpha-512"
+    s.variant = "sigma"
+    s.model = None
+    assert space_for_schedule(s).name == "pixart-sigma-512"
+    s.model = "/my/finetune"
+    with pytest.raises(ecad.ScheduleError, match="pass --space NAME or --model ID"):
+        space_for_schedule(s)
+    assert space_for_schedule(s, model="/my/finetune").name == "pixart-sigma-512"
