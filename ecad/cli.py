@@ -63,7 +63,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "seed_from": args.seed_from,
     }
     if args.metric_option:
-        overrides["metric_options"] = dict(kv.split("=", 1) for kv in args.metric_option)
+        overrides["metric_options"] = dict(args.metric_option)
     if args.resume:
         config = resume_config(args.resume, overrides)
         out = args.resume
@@ -185,6 +185,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def _metric_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as JSON where it parses (8, false, 0.5), else kept as text (a path)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. weights=/path/to/ckpt or batch_size=8")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,15 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search schedules with NSGA-II (no arguments: offline demo on tiny-pixart)")
     p.add_argument("--space", help="search space name or .toml path (default tiny-pixart; see `ecad spaces`)")
     p.add_argument("--prompts", help="prompt file, one per line (default: 4 of calibration_prompts/image_reward_100.txt)")
-    p.add_argument("--num-prompts", type=int, help="use only the first N prompts of the file")
-    p.add_argument("--seeds", type=int, help="images per prompt (seeds 0..N-1; default 2)")
+    p.add_argument("--num-prompts", type=_positive_int, help="use only the first N prompts of the file")
+    p.add_argument("--seeds", type=_positive_int, help="images per prompt (seeds 0..N-1; default 2)")
     p.add_argument("--metric", help="quality metric (default fidelity; see `ecad metrics`)")
-    p.add_argument("--metric-option", action="append", metavar="KEY=VALUE", help="metric option, e.g. weights=PATH")
+    p.add_argument("--metric-option", action="append", type=_metric_option, metavar="KEY=VALUE",
+                   help="metric option, e.g. weights=PATH or batch_size=8 (values read as JSON where they parse)")
     p.add_argument("--cost", choices=["macs", "latency"], help="cost objective (default macs)")
     p.add_argument("--population", type=int, help="population size (default 12; ECAD used 72)")
     p.add_argument("--generations", type=int, help="generations after the initial one (default 4)")
     p.add_argument("--seed", type=int, help="random seed of the search (default 0)")
-    p.add_argument("--batch-size", type=int, help="images per pipeline call on a worker (default 8)")
+    p.add_argument("--batch-size", type=_positive_int, help="images per pipeline call on a worker (default 8)")
     p.add_argument("--max-macs-fraction", type=float, help="constraint: MACs <= this share of no caching")
     p.add_argument("--seed-from", action="append", help="schedule file, directory or previous run to seed from")
     p.add_argument("--workers", type=int, help="Ray workers (one per GPU, else per CPU slot; 0 = in-process; default 2)")
@@ -234,9 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="search space whose model and settings to use (default: the schedule's own)")
     p.add_argument("--model", help="hub id or local directory of the pipeline (default: the matching space's model)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--num-seeds", type=int, default=1, help="images per prompt (seeds seed..seed+N-1)")
+    p.add_argument("--num-seeds", type=_positive_int, default=1, help="images per prompt (seeds seed..seed+N-1)")
     p.add_argument("--guidance-scale", type=float, help="override the schedule's guidance scale")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--device")
     p.add_argument("--out", default="generated", help="output directory (default ./generated)")
     p.set_defaults(func=_cmd_generate)
@@ -247,10 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", action="store_true",
                    help="add every-n / T-GATE-like baselines and diffusers' FirstBlockCache, TaylorSeer, PAB, MagCache")
     p.add_argument("--prompts", default="calibration_prompts/image_reward_100.txt")
-    p.add_argument("--num-prompts", type=int, default=4)
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--num-prompts", type=_positive_int, default=4)
+    p.add_argument("--seeds", type=_positive_int, default=2)
     p.add_argument("--metric", default="fidelity")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--device")
     p.add_argument("--out", default="compare", help="output directory for compare.json and compare.png")
     p.set_defaults(func=_cmd_compare)
