@@ -155,16 +155,15 @@ def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, pro
     from ecad.spaces import load_space
 
     space = load_space(space_name)
+    entries = contenders(space, [load_schedule(p) for p in schedule_paths], baselines)  # bad files fail before loading
     evaluator = CandidateEvaluator(WorkerConfig(space_name, prompts, seeds, metric=metric, cost="latency",
                                                 batch_size=batch_size, device=device))
     dims = dims_for_space(space)
-    size = dict(height=space.height, width=space.width)
-    full_macs = schedule_macs(space.full_schedule(), dims, **size).total
     rows = []
-    for c in contenders(space, [load_schedule(p) for p in schedule_paths], baselines):
+    for c in entries:
         r = evaluator.evaluate(c.schedule.to_json(), warmup=True)
-        rows.append(_row(c.name, c.kind, r, evaluator.reference_ms,
-                         schedule_macs(c.schedule, dims, **size).total / full_macs))
+        macs = schedule_macs(c.schedule, dims, height=space.height, width=space.width)
+        rows.append(_row(c.name, c.kind, r, evaluator.reference_ms, macs.total / macs.full))
     if baselines:
         remove_schedule(evaluator.pipe)
         transformer = evaluator.pipe.transformer
@@ -174,7 +173,6 @@ def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, pro
             HookRegistry.check_if_exists_or_initialize(transformer).register_hook(context, CONTEXT_HOOK)
             evaluator.before_call.append(context.reset)
         timestep_fn = (lambda: context.timestep) if context else (lambda: evaluator.pipe.current_timestep)
-        ratios = None
         if space.family == "flux" and space.steps == 28:
             from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
@@ -219,12 +217,13 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
 
 
 def plot_compare(rows: list[dict[str, Any]], metric: str, out_png: Path) -> None:
-    import matplotlib
+    """A bare Figure (no pyplot): the caller's matplotlib backend is left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ecad.report.plots import save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
     markers = {"no caching": "*", "schedule": "o", "heuristic": "s", "diffusers": "^"}
     for kind, marker in markers.items():
         pts = [r for r in rows if r["kind"] == kind and r["feasible"]]
@@ -238,10 +237,7 @@ def plot_compare(rows: list[dict[str, Any]], metric: str, out_png: Path) -> None
     ax.set_title("quality vs measured speed, same prompts and seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def write_compare(rows: list[dict[str, Any]], metric: str, out_dir: Path, settings: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ def _as_run(run: str | os.PathLike | RunData) -> RunData:
     return run if isinstance(run, RunData) else load_run(run)
 
 
-def _save(fig: Figure, out_png: str | os.PathLike, dpi: int = 110) -> Path:
+def save_figure(fig: Figure, out_png: str | os.PathLike, dpi: int = 110) -> Path:
     """Write atomically: temp file in the same directory, then rename over the target."""
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
         handles.append(Line2D([], [], ls="", label=note))
         fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8.5, frameon=False)
         ax.set_title(f"Quality vs cost — {_run_title(run)}", loc="left", pad=12)
-        return _save(fig, out_png)
+        return save_figure(fig, out_png)
 
 
 def _inv(x):
@@ -172,7 +172,7 @@ def plot_hypervolume(run_dir: str | os.PathLike | RunData, out_png: str | os.Pat
         if isinstance(ref, (list, tuple)) and ref:
             title += "\nreference point (" + ", ".join(f"{float(v):.4g}" for v in ref) + "), objectives as minimised"
         ax.set_title(title, loc="left", fontsize=11)
-        return _save(fig, out_png)
+        return save_figure(fig, out_png)
 
 
 # ---------------------------------------------------------------------- heatmaps
@@ -238,7 +238,7 @@ def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, titl
         if executed != steps:
             legend.append(Patch(color=SKIPPED, label="step not run"))
         fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8.5, frameon=False)
-        return _save(fig, out_png, dpi=100)
+        return save_figure(fig, out_png, dpi=100)
 
 
 def _metrics_note(metrics: dict[str, Any]) -> str:
