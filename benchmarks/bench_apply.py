@@ -6,10 +6,10 @@ memory, and the limit speedup T_full / (T_fixed + f * T_blocks), with T_blocks t
 transformer blocks and T_fixed the rest, both measured in the uncached run, and f the schedule's
 fraction of block MACs computed. Random weights time exactly like trained ones.
 
-    python benchmarks/bench_apply.py --out benchmarks/results/apply_pixart_h100.json      # GPU
-    python benchmarks/bench_apply.py --family flux --height 1024 --batch 1 --steps 28      # FLUX.1-dev size
-    python benchmarks/bench_apply.py --tiny                                                # CPU smoke run
-    python benchmarks/bench_apply.py --tiny --tiny-blocks 28 --batch 1 --steps 20          # dispatch-bound
+    python benchmarks/bench_apply.py --out benchmarks/results/apply_pixart_256_b100_h100.json  # GPU
+    python benchmarks/bench_apply.py --family flux --height 1024 --batch 1 --steps 28          # FLUX.1-dev size
+    python benchmarks/bench_apply.py --tiny                                                    # CPU smoke run
+    python benchmarks/bench_apply.py --tiny --tiny-blocks 28 --batch 1 --steps 20              # dispatch-bound
 """
 
 from __future__ import annotations
@@ -266,8 +266,8 @@ def main() -> None:
     result = dict(
         device=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu", torch=torch.__version__,
         family=args.family, tiny=args.tiny, dtype=str(dtype), resolution=size, batch=args.batch, steps=args.steps,
-        cfg=args.family == "pixart", exact=args.exact, text_len=text_len,
-        blocks=layout.num_blocks, t_stock_ms=round(t_stock, 2),
+        cfg=args.family == "pixart", exact=args.exact, text_len=text_len, repeats=args.repeats, naive=args.naive,
+        tiny_blocks=args.tiny_blocks if args.tiny else None, blocks=layout.num_blocks, t_stock_ms=round(t_stock, 2),
         hook_overhead=round(rows[0]["ms_per_call"] / t_stock - 1, 4), t_full_ms=round(t_full, 2),
         t_blocks_ms=round(t_blocks, 2), t_fixed_ms=round(t_fixed, 2), rows=rows,
     )

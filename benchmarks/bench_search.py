@@ -48,8 +48,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_io import write_result  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ROOT / "calibration_prompts" / "image_reward_100.txt"
+from ecad.search.run import SearchConfig, read_prompts  # noqa: E402
+
+PROMPTS = "calibration_prompts/image_reward_100.txt"  # SearchConfig's default; resolved like `ecad search --prompts`
 GPU_SPACE = "pixart-alpha-256"
 TARGET_BUSY, TARGET_SPEEDUP = 0.9, 1.8
 
@@ -58,27 +59,26 @@ TARGET_BUSY, TARGET_SPEEDUP = 0.9, 1.8
 def save_random_pixart(directory: Path, text_length: int = 120) -> Path:
     """A PixArt-alpha XL/2 256 px pipeline with random weights, saved where `from_pretrained` reads it.
 
-    Transformer and VAE have the real configs; the text encoder is a one-layer T5 with the real
-    output width (4096) and the byte tokenizer of ecad.models.tiny, so prompts encode offline."""
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    Transformer and VAE come from bench_apply's builder, so both GPU benchmarks time the same model
+    (real configs); the text encoder is a one-layer T5 with the real output width (4096) and the
+    byte tokenizer of ecad.models.tiny, so prompts encode offline."""
+    from diffusers import PixArtAlphaPipeline
     from transformers import T5Config, T5EncoderModel
 
+    from bench_apply import build_pipeline
     from ecad.models.tiny import TINY_VOCAB, byte_tokenizer
 
     if (directory / "model_index.json").exists():
         return directory
-    torch.manual_seed(0)
-    transformer = PixArtTransformer2DModel(sample_size=32, caption_channels=4096).eval()
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
-    ).eval()
+    # built in fp32 on the CPU (saved in fp16 below); the builder seeds torch with 0 and draws the
+    # transformer then the VAE, and the text encoder continues that random stream
+    base = build_pipeline("pixart", tiny=False, device="cpu", dtype=torch.float32)
     text_encoder = T5EncoderModel(T5Config(
         vocab_size=TINY_VOCAB, d_model=4096, d_kv=64, d_ff=256, num_layers=1, num_heads=2,
         relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
     )).eval()
-    pipe = PixArtAlphaPipeline(tokenizer=byte_tokenizer(text_length), text_encoder=text_encoder, vae=vae,
-                               transformer=transformer, scheduler=DPMSolverMultistepScheduler())
+    pipe = PixArtAlphaPipeline(tokenizer=byte_tokenizer(text_length), text_encoder=text_encoder,
+                               vae=base.vae.eval(), transformer=base.transformer.eval(), scheduler=base.scheduler)
     pipe.to(torch.float16)  # half the disk; the space loads fp16 on GPU (fp32 on CPU) anyway
     tmp = directory.with_name(directory.name + f".{os.getpid()}.tmp")
     pipe.save_pretrained(tmp, safe_serialization=True)
@@ -235,8 +235,7 @@ def main() -> None:
     n_seeds = args.seeds or (4 if tiny else 2)
     n_cand = args.candidates or (48 if tiny else 16)
     batch = args.batch or (16 if tiny else 64)
-    all_prompts = [line.strip() for line in PROMPTS.read_text().splitlines() if line.strip()]
-    prompts = tuple(all_prompts[:n_prompts])
+    prompts = read_prompts(SearchConfig(prompts=PROMPTS, num_prompts=n_prompts))  # same reader as `ecad search`
 
     with tempfile.TemporaryDirectory(prefix="ecad-bench-search-") as tmp:
         tmp = Path(tmp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +24,31 @@ def test_bench_apply_tiny_runs_and_reports_every_schedule(tmp_path):
     assert names == ecad_rows + [f"naive_{n}" for n in ecad_rows[1:]]
     assert all(r["limit_speedup"] >= 1.0 for r in result["rows"])
     assert result["rows"][0]["block_macs_fraction"] == 1.0
+    # the two above hold by construction; these check the numbers the limit is built from
+    rows = {r["schedule"]: r for r in result["rows"]}
+    # every_2 at 6 steps computes steps 0, 2, 4: half the block MACs, for ecad and the naive cache alike
+    assert rows["every_2"]["block_macs_fraction"] == rows["naive_every_2"]["block_macs_fraction"] == 0.5
+    assert all(0 < r["block_macs_fraction"] < 1 for r in result["rows"][1:])
+    assert all(math.isfinite(r["of_limit"]) and r["of_limit"] > 0 for r in result["rows"])
+    assert math.isfinite(result["t_stock_ms"]) and result["t_stock_ms"] > 0
+    assert math.isfinite(result["hook_overhead"])
+    assert 0 < result["t_blocks_ms"] < result["t_full_ms"], "the block timer saw the blocks run, inside the call"
+    # the settings the numbers were taken with are recorded next to them
+    assert (result["batch"], result["steps"], result["repeats"], result["naive"]) == (2, 6, 1, True)
+    assert result["tiny_blocks"] == result["blocks"] == 4
 
 
-def test_roofline_recorder_counts_a_linear_and_sdpa_as_kernels():
-    """The roofline model's inputs: FLOPs and bytes per kernel on meta tensors, SDPA as one fused kernel."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def test_bench_search_help_runs():
+    """The throughput benchmark at least imports and parses its arguments (a real run takes minutes)."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_search.py"), "--help"],
+                          check=True, capture_output=True, text=True, timeout=120)
+    assert "--dry-run-gpu-setup" in done.stdout and "candidates" in done.stdout
+
+
+def test_roofline_recorder_counts_a_linear_and_sdpa_as_kernels(monkeypatch):
+    """The roofline model's inputs: FLOPs and bytes per kernel on meta tensors, SDPA as one fused kernel.
+    benchmarks/ is put on sys.path only for this test (the scripts import each other as top-level modules)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import torch
     import torch.nn.functional as F
 

@@ -15,6 +15,7 @@ from ecad.cli import main
 from ecad.frontier import FrontierError, Point, frontier, load_run, pareto_indices, pick
 from ecad.search.nsga2 import Evaluation, hypervolume
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun
+from tests.conftest import SMALL
 
 
 def test_pareto_on_hand_made_points_with_ties_and_duplicates():
@@ -42,7 +43,7 @@ def test_pick_semantics():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
-    SearchRun(SearchConfig(population=6, generations=2, num_prompts=2, seeds=1, batch_size=4),
+    SearchRun(SearchConfig(**SMALL),
               ExecConfig(out=str(out), workers=0, quiet=True)).run()
     return out
 
@@ -64,7 +65,7 @@ def test_frontier_cli_prints_table_exports_and_picks(tiny_run, capsys, tmp_path)
 @pytest.fixture(scope="module")
 def other_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "other"
-    SearchRun(SearchConfig(population=6, generations=2, num_prompts=2, seeds=1, batch_size=4, seed=1),
+    SearchRun(SearchConfig(**{**SMALL, "seed": 1}),
               ExecConfig(out=str(out), workers=0, quiet=True)).run()
     return out
 

@@ -23,8 +23,7 @@ from ecad.search.genome import GenomeSpec, genome_hash
 from ecad.search.run import ExecConfig, SearchConfig, SearchError, SearchRun
 from ecad.search.seeds import random_genomes
 from ecad.spaces import load_space
-
-SMALL = dict(population=6, generations=2, num_prompts=2, seeds=1, batch_size=4)
+from tests.conftest import SMALL
 
 
 def _population(run_dir: Path) -> list[str]:
