@@ -176,11 +176,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ecad.report import render_samples, write_report, write_run_plots
+    from ecad.report import load_run, render_samples, write_report, write_run_plots
 
-    samples = render_samples(args.run, num_prompts=args.samples, device=args.device) if args.samples else None
-    write_run_plots(args.run)
-    out = write_report(args.run, args.out, samples=samples)
+    run = load_run(args.run)
+    samples = render_samples(run, num_prompts=args.samples, device=args.device) if args.samples else None
+    write_run_plots(run)
+    out = write_report(run, args.out, samples=samples)
     print(f"wrote {out}" + (f" with samples of {args.samples} prompts" if samples else ""))
     return 0
 

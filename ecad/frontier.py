@@ -124,6 +124,27 @@ def label_kind(label: str) -> str:
     return "seed"
 
 
+def seed_family(label: str) -> str:
+    """Group heuristic seed labels for legends: every_3 -> every_n, cache_c1_k2_m2 -> cache_c1, ..."""
+    if label.startswith("seed:"):
+        return "seed file"
+    if label.startswith("attention_every_"):
+        return "attention_every_n"
+    if label.startswith("every_"):
+        return "every_n (FORA-like)"
+    if label.startswith("tgate_"):
+        return "tgate (T-GATE-like)"
+    m = re.match(r"^cache_c(\d+)_", label)
+    if m:
+        return "single component"
+    return label
+
+
+def as_run(run: str | os.PathLike | RunData) -> RunData:
+    """Readers take a loaded run or its directory, so a caller that has one loads it once."""
+    return run if isinstance(run, RunData) else load_run(run)
+
+
 def _finite(x: Any) -> float:
     try:
         v = float(x)

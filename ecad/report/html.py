@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ecad.report import RunData, frontier_schedules, load_run, run_space, seed_family
+from ecad.frontier import RunData, as_run, frontier_schedules, run_space, seed_family
 
 SAMPLES_HOWTO = ("ecad report {run} --samples 3",
                  "python -c \"from ecad.report import render_samples, write_report; "
@@ -26,11 +26,11 @@ SAMPLES_HOWTO = ("ecad report {run} --samples 3",
 
 
 # ---------------------------------------------------------------------- samples
-def render_samples(run_dir: str | os.PathLike, keys: list[str] | None = None, num_prompts: int = 3, seed: int = 0,
+def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, seed: int = 0,
                    device: str | None = None, max_size: int = 384) -> dict[str, Any]:
     """Render the first `num_prompts` prompts of a run without caching and with each frontier
-    schedule (or the schedules of `keys`), same seed for all. Returns the `samples` argument of
-    `write_report`: {"prompts", "uncached": [png], "schedules": {key: [png]}, "seed"}.
+    schedule, same seed for all. Returns the `samples` argument of `write_report`:
+    {"prompts", "uncached": [png], "schedules": {key: [png]}, "seed"}.
     Loads the run's pipeline, so it needs the model weights (a GPU for real models)."""
     import torch
 
@@ -38,25 +38,14 @@ def render_samples(run_dir: str | os.PathLike, keys: list[str] | None = None, nu
     from ecad.models import load_pipeline
     from ecad.search.run import resolve_prompts
 
-    run = load_run(run_dir)
+    run = as_run(run_dir)
     space = run_space(run)
     if space is None:
         raise FileNotFoundError(f"search space {run.config.get('space')!r} of {run.root} cannot be loaded here; "
                                 "run from the directory the search ran in or set ECAD_SEARCH_SPACES")
     lines = resolve_prompts(run.config["prompts"]).read_text().splitlines()
     prompts = [p.strip() for p in lines if p.strip()][: max(1, num_prompts)]
-    wanted = [(stem, p, s) for stem, p, s in frontier_schedules(run, space) if keys is None or p.key in keys]
-    if keys is not None:
-        from ecad.report import decode_genome
-        from ecad.search.genome import GenomeSpec
-
-        spec, have = GenomeSpec.for_space(space), {p.key for _, p, _ in wanted}
-        by_key = {p.key: p for p in run.points}
-        for k in keys:
-            if k not in have and k in by_key:
-                s = decode_genome(by_key[k].genome, spec, space, name=k)
-                if s is not None:
-                    wanted.append((k, by_key[k], s))
+    wanted = frontier_schedules(run, space)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -237,13 +226,13 @@ def _duration(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------- page
-def write_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None = None,
+def write_report(run_dir: str | os.PathLike | RunData, out_html: str | os.PathLike | None = None,
                  samples: dict | None = None) -> Path:
     """Write one self-contained HTML report of a run (default run_dir/report.html) and return its path.
 
     samples: {"prompts": [str], "uncached": [png bytes per prompt], "schedules": {key: [png bytes
     per prompt]}} as `render_samples` returns; without it the page says how to make them."""
-    run = load_run(run_dir)
+    run = as_run(run_dir)
     out = Path(out_html) if out_html is not None else run.root / "report.html"
     data = _page_data(run, samples)
     title = f"ecad report — {run.root.name}"

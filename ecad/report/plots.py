@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from ecad.report import RunData, frontier_schedules, load_run, seed_family
+from ecad.frontier import RunData, as_run, frontier_schedules, seed_family
 
 if TYPE_CHECKING:
     from ecad.schedule import Schedule
@@ -32,10 +32,6 @@ SEED_MARKERS = {"every_n (FORA-like)": "s", "attention_every_n": "^", "tgate (T-
                 "single component": "D", "seed file": "P"}
 STYLE = {"font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10.5, "axes.spines.top": False,
          "axes.spines.right": False, "figure.dpi": 100}
-
-
-def _as_run(run: str | os.PathLike | RunData) -> RunData:
-    return run if isinstance(run, RunData) else load_run(run)
 
 
 def save_figure(fig: Figure, out_png: str | os.PathLike, dpi: int = 110) -> Path:
@@ -62,7 +58,7 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
     """Every feasible candidate (quality vs cost) coloured by the generation it was first evaluated
     in, the Pareto frontier as a line with ringed markers, no caching as a star and the heuristic
     seeds with their own markers."""
-    run = _as_run(run_dir)
+    run = as_run(run_dir)
     feas = run.feasible
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(10, 7.0), layout="constrained")
@@ -138,7 +134,7 @@ def _inv(x):
 # ---------------------------------------------------------------------- hypervolume
 def plot_hypervolume(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLike) -> Path:
     """Hypervolume of the population per generation, with new evaluations per generation as bars."""
-    run = _as_run(run_dir)
+    run = as_run(run_dir)
     hv = run.hypervolume
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(8, 4.2))
@@ -262,11 +258,11 @@ def _ticks(n: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------- all plots of a run
-def write_run_plots(run_dir: str | os.PathLike) -> Path:
+def write_run_plots(run_dir: str | os.PathLike | RunData) -> Path:
     """run_dir/plots/{frontier,hypervolume}.png and plots/heatmaps/<schedule stem>.png for every
     frontier schedule. Heatmaps already drawn for the same schedule are kept (renamed when a
     frontier rank shifts), so repeated calls during a search only draw what changed."""
-    run = load_run(run_dir)
+    run = as_run(run_dir)
     out = run.root / "plots"
     plot_frontier(run, out / "frontier.png")
     plot_hypervolume(run, out / "hypervolume.png")
