@@ -129,3 +129,26 @@ def test_negative_cosines_are_clamped_to_zero(images):
         metric.model.text_projection.mul_(-1)  # flips every cosine's sign
     result = metric.score(images, PROMPTS)
     assert (result.extras["cosine"] < 0).all() and (result.per_image == 0).all() and result.summary == 0
+
+
+def _count_text_rows(module: torch.nn.Module) -> list[int]:
+    """Rows (prompts) each forward of `module` saw: a forward hook observes the real model."""
+    seen: list[int] = []
+    module.register_forward_hook(lambda mod, args, out: seen.append(int(args[0].shape[0])))
+    return seen
+
+
+def test_prompt_embeddings_are_encoded_once_per_unique_prompt(images):
+    metric = _tiny(batch_size=4)
+    seen = _count_text_rows(metric.model.token_embedding)
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[1], PROMPTS[0]]
+    first = metric.score(images, prompts)
+    assert sum(seen) == 3 and seen == [3]  # unique prompts only, in batches of <= 4
+    again = metric.score(images, prompts)
+    assert sum(seen) == 3  # nothing re-encoded
+    assert (first.per_image == again.per_image).all()
+    metric.score(images, PROMPTS)
+    assert sum(seen) == 3 + 3 and seen[1:] == [3]  # only the three new prompts
+    fresh = _tiny(batch_size=1).score(images, prompts)  # cached == uncached
+    torch.testing.assert_close(torch.from_numpy(fresh.per_image), torch.from_numpy(first.per_image),
+                               atol=1e-4, rtol=1e-4)

@@ -149,3 +149,56 @@ def test_torchvision_inception_extractor_from_a_local_file(tmp_path, monkeypatch
     with pytest.raises(MetricError, match="not torchvision's InceptionV3"):
         (tmp_path / "bad.pth").write_bytes(b"junk")
         TorchvisionInceptionFeatures(tmp_path / "bad.pth")
+
+
+def _write_refs(folder, tensors):
+    folder.mkdir(exist_ok=True)
+    for i, img in enumerate(tensors):
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / f"{i:03d}.png")
+
+
+def test_reference_digest_is_memoised_but_follows_changes(reference, tmp_path):
+    import os
+
+    ref_dir = tmp_path / "refs"
+    _write_refs(ref_dir, reference[:12])
+    metric = FIDMetric(feature=conv_features(), cache_dir=tmp_path / "c", batch_size=8)
+    images = _noisy(reference[12:24], 0.1)
+    metric.reference = ref_dir
+    metric.score(images)
+    path = metric.last_stats_path
+    assert metric.last_stats_cached is False
+    metric.score(images)
+    assert metric.last_stats_path == path and metric.last_stats_cached is True
+    # a changed file (new content and mtime) is a new reference set: new digest, new statistics
+    target = ref_dir / "003.png"
+    _write_refs(tmp_path / "other", reference[30:31])
+    target.write_bytes((tmp_path / "other" / "000.png").read_bytes())
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    metric.score(images)
+    assert metric.last_stats_path != path and metric.last_stats_cached is False
+    fresh = FIDMetric(feature=conv_features(), cache_dir=tmp_path / "c2")
+    assert fresh._reference_digest(ref_dir) == metric._reference_digest(ref_dir)  # memo == full hash
+
+    # tensors: the same object is not re-hashed; an in-place edit is noticed
+    ref = reference[:16].clone()
+    metric.score(images, references=ref)
+    tensor_path = metric.last_stats_path
+    metric.score(images, references=ref)
+    assert metric.last_stats_path == tensor_path and metric.last_stats_cached is True
+    ref[0].mul_(0.5)
+    metric.score(images, references=ref)
+    assert metric.last_stats_path != tensor_path and metric.last_stats_cached is False
+    assert fresh._reference_digest(ref) == metric._reference_digest(ref)
+    uint8 = (ref * 255).round().to(torch.uint8)  # 8-bit references hash like their float form
+    assert fresh._reference_digest(uint8) == fresh._reference_digest(uint8.float() / 255)
+
+
+def test_unreadable_reference_image_names_the_file(reference, tmp_path):
+    ref_dir = tmp_path / "refs"
+    _write_refs(ref_dir, reference[:4])
+    (ref_dir / "002.png").write_bytes(b"not a png")
+    metric = FIDMetric(feature=conv_features(), reference=ref_dir, use_cache=False)
+    with pytest.raises(MetricError, match=r"cannot read image .*002\.png"):
+        metric.score(reference[4:8])

@@ -67,3 +67,56 @@ def test_search_latency_cost_is_relative_to_the_workers_own_no_caching_time():
     r = w.evaluate(Schedule.every_n(w.space.layout, w.space.steps, 4).to_json())
     assert r["relative_latency"] == pytest.approx(r["ms_per_image"] / w.reference_ms)
     assert r["latency_settings"]["resolution"] == [16, 16] and r["latency_settings"]["steps"] == 8
+
+
+def test_lpips_is_scored_in_batches_equal_to_one_image_at_a_time():
+    # a real torchmetrics LPIPS network with a random AlexNet backbone: no download needed
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    torch.manual_seed(0)
+    net = _NoTrainLpips(net="alex", pnet_rand=True)
+    x, y = torch.rand(2, 5, 3, 40, 36, generator=torch.Generator().manual_seed(3))
+    m = get_metric("fidelity", lpips=net, batch_size=2)
+    r = m.score(x, None, y)
+    with torch.inference_mode():  # what the per-image torchmetrics object computed for each image
+        single = torch.stack([net(i[None], j[None], normalize=True).squeeze() for i, j in zip(x, y)])
+    torch.testing.assert_close(torch.from_numpy(r.extras["lpips"]).float(), single, atol=1e-6, rtol=1e-5)
+    assert (r.extras["lpips"] > 0).all()
+    assert (m.score(x, None, x).extras["lpips"] == 0).all()
+    assert "lpips" not in m.score(x[..., :24, :24], None, y[..., :24, :24]).extras  # too small for AlexNet
+
+
+def test_integer_images_score_like_their_float_form():
+    from ecad.metrics.base import _check_images
+
+    x, y = (torch.rand(2, 4, 3, 24, 24, generator=torch.Generator().manual_seed(4)) * 255).round().to(torch.uint8)
+    m = get_metric("fidelity")
+    as_uint8, as_float = m.score(x, None, y), m.score(x.float() / 255.0, None, y.float() / 255.0)
+    assert (as_uint8.per_image == as_float.per_image).all()
+    assert (as_uint8.extras["psnr"] == as_float.extras["psnr"]).all()
+    f = torch.rand(2, 3, 8, 8)
+    assert _check_images(f, "x") is f  # in range, float32: no copy
+    torch.testing.assert_close(_check_images(f * 3 - 1, "x"), (f * 3 - 1).clamp(0, 1))
+
+
+def test_prompt_metrics_declare_it_on_the_class():
+    from ecad.metrics import registered_class
+
+    assert {n for n in list_metrics() if registered_class(n) and registered_class(n).needs_prompts} == \
+        {"clip", "image-reward", "pickscore", "hpsv2"}
+    from ecad.metrics.fidelity import FidelityMetric
+
+    class PromptedFidelity(FidelityMetric):
+        needs_prompts = True
+
+    with pytest.raises(MetricError, match="fidelity: .*--prompts FILE"):  # one check in QualityMetric.score
+        PromptedFidelity().score(_images(), None, _images())
+    assert PromptedFidelity().score(_images(), ["a"] * 6, _images()).per_image.shape == (6,)
+
+
+def test_unknown_options_are_named():
+    from ecad.metrics import UnknownOptionError
+
+    with pytest.raises(UnknownOptionError, match=r"fidelity: unknown options \['weights'\]") as err:
+        get_metric("fidelity", weights="w.bin")
+    assert err.value.options == ["weights"] and isinstance(err.value, (MetricError, TypeError))

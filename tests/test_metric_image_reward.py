@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from ecad.metrics import MetricError, MissingWeightsError, get_metric
-from ecad.metrics.image_reward import (CLIP_MEAN, CLIP_STD, REWARD_MEAN, REWARD_STD, ImageRewardConfig,
-                                       ImageRewardMetric, ImageRewardModel, convert_official_state_dict,
-                                       load_image_reward, official_key_shapes, preprocess_images, tokenize)
+from ecad.metrics.image_reward import (REWARD_MEAN, REWARD_STD, ImageRewardConfig, ImageRewardMetric,
+                                       ImageRewardModel, convert_official_state_dict, load_image_reward,
+                                       official_key_shapes, preprocess_images, tokenize)
+from ecad.metrics.images import OPENAI_MEAN, OPENAI_STD
 
 TINY = ImageRewardConfig(image_size=32, patch_size=16, vision_width=32, vision_layers=2, vision_heads=2,
                          vocab_size=100, text_width=32, text_layers=2, text_heads=2, text_intermediate=64,
@@ -230,11 +231,11 @@ def test_preprocessing_matches_upstream_pil_transform(shape, size):
     g = torch.Generator().manual_seed(sum(shape))
     img = (torch.rand(3, *shape, generator=g) * 255).round().to(torch.uint8)  # noise: worst case for clipping
     upstream = Compose([Resize(size, interpolation=InterpolationMode.BICUBIC), CenterCrop(size), ToTensor(),
-                        Normalize(CLIP_MEAN, CLIP_STD)])
+                        Normalize(OPENAI_MEAN, OPENAI_STD)])
     ref = upstream(Image.fromarray(img.permute(1, 2, 0).numpy()))
     ours = preprocess_images(img[None].float() / 255, size)[0]
     assert ours.shape == ref.shape == (3, size, size)
-    grey_levels = (ours - ref).abs() * torch.tensor(CLIP_STD).view(3, 1, 1) * 255
+    grey_levels = (ours - ref).abs() * torch.tensor(OPENAI_STD).view(3, 1, 1) * 255
     assert grey_levels.max() <= 1.001  # PIL's fixed-point rounding, rarely one level
     assert (grey_levels > 0.5).float().mean() < 0.01
 

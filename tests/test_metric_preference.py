@@ -119,6 +119,7 @@ def test_hpsv2_is_100_times_cosine_by_hand(images):
     torch.testing.assert_close(torch.from_numpy(result.per_image), 100 * cos, atol=1e-3, rtol=1e-4)
     with torch.no_grad():
         metric.model.text_projection.mul_(-1)  # flips every cosine: HPSv2 does not clamp, unlike CLIP score
+    metric.clear_prompt_cache()  # prompt embeddings are cached per instance: drop them after editing weights
     torch.testing.assert_close(torch.from_numpy(metric.score(images, PROMPTS).per_image), -100 * cos,
                                atol=1e-3, rtol=1e-4)
 
@@ -145,3 +146,21 @@ def test_hpsv2_missing_weights(empty_caches):
     assert "hf download xswu/HPSv2 HPS_v2.1_compressed.pt" in msg
     with pytest.raises(MetricError, match="unknown version"):
         get_metric("hpsv2", version="v3")
+
+
+def test_pickscore_shares_the_clip_machinery_and_caches_prompts(images):
+    from ecad.metrics.clip import OpenClipSimilarity
+
+    metric = _pick(batch_size=2)
+    assert isinstance(metric, OpenClipSimilarity) and metric.needs_prompts
+    seen: list[int] = []
+    metric.model.text_model.register_forward_hook(lambda mod, args, kw, out: seen.append(kw["input_ids"].shape[0]),
+                                                  with_kwargs=True)
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1], PROMPTS[2]]
+    first = metric.score(images, prompts)
+    assert seen == [2, 1]  # three unique prompts, batches of 2
+    again = metric.score(images, prompts)
+    assert seen == [2, 1] and (first.per_image == again.per_image).all()
+    torch.testing.assert_close(torch.from_numpy(first.per_image),
+                               torch.from_numpy(_pick(batch_size=1).score(images, prompts).per_image),
+                               atol=1e-4, rtol=1e-4)

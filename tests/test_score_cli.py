@@ -141,3 +141,33 @@ def test_unknown_metric_and_unsupported_option(image_dir, capsys):
                    "--weights", str(tmp / "w.bin")])
     assert run_score(args) == 2
     assert "does not take --weights" in capsys.readouterr().err
+
+
+def test_prompt_metric_fails_before_loading_any_weights(image_dir, tmp_path, monkeypatch, capsys):
+    for var in ("HF_HOME", "HF_HUB_CACHE", "TORCH_HOME", "XDG_CACHE_HOME"):  # no weights anywhere
+        monkeypatch.setenv(var, str(tmp_path / "empty" / var))
+    monkeypatch.setenv("HOME", str(tmp_path / "empty"))
+    tmp, _ = image_dir
+    for name in ("image-reward", "clip", "pickscore", "hpsv2"):
+        assert run_score(_parse(["--metric", name, "--images", str(tmp / "images")])) == 2
+        err = capsys.readouterr().err
+        assert "--prompts" in err and "weights" not in err and "hf download" not in err, err
+
+
+def test_unreadable_image_is_a_clear_error(image_dir, capsys):
+    tmp, _ = image_dir
+    (tmp / "images" / "img_01.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(MetricError, match=r"cannot read image .*img_01\.png"):
+        load_image_dir(tmp / "images")
+    assert run_score(_parse(["--metric", "fidelity", "--images", str(tmp / "images"),
+                             "--reference", str(tmp / "images")])) == 2
+    assert "img_01.png" in capsys.readouterr().err
+
+
+def test_only_the_refused_option_is_named_as_a_flag(image_dir, capsys):
+    tmp, _ = image_dir
+    args = _parse(["--metric", "fidelity", "--images", str(tmp / "images"), "--reference", str(tmp / "images"),
+                   "--batch-size", "2", "--weights", str(tmp / "w.bin")])
+    assert run_score(args) == 2
+    err = capsys.readouterr().err
+    assert "does not take --weights" in err and "--batch-size" not in err  # fidelity takes --batch-size (LPIPS)

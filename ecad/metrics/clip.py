@@ -17,19 +17,16 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, register_metric
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from ecad.metrics.images import OPENAI_MEAN, OPENAI_STD, channel_tensor, preprocess_images
+from ecad.metrics.loading import find_hf_file, parse_dtype, seeded, warn_random
 
 # approximate download sizes of full open_clip checkpoints, by architecture (fp32)
 _APPROX_SIZES = {
@@ -37,89 +34,6 @@ _APPROX_SIZES = {
     "ViT-L-14": "~1.7 GB", "ViT-L-14-336": "~1.7 GB", "ViT-H-14": "~3.9 GB", "ViT-g-14": "~5.5 GB",
     "ViT-bigG-14": "~10 GB",
 }
-
-
-# ---------------------------------------------------------------------- shared helpers
-def hf_cache_dir() -> str:
-    """The Hugging Face hub cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return os.path.expanduser(os.environ[var])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
-    return os.path.join(os.path.expanduser(home), "hub")
-
-
-def find_hf_file(repo: str, filenames: Sequence[str], repo_type: str | None = None) -> str | None:
-    """Path of the first of `filenames` already in the local hub cache for `repo`; never downloads."""
-    from huggingface_hub import hf_hub_download
-
-    for name in filenames:
-        try:
-            return hf_hub_download(repo, name, repo_type=repo_type, cache_dir=hf_cache_dir(), local_files_only=True)
-        except Exception:  # noqa: BLE001 - any failure means "not here"
-            continue
-    return None
-
-
-@contextmanager
-def seeded(seed: int):
-    """Seed torch's CPU generator inside the block only (random test weights are reproducible)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def warn_random(what: str) -> None:
-    warnings.warn(f"{what}: random weights (allow_random_weights=True) - scores are meaningless, for tests only",
-                  stacklevel=3)
-
-
-def preprocess_images(images: torch.Tensor, size: int | tuple[int, int], mean: Sequence[float],
-                      std: Sequence[float], resize_mode: str = "shortest") -> torch.Tensor:
-    """[N, 3, H, W] in [0, 1] -> the model's normalised input, in-graph (bicubic + antialias).
-
-    resize_mode: "shortest" (shortest side to size, then center crop: CLIP / HF CLIPImageProcessor),
-    "longest" (longest side to size, then pad with black to a square: HPSv2's eval transform),
-    "squash" (resize both sides to size).
-    """
-    th, tw = (size, size) if isinstance(size, int) else tuple(size)
-    h, w = images.shape[-2:]
-    x = images.float()
-    if resize_mode == "squash":
-        if (h, w) != (th, tw):
-            x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False, antialias=True)
-    elif resize_mode == "longest":
-        scale = max(th, tw) / max(h, w)
-        nh, nw = round(h * scale), round(w * scale)
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-        ph, pw = th - nh, tw - nw
-        if ph or pw:
-            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=0.0)
-    elif resize_mode == "shortest":
-        short = max(th, tw)  # as torchvision's Resize(int): long side = int(short * long / short_in)
-        nh, nw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-        top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
-        x = x[..., top:top + th, left:left + tw]
-    else:
-        raise MetricError(f"unknown resize_mode {resize_mode!r}; use shortest, longest or squash")
-    x = x.clamp(0, 1)  # bicubic overshoots; PIL-based pipelines clip to [0, 255] too
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
-
-
-def _dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
-    except KeyError:
-        raise MetricError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
 
 
 # ---------------------------------------------------------------------- open_clip loading
@@ -245,10 +159,13 @@ def _load_open_clip_file(model, weights) -> None:
 
 # ---------------------------------------------------------------------- the metric
 class OpenClipSimilarity(QualityMetric):
-    """Cosine similarity of each image with its own prompt under an open_clip model, scaled and clamped.
+    """Cosine similarity of each image with its own prompt under a CLIP-style model, scaled and clamped.
 
-    score = scale * cos (clamped at 0 when `clamp` is set); subclasses (HPSv2) change only the
-    loading and the constants.
+    score = logit_scale() * cos (clamped at 0 when `clamp` is set). Subclasses change the loading,
+    the constants, and - for models that are not open_clip (PickScore) - the `encode_images` /
+    `encode_texts` hooks. Prompt embeddings are cached per instance: a search scores the same
+    prompts thousands of times. The cache assumes the weights do not change after construction
+    (call `clear_prompt_cache()` after editing them).
     """
 
     higher_is_better = True
@@ -263,31 +180,62 @@ class OpenClipSimilarity(QualityMetric):
         if batch_size < 1:
             raise MetricError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
-        self.dtype = _dtype(dtype)
+        self.dtype = parse_dtype(dtype)
         self.model = model.to(self.device, self.dtype).eval()
         self.tokenizer = tokenizer
         self.preprocess = dict(preprocess or {})
+        self._mean = channel_tensor(self.preprocess.get("mean", OPENAI_MEAN), self.device)
+        self._std = channel_tensor(self.preprocess.get("std", OPENAI_STD), self.device)
+        self._prompt_cache: dict[str, torch.Tensor] = {}
 
+    # hooks: raw (unnormalised) features from the model
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image features of preprocessed pixels (already in `self.dtype`)."""
+        return self.model.encode_image(pixels)
+
+    def encode_texts(self, prompts: list[str]) -> torch.Tensor:
+        """Text features of a batch of prompts."""
+        return self.model.encode_text(self.tokenizer(prompts).to(self.device))
+
+    def logit_scale(self) -> float | torch.Tensor:
+        """The factor in front of the cosine (a constant here; a learnt scalar for PickScore)."""
+        return self.scale
+
+    # shared machinery
     def image_input(self, images: torch.Tensor) -> torch.Tensor:
         p = self.preprocess
-        return preprocess_images(images, p["size"], p["mean"], p["std"], p.get("resize_mode", "shortest"))
+        x = preprocess_images(images, p["size"], self._mean, self._std, p.get("resize_mode", "shortest"))
+        return x.to(self.dtype)
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings, float32, batched by `batch_size`."""
+        out = [F.normalize(self.encode_images(self.image_input(images[i:i + self.batch_size])).float(), dim=-1)
+               for i in range(0, images.shape[0], self.batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, device=self.device)
+
+    def text_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings, float32; only prompts not seen before are encoded."""
+        unseen = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
+        for i in range(0, len(unseen), self.batch_size):
+            chunk = unseen[i:i + self.batch_size]
+            for prompt, emb in zip(chunk, F.normalize(self.encode_texts(chunk).float(), dim=-1)):
+                self._prompt_cache[prompt] = emb
+        if not prompts:
+            return torch.zeros(0, device=self.device)
+        return torch.stack([self._prompt_cache[p] for p in prompts])
+
+    def clear_prompt_cache(self) -> None:
+        """Forget cached prompt embeddings (needed only if the model's weights were changed)."""
+        self._prompt_cache.clear()
 
     def embed(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised (image, text) embeddings, float32, batched by `batch_size`."""
-        img, txt = [], []
-        for i in range(0, images.shape[0], self.batch_size):
-            x = self.image_input(images[i:i + self.batch_size]).to(self.dtype)
-            tokens = self.tokenizer(list(prompts[i:i + self.batch_size])).to(self.device)
-            img.append(F.normalize(self.model.encode_image(x).float(), dim=-1))
-            txt.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
-        return torch.cat(img), torch.cat(txt)
+        """L2-normalised (image, text) embeddings, float32."""
+        return self.image_embeddings(images), self.text_embeddings(list(prompts))
 
     def _score(self, images, prompts, references) -> MetricResult:
-        if prompts is None:
-            raise MetricError(f"{self.name}: needs one prompt per image")
         img, txt = self.embed(images, prompts)
         cos = (img * txt).sum(-1)
-        score = self.scale * (cos.clamp(min=0) if self.clamp else cos)
+        score = self.logit_scale() * (cos.clamp(min=0) if self.clamp else cos)
         per = score.cpu().double().numpy()
         return MetricResult(self.name, per, float(np.mean(per)) if len(per) else math.nan, True,
                             {"cosine": cos.cpu().double().numpy()})
@@ -316,6 +264,7 @@ class ClipScoreMetric(OpenClipSimilarity):
         super().__init__(device, net, tokenizer, preprocess, batch_size, dtype)
 
 
-@register_metric("clip", "CLIP score (open_clip, default ViT-B-32/openai): 100*max(cos,0), higher is better")
+@register_metric("clip", "CLIP score (open_clip, default ViT-B-32/openai): 100*max(cos,0), higher is better",
+                 ClipScoreMetric)
 def _clip(device="cpu", **options) -> QualityMetric:
     return ClipScoreMetric(device, **options)

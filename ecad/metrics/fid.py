@@ -10,7 +10,9 @@ References are a directory of images (PNG/JPG, e.g. a real-image set; sizes may 
 tensor of images (e.g. the uncached model's outputs for the same prompts). Reference statistics
 ``(mu, sigma, n)`` are cached on disk as safetensors (never pickle) under
 ``~/.cache/ecad/fid`` (``cache_dir=``), keyed by the SHA-256 of the reference image bytes and the
-feature extractor's identity, so they are computed once.
+feature extractor's identity, so they are computed once. Within one metric object that digest is
+itself memoised: for a directory on (resolved path, each file's name, size and mtime), for a tensor
+on the tensor object and its in-place version counter, so repeated calls hash nothing.
 
 Feature extractor, in order of preference (weights are never downloaded):
 1. any ``nn.Module`` passed as ``feature=`` (image batch in [0, 1] -> [N, D] features);
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,7 @@ import torch
 from torch import nn
 
 from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, _check_images, register_metric
-from ecad.metrics.images import list_image_files
-
-
+from ecad.metrics.images import list_image_files, load_image
 
 TORCHVISION_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
 TORCHVISION_INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"
@@ -116,21 +117,12 @@ def module_identity(module: nn.Module) -> str:
     return f"{cls.__module__}.{cls.__qualname__}/{h.hexdigest()[:16]}"
 
 
-def _load_image(path: Path) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
-
-
 class FIDMetric(QualityMetric):
     """FID of the images against reference images (directory or tensor); lower is better, set metric."""
 
     name = "fid"
     higher_is_better = False
     needs_reference = False  # references are handled here: a directory, or a tensor of any count
-    needs_prompts = False
 
     def __init__(self, device="cpu", reference: str | os.PathLike | torch.Tensor | None = None,
                  feature: nn.Module | None = None, weights: str | os.PathLike | None = None,
@@ -170,19 +162,20 @@ class FIDMetric(QualityMetric):
         self.last_stats_path: Path | None = None
         self.last_stats_cached: bool | None = None  # True when the last call read statistics from disk
         self._memo: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        # reference digests: directory path -> (signature, digest); id(tensor) -> (weakref, version, digest)
+        self._dir_digests: dict[str, tuple[tuple, str]] = {}
+        self._tensor_digests: dict[int, tuple[weakref.ref, int, str]] = {}
 
     # ------------------------------------------------------------------ public
     def score(self, images: torch.Tensor, prompts: list[str] | None = None,
               references: torch.Tensor | None = None) -> MetricResult:
-        images = _check_images(images, "images")
+        images = _check_images(images, "images", self.device)
         reference = references if references is not None else self.reference
         if reference is None:
             raise MetricError("fid: needs references - a directory of reference images (reference=DIR / "
                               "--reference DIR) or reference images as a tensor")
-        if isinstance(reference, torch.Tensor):
-            reference = _check_images(reference, "references")
         with torch.no_grad():  # not inference_mode: torchmetrics states are updated in place across calls
-            return self._score(images.to(self.device), prompts, reference)
+            return self._score(images, prompts, reference)  # a tensor reference is checked where it is read
 
     def reference_stats(self, reference: str | os.PathLike | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(mu, sigma, n) of the reference features: from memory, the disk cache, or computed (then cached)."""
@@ -218,32 +211,55 @@ class FIDMetric(QualityMetric):
         return MetricResult(self.name, np.full(n, np.nan), value, False)
 
     def _reference_digest(self, reference) -> str:
-        h = hashlib.sha256()
+        """SHA-256 of the reference images (the disk cache key), memoised: re-reading thousands of
+        files, or copying a reference tensor to the host, on every call would dominate a score."""
         if isinstance(reference, torch.Tensor):
-            t = reference.detach().float().cpu().contiguous()
-            h.update(f"tensor:{tuple(t.shape)}".encode())
-            h.update(t.numpy().tobytes())
-        else:
-            for f in list_image_files(reference):
-                data = f.read_bytes()
-                h.update(f"file:{len(data)}:".encode())
-                h.update(data)
+            return self._tensor_digest(reference)
+        files = list_image_files(reference)
+        path = str(Path(reference).resolve())
+        signature = tuple((f.name, st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
+        memo = self._dir_digests.get(path)
+        if memo is not None and memo[0] == signature:
+            return memo[1]
+        h = hashlib.sha256()
+        for f in files:
+            data = f.read_bytes()
+            h.update(f"file:{len(data)}:".encode())
+            h.update(data)
+        self._dir_digests[path] = (signature, h.hexdigest())
         return h.hexdigest()
+
+    def _tensor_digest(self, reference: torch.Tensor) -> str:
+        """Digest of a reference tensor, memoised on the object itself plus its version counter (bumped
+        by any in-place edit). Inference-mode tensors have no version counter: hashed every call."""
+        version = None if reference.is_inference() else reference._version
+        memo = self._tensor_digests.get(id(reference))
+        if memo is not None and memo[0]() is reference and memo[1] == version:
+            return memo[2]
+        t = _check_images(reference, "references").detach().cpu().contiguous()
+        h = hashlib.sha256()
+        h.update(f"tensor:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+        digest = h.hexdigest()
+        if version is not None:
+            self._tensor_digests = {k: v for k, v in self._tensor_digests.items() if v[0]() is not None}
+            self._tensor_digests[id(reference)] = (weakref.ref(reference), version, digest)
+        return digest
 
     def _compute_stats(self, reference) -> tuple[torch.Tensor, torch.Tensor, int]:
         self.fid.reset()
         if isinstance(reference, torch.Tensor):
             for i in range(0, reference.shape[0], self.batch_size):
-                self.fid.update(reference[i:i + self.batch_size].to(self.device), real=True)
+                self.fid.update(_check_images(reference[i:i + self.batch_size], "references", self.device), real=True)
         else:
             files = list_image_files(reference)
             for i in range(0, len(files), self.batch_size):
                 groups: dict[tuple[int, int], list[torch.Tensor]] = {}
                 for f in files[i:i + self.batch_size]:
-                    img = _load_image(f)
+                    img = load_image(f)  # uint8: a quarter of the host-to-device traffic
                     groups.setdefault(tuple(img.shape[-2:]), []).append(img)
                 for imgs in groups.values():  # reference images may differ in size; the extractor resizes
-                    self.fid.update(torch.stack(imgs).to(self.device), real=True)
+                    self.fid.update(_check_images(torch.stack(imgs), "references", self.device), real=True)
         n = int(self.fid.real_features_num_samples)
         if n < 2:
             raise MetricError(f"fid: needs at least 2 reference images, got {n}")
@@ -290,7 +306,8 @@ class FIDMetric(QualityMetric):
             raise MetricError(f"fid: cannot read cached statistics {path} ({exc}); delete it to recompute") from exc
 
 
-@register_metric("fid", "FID against reference images (set metric, needs thousands of images), lower is better")
+@register_metric("fid", "FID against reference images (set metric, needs thousands of images), lower is better",
+                 FIDMetric)
 def _fid(device="cpu", **options) -> QualityMetric:
     return FIDMetric(device, **options)
 

@@ -38,7 +38,7 @@ import os
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, register_metric
+from ecad.metrics.images import OPENAI_MEAN, OPENAI_STD, channel_tensor
+from ecad.metrics.images import preprocess_images as clip_preprocess
+from ecad.metrics.loading import find_hf_file, hf_cache_dir, parse_dtype
 
 HUB_REPO = "THUDM/ImageReward"
 CHECKPOINT_FILE = "ImageReward.pt"
@@ -61,9 +64,6 @@ FETCH_TOKENIZER = "hf download bert-base-uncased tokenizer.json vocab.txt tokeni
 # Upstream ImageReward.__init__ (ImageReward/ImageReward.py): score = (raw - mean) / std.
 REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072
-# Upstream _transform(): CLIP's normalisation constants.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Upstream MLP(768): widths after the input; dropouts sit after the first three linears.
 HEAD_WIDTHS = (1024, 128, 64, 16, 1)
 HEAD_DROPOUTS = (0.2, 0.2, 0.1)
@@ -329,38 +329,40 @@ def _param_count(config: ImageRewardConfig) -> int:
 
 
 # ----------------------------------------------------------------------------- images and text
-def preprocess_images(images: torch.Tensor, size: int = 224, quantize_8bit: bool = True) -> torch.Tensor:
+def preprocess_images(images: torch.Tensor, size: int = 224, quantize_8bit: bool = True,
+                      mean: Sequence[float] | torch.Tensor = OPENAI_MEAN,
+                      std: Sequence[float] | torch.Tensor = OPENAI_STD) -> torch.Tensor:
     """Upstream `_transform(size)` on a float batch [N,3,H,W] in [0,1]: shorter side to `size` (bicubic,
-    antialiased like PIL), centre crop, CLIP normalisation.
+    antialiased like PIL), centre crop, CLIP normalisation (upstream's constants are OpenAI CLIP's).
 
     With `quantize_8bit` (default) the input is rounded to 8-bit levels and the resize is done as PIL
     does on 8-bit images: a horizontal then a vertical pass, each clipped and rounded to 8 bits; this
-    reproduces PIL's output to within one grey level. Without it, one float resize."""
-    x = images.float().clamp(0, 1)
-    h, w = x.shape[-2:]
+    reproduces PIL's output to within one grey level. Without it, one float resize. Crop and
+    normalisation are the shared CLIP preprocessing (`ecad.metrics.images.preprocess_images`)."""
+    if quantize_8bit:
+        images = _resize_shorter_side_8bit(images, size)  # the shared step then only crops
+    return clip_preprocess(images, size, mean, std, "shortest")
+
+
+def _resize_shorter_side_8bit(images: torch.Tensor, size: int) -> torch.Tensor:
+    """PIL's 8-bit bicubic resize of the shorter side to `size`: separable passes, each rounded."""
+    h, w = images.shape[-2:]
     short, long = (h, w) if h <= w else (w, h)
     new_long = int(size * long / short)  # torchvision's Resize(int) rule
     new_h, new_w = (size, new_long) if h <= w else (new_long, size)
 
+    def q(t: torch.Tensor) -> torch.Tensor:
+        return (t.clamp(0, 1) * 255).round() / 255
+
     def bicubic(t: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
         return F.interpolate(t, size=(out_h, out_w), mode="bicubic", antialias=True, align_corners=False)
 
-    if quantize_8bit:
-        def q(t: torch.Tensor) -> torch.Tensor:
-            return (t.clamp(0, 1) * 255).round() / 255
-
-        x = q(x)
-        if w != new_w:
-            x = q(bicubic(x, h, new_w))
-        if h != new_h:
-            x = q(bicubic(x, new_h, new_w))
-    elif (h, w) != (new_h, new_w):
-        x = bicubic(x, new_h, new_w).clamp(0, 1)
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))  # torchvision CenterCrop
-    x = x[..., top:top + size, left:left + size]
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    x = q(images.float())
+    if w != new_w:
+        x = q(bicubic(x, h, new_w))
+    if h != new_h:
+        x = q(bicubic(x, new_h, new_w))
+    return x
 
 
 def prepare_tokenizer(tokenizer):
@@ -381,25 +383,6 @@ def tokenize(tokenizer, prompts: list[str], max_length: int = 35, device: str | 
 
 
 # ----------------------------------------------------------------------------- loading
-def _hf_cache_dir() -> str:
-    """The hub cache, resolved from the environment now (huggingface_hub resolves it at import)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return os.path.expanduser(os.environ[var])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
-    return os.path.join(os.path.expanduser(home), "hub")
-
-
-def _cached(repo: str, filename: str) -> Path | None:
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(repo, filename, cache_dir=_hf_cache_dir(), local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached (or hub unusable): treated as absent, never downloaded
-        return None
-
-
 def _find_checkpoint(path_or_repo: str | os.PathLike | None) -> tuple[Path, Path | None]:
     """(ImageReward.pt, med_config.json or None) from a local path, the hub cache, or the upstream
     package's own download folder (~/.cache/ImageReward); MissingWeightsError if absent."""
@@ -414,15 +397,16 @@ def _find_checkpoint(path_or_repo: str | os.PathLike | None) -> tuple[Path, Path
     looks_like_path = repo.startswith((".", "~", "/")) or repo.endswith((".pt", ".pth"))
     if looks_like_path or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo):  # a missing local path, not a repo id
         raise MissingWeightsError("ImageReward-v1.0", HUB_REPO, CHECKPOINT_SIZE, FETCH_WEIGHTS, where=repo)
-    ckpt = _cached(repo, CHECKPOINT_FILE)
+    ckpt = find_hf_file(repo, [CHECKPOINT_FILE])
     if ckpt is not None:
-        return ckpt, _cached(repo, MED_CONFIG_FILE)
+        med = find_hf_file(repo, [MED_CONFIG_FILE])
+        return Path(ckpt), Path(med) if med is not None else None
     legacy = Path.home() / ".cache" / "ImageReward"
     if repo == HUB_REPO and (legacy / CHECKPOINT_FILE).is_file():
         med = legacy / MED_CONFIG_FILE
         return legacy / CHECKPOINT_FILE, med if med.is_file() else None
     raise MissingWeightsError("ImageReward-v1.0", repo, CHECKPOINT_SIZE, FETCH_WEIGHTS,
-                              where=f"the Hugging Face cache ({_hf_cache_dir()}) or {legacy}")
+                              where=f"the Hugging Face cache ({hf_cache_dir()}) or {legacy}")
 
 
 def load_tokenizer(tokenizer=None):
@@ -437,14 +421,14 @@ def load_tokenizer(tokenizer=None):
                                                                local_files_only=True))
     repos = (str(tokenizer),) if tokenizer is not None else TOKENIZER_REPOS
     for repo in repos:
-        if _cached(repo, "vocab.txt") is None and _cached(repo, "tokenizer.json") is None:
+        if find_hf_file(repo, ["vocab.txt", "tokenizer.json"]) is None:
             continue
         try:
-            tok = BertTokenizer.from_pretrained(repo, cache_dir=_hf_cache_dir(), local_files_only=True)
+            tok = BertTokenizer.from_pretrained(repo, cache_dir=hf_cache_dir(), local_files_only=True)
         except Exception:  # noqa: BLE001 - incomplete cache entry: report it as missing below
             continue
         return prepare_tokenizer(tok)
-    where = f"the Hugging Face cache ({_hf_cache_dir()})" if tokenizer is None else str(tokenizer)
+    where = f"the Hugging Face cache ({hf_cache_dir()})" if tokenizer is None else str(tokenizer)
     raise MissingWeightsError("BERT tokenizer (bert-base-uncased, for ImageReward)", "bert-base-uncased",
                               TOKENIZER_SIZE, FETCH_TOKENIZER, where=where)
 
@@ -461,7 +445,7 @@ def _check_config_against_med(config: ImageRewardConfig, med_path: Path | None) 
 
 
 def load_image_reward(path_or_repo: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float32, *, tokenizer=None,
+                      dtype: str | torch.dtype = torch.float32, *, tokenizer=None,
                       config: ImageRewardConfig | None = None,
                       allow_random_weights: bool = False) -> tuple[ImageRewardModel, Any]:
     """(model in eval mode on `device`, tokenizer).
@@ -474,7 +458,7 @@ def load_image_reward(path_or_repo: str | os.PathLike | None = None, device: str
 
     `allow_random_weights=True` (tests only) builds a seeded-by-caller random model instead, and
     only for an explicitly given tiny `config`; weights are never replaced silently."""
-    device = torch.device(device)
+    device, dtype = torch.device(device), parse_dtype(dtype)
     if allow_random_weights:
         if path_or_repo is not None:
             raise MetricError("ImageReward: allow_random_weights=True conflicts with a weights path")
@@ -530,6 +514,7 @@ class ImageRewardMetric(QualityMetric):
     name = "image-reward"
     higher_is_better = True
     needs_reference = False
+    needs_prompts = True
 
     def __init__(self, model: ImageRewardModel, tokenizer, device: str | torch.device = "cpu",
                  batch_size: int = 16, quantize_8bit: bool = True):
@@ -540,14 +525,15 @@ class ImageRewardMetric(QualityMetric):
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
         self.quantize_8bit = quantize_8bit
+        self._mean = channel_tensor(OPENAI_MEAN, self.device)
+        self._std = channel_tensor(OPENAI_STD, self.device)
 
     def _score(self, images, prompts, references) -> MetricResult:
-        if prompts is None:
-            raise MetricError("image-reward: needs the prompt of every image (prompts=None given)")
         cfg = self.model.config
         raw = []
         for start in range(0, images.shape[0], self.batch_size):
-            pixels = preprocess_images(images[start:start + self.batch_size], cfg.image_size, self.quantize_8bit)
+            pixels = preprocess_images(images[start:start + self.batch_size], cfg.image_size, self.quantize_8bit,
+                                       self._mean, self._std)
             ids, mask = tokenize(self.tokenizer, prompts[start:start + self.batch_size], cfg.max_length, self.device)
             raw.append(self.model.raw_reward(pixels, ids, mask))
         raw_t = torch.cat(raw) if raw else torch.zeros(0, device=self.device)
@@ -556,18 +542,14 @@ class ImageRewardMetric(QualityMetric):
         return MetricResult(self.name, scores, summary, True, {"raw_reward": raw_t.cpu().numpy().astype(np.float64)})
 
 
-_TESTING_OPTIONS = {"allow_random_weights", "config", "dtype", "quantize_8bit"}
-
-
-@register_metric("image-reward", "ImageReward-v1.0 human-preference score of image vs prompt (THUDM/ImageReward)")
-def _image_reward(device="cpu", weights=None, tokenizer=None, batch_size=16, **testing) -> QualityMetric:
-    unknown = set(testing) - _TESTING_OPTIONS
-    if unknown:
-        raise MetricError(f"image-reward: unknown options {sorted(unknown)}; known: weights, tokenizer, "
-                          f"batch_size, {', '.join(sorted(_TESTING_OPTIONS))}")
-    dtype = testing.get("dtype", torch.float32)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    model, tok = load_image_reward(weights, device, dtype, tokenizer=tokenizer, config=testing.get("config"),
-                                   allow_random_weights=bool(testing.get("allow_random_weights", False)))
-    return ImageRewardMetric(model, tok, device, batch_size, quantize_8bit=testing.get("quantize_8bit", True))
+@register_metric("image-reward", "ImageReward-v1.0 human-preference score of image vs prompt (THUDM/ImageReward)",
+                 ImageRewardMetric)
+def _image_reward(device: str | torch.device = "cpu", *, weights: str | os.PathLike | None = None,
+                  tokenizer: Any = None, batch_size: int = 16, dtype: str | torch.dtype = "float32",
+                  config: ImageRewardConfig | None = None, allow_random_weights: bool = False,
+                  quantize_8bit: bool = True) -> QualityMetric:
+    """Options are explicit so get_metric names any unknown one (and lists these) before loading.
+    `config`, `allow_random_weights` and `quantize_8bit` are for tests; see `load_image_reward`."""
+    model, tok = load_image_reward(weights, device, dtype, tokenizer=tokenizer, config=config,
+                                   allow_random_weights=allow_random_weights)
+    return ImageRewardMetric(model, tok, device, batch_size, quantize_8bit=quantize_8bit)

@@ -17,18 +17,16 @@ Weights only come from the local cache or explicit paths; missing weights raise
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, register_metric
-from ecad.metrics.clip import (OPENAI_MEAN, OPENAI_STD, OpenClipSimilarity, _dtype, _load_open_clip_file,
-                               find_hf_file, open_clip_architecture, hf_cache_dir, preprocess_images, seeded, warn_random)
+from ecad.metrics.base import MetricError, MissingWeightsError, QualityMetric, register_metric
+from ecad.metrics.clip import OpenClipSimilarity, _load_open_clip_file, open_clip_architecture
+from ecad.metrics.images import OPENAI_MEAN, OPENAI_STD
+from ecad.metrics.loading import find_hf_file, hf_cache_dir, seeded, warn_random
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -49,13 +47,15 @@ def _features(out: Any) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- PickScore
-class PickScoreMetric(QualityMetric):
-    """PickScore: logit_scale.exp() * cos(image, prompt) with the PickScore_v1 CLIP-H model."""
+class PickScoreMetric(OpenClipSimilarity):
+    """PickScore: logit_scale.exp() * cos(image, prompt) with the PickScore_v1 CLIP-H model.
+
+    An `OpenClipSimilarity` whose model is transformers' CLIPModel: only loading, the encode hooks
+    and the (learnt) scale differ, so batching, preprocessing and the prompt cache are shared.
+    """
 
     name = "pickscore"
-    higher_is_better = True
-    needs_reference = False
-    needs_prompts = True
+    clamp = False
 
     def __init__(self, device="cpu", model: str = PICKSCORE_MODEL, processor: str = PICKSCORE_PROCESSOR,
                  weights: str | os.PathLike | None = None, batch_size: int = 16, dtype: str | torch.dtype = "float32",
@@ -69,10 +69,7 @@ class PickScoreMetric(QualityMetric):
             allow_random_weights: TEST ONLY - build ``CLIPModel(config)`` with random weights; needs
                 ``config`` (a CLIPConfig or dict) and ``tokenizer``.
         """
-        super().__init__(device)
-        if batch_size < 1:
-            raise MetricError(f"pickscore: batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.max_length, self.dtype = int(batch_size), int(max_length), _dtype(dtype)
+        self.max_length = int(max_length)
         from transformers import CLIPConfig, CLIPModel
 
         mean, std, size, resize_mode = tuple(image_mean), tuple(image_std), image_size, "shortest"
@@ -94,9 +91,8 @@ class PickScoreMetric(QualityMetric):
                 size, mean, std = size or pp["size"], pp["mean"], pp["std"]
                 resize_mode = pp["resize_mode"]
             size = size or net.config.vision_config.image_size
-        self.model = net.to(self.device, self.dtype).eval()
-        self.tokenizer = tokenizer
-        self.preprocess = {"size": size, "mean": mean, "std": std, "resize_mode": resize_mode}
+        super().__init__(device, net, tokenizer, {"size": size, "mean": mean, "std": std, "resize_mode": resize_mode},
+                         batch_size, dtype)
 
     @staticmethod
     def _load_model(cls, source):
@@ -130,26 +126,17 @@ class PickScoreMetric(QualityMetric):
         mode = "shortest" if getattr(ip, "do_center_crop", True) else "squash"
         return tok, {"size": size, "mean": tuple(ip.image_mean), "std": tuple(ip.image_std), "resize_mode": mode}
 
-    def embed(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        p, img, txt = self.preprocess, [], []
-        for i in range(0, images.shape[0], self.batch_size):
-            x = preprocess_images(images[i:i + self.batch_size], p["size"], p["mean"], p["std"], p["resize_mode"])
-            tok = self.tokenizer(list(prompts[i:i + self.batch_size]), padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
-            img.append(F.normalize(_features(self.model.get_image_features(pixel_values=x.to(self.dtype))).float(), dim=-1))
-            txt.append(F.normalize(_features(self.model.get_text_features(
-                input_ids=tok["input_ids"].to(self.device),
-                attention_mask=tok["attention_mask"].to(self.device))).float(), dim=-1))
-        return torch.cat(img), torch.cat(txt)
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixels))
 
-    def _score(self, images, prompts, references) -> MetricResult:
-        if prompts is None:
-            raise MetricError("pickscore: needs one prompt per image")
-        img, txt = self.embed(images, prompts)
-        cos = (img * txt).sum(-1)
-        per = (self.model.logit_scale.exp().float() * cos).cpu().double().numpy()
-        return MetricResult(self.name, per, float(np.mean(per)) if len(per) else math.nan, True,
-                            {"cosine": cos.cpu().double().numpy()})
+    def encode_texts(self, prompts: list[str]) -> torch.Tensor:
+        tok = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return _features(self.model.get_text_features(input_ids=tok["input_ids"].to(self.device),
+                                                      attention_mask=tok["attention_mask"].to(self.device)))
+
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.exp().float()
 
 
 # ---------------------------------------------------------------------- HPSv2
@@ -201,11 +188,12 @@ class HPSv2Metric(OpenClipSimilarity):
         super().__init__(device, net, tokenizer, pp, batch_size, dtype)
 
 
-@register_metric("pickscore", "PickScore (yuvalkirstain/PickScore_v1): logit_scale*cos, higher is better")
+@register_metric("pickscore", "PickScore (yuvalkirstain/PickScore_v1): logit_scale*cos, higher is better",
+                 PickScoreMetric)
 def _pickscore(device="cpu", **options) -> QualityMetric:
     return PickScoreMetric(device, **options)
 
 
-@register_metric("hpsv2", "HPSv2.1 (xswu/HPSv2, open_clip ViT-H-14): 100*cos, higher is better")
+@register_metric("hpsv2", "HPSv2.1 (xswu/HPSv2, open_clip ViT-H-14): 100*cos, higher is better", HPSv2Metric)
 def _hpsv2(device="cpu", **options) -> QualityMetric:
     return HPSv2Metric(device, **options)

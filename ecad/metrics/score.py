@@ -20,32 +20,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecad.metrics.base import MetricError, MetricResult, get_metric
-from ecad.metrics.images import list_image_files
+from ecad.metrics.base import (MetricError, MetricResult, UnknownOptionError, get_metric, prompts_required_message,
+                               registered_class)
+from ecad.metrics.images import list_image_files, load_image
 
 PROMPT_WIDTH = 40
 
 
 def load_image_dir(path: str | Path) -> tuple[torch.Tensor, list[str]]:
     """All PNG/JPG images of a directory, sorted by file name -> ([N, 3, H, W] float in [0, 1], names)."""
-    from PIL import Image
-
     path = Path(path)
     files = list_image_files(path)
-    arrays = []
+    images: list[torch.Tensor] = []
     for f in files:
-        try:
-            with Image.open(f) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except OSError as exc:
-            raise MetricError(f"cannot read image {f}: {exc}") from exc
-        if arrays and arr.shape != arrays[0].shape:
-            raise MetricError(f"images in {path} differ in size: {files[0].name} is {arrays[0].shape[1]}x"
-                              f"{arrays[0].shape[0]}, {f.name} is {arr.shape[1]}x{arr.shape[0]}; "
+        img = load_image(f)
+        if images and img.shape != images[0].shape:
+            raise MetricError(f"images in {path} differ in size: {files[0].name} is {images[0].shape[2]}x"
+                              f"{images[0].shape[1]}, {f.name} is {img.shape[2]}x{img.shape[1]}; "
                               "score images of one size at a time")
-        arrays.append(arr)
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-    return images.contiguous(), [f.name for f in files]
+        images.append(img)
+    return torch.stack(images).float().div_(255), [f.name for f in files]
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -88,6 +82,9 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    cls = registered_class(args.metric)
+    if cls is not None and cls.needs_prompts and args.prompts is None:  # before reading images or weights
+        raise MetricError(prompts_required_message(args.metric))
     images, names = load_image_dir(args.images)
     prompts = read_prompts(args.prompts) if args.prompts is not None else None
     if prompts is not None and len(prompts) != len(names):
@@ -101,13 +98,9 @@ def _run(args: argparse.Namespace) -> int:
         options["weights"] = str(args.weights)
     try:
         metric = get_metric(args.metric, device=device, **options)
-    except TypeError as exc:
-        if "unexpected keyword argument" not in str(exc):
-            raise
-        given = ", ".join("--" + k.replace("_", "-") for k in options)
+    except UnknownOptionError as exc:
+        given = ", ".join("--" + k.replace("_", "-") for k in exc.options)
         raise MetricError(f"metric {args.metric!r} does not take {given}: {exc}") from exc
-    if getattr(metric, "needs_prompts", False) and prompts is None:
-        raise MetricError(f"metric {args.metric!r} scores images against their prompts: pass --prompts FILE")
     references = None
     if metric.needs_reference:
         if args.reference is None:
