@@ -37,19 +37,18 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def _cmd_macs(args: argparse.Namespace) -> int:
-    from ecad.cache.macs import dims_for_space, schedule_macs
+    from ecad.cache.macs import dims_for_space, schedule_macs, transformer_batch
     from ecad.spaces import load_space
 
     schedule = load_schedule(args.schedule)
     space = load_space(args.space)
     space.check_schedule(schedule)
-    dims = dims_for_space(space)
-    report = schedule_macs(schedule, dims, height=space.height, width=space.width, batch=args.batch,
-                           text_len=space.text_length, attention_matmuls=not args.ecad_convention)
-    full = schedule_macs(space.full_schedule(), dims, height=space.height, width=space.width, batch=args.batch,
-                         text_len=space.text_length, attention_matmuls=not args.ecad_convention)
-    print(f"{schedule.name or args.schedule}: {report.total / 1e12:.3f} TMACs vs {full.total / 1e12:.3f} uncached "
-          f"({full.total / report.total:.2f}x fewer), batch {args.batch}, {space.height}x{space.width}")
+    batch = transformer_batch(space.family, args.images, space.guidance_scale)
+    report = schedule_macs(schedule, dims_for_space(space), height=space.height, width=space.width, batch=batch,
+                           attention_matmuls=not args.ecad_convention)
+    print(f"{schedule.name or args.schedule}: {report.total / 1e12:.3f} TMACs vs {report.full / 1e12:.3f} uncached "
+          f"({report.speedup_bound:.2f}x fewer), {args.images} image(s) = transformer batch {batch}, "
+          f"{space.height}x{space.width}")
     return 0
 
 
@@ -297,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("macs", help="MACs of a schedule in a search space, against no caching")
     p.add_argument("schedule", type=Path)
     p.add_argument("--space", required=True)
-    p.add_argument("--batch", type=int, default=2, help="transformer batch (PixArt with CFG: 2 x images)")
+    p.add_argument("--images", type=_positive_int, default=1,
+                   help="images per call (default 1; PixArt's CFG doubles the transformer batch, FLUX-dev's does not)")
     p.add_argument("--ecad-convention", action="store_true", help="count Linear layers only, as ECAD does")
     p.set_defaults(func=_cmd_macs)
 

@@ -24,3 +24,13 @@ def test_bad_numbers_and_options_fail_before_anything_loads(argv, message, capsy
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_macs_of_one_image_reproduces_ecads_no_caching_total(capsys):
+    """ECAD's paper: no caching at PixArt-alpha 256 px, 20 steps = 5.714 TMACs per image (CFG doubles the batch)."""
+    from pathlib import Path
+
+    example = Path(__file__).parent / "data" / "ecad_pixart_every3.json"
+    assert main(["macs", str(example), "--space", "pixart-alpha-256", "--ecad-convention"]) == 0
+    out = capsys.readouterr().out
+    assert "vs 5.714 uncached" in out and "transformer batch 2" in out

@@ -229,10 +229,10 @@ def schedule_macs(schedule: Schedule, dims: TransformerDims, height: int | None 
 def dims_for_space(space: Any) -> TransformerDims:
     """Dimensions of a search space's transformer without loading weights: presets for the
     published models, the config itself for the offline tiny ones."""
-    if space.model.startswith("ecad-tiny/"):
-        from ecad.models.tiny import TINY_BUILDERS
+    if space.is_tiny:
+        from ecad.models.tiny import build_tiny
 
-        pipe = TINY_BUILDERS[space.model]()
+        pipe = build_tiny(space.model)
         return TransformerDims.from_transformer(pipe.transformer, vae_scale_factor=pipe.vae_scale_factor,
                                                 text_len=space.text_length)
     if space.family == "flux":

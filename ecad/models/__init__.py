@@ -30,13 +30,11 @@ def load_pipeline(space, device: str | None = None, dtype=None):
     import diffusers
     import torch
 
-    from ecad.models.tiny import TINY_BUILDERS, TINY_PREFIX
+    from ecad.models.tiny import build_tiny
 
     model = space.model
-    if model.startswith(TINY_PREFIX):
-        if model not in TINY_BUILDERS:
-            raise ValueError(f"unknown tiny model {model!r}; available: {', '.join(sorted(TINY_BUILDERS))}")
-        pipe = TINY_BUILDERS[model]()
+    if space.is_tiny:
+        pipe = build_tiny(model)
     else:
         torch_dtype = dtype if dtype is not None else space.torch_dtype
         if device in (None, "cpu") and torch_dtype == torch.float16:

@@ -106,3 +106,10 @@ TINY_BUILDERS = {
     "ecad-tiny/pixart-sigma": lambda: build_tiny_pixart("sigma"),
     "ecad-tiny/flux": lambda: build_tiny_flux(),
 }
+
+
+def build_tiny(name: str):
+    """The tiny pipeline named `ecad-tiny/...`, or an error listing the ones there are."""
+    if name not in TINY_BUILDERS:
+        raise ValueError(f"unknown tiny model {name!r}; available: {', '.join(sorted(TINY_BUILDERS))}")
+    return TINY_BUILDERS[name]()
