@@ -469,3 +469,30 @@ def test_swapping_in_a_transformer_of_another_depth_names_both_layouts(tiny_pixa
     tiny_pixart.transformer = build_tiny_pixart(num_blocks=2).transformer
     with pytest.raises(ScheduleError, match="does not match the pipeline's transformer"):
         generate(tiny_pixart)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_pixart", "tiny_pixart_sigma", "tiny_flux"])
+def test_stock_blocks_pass_the_block_path_check(fixture, request, caplog):
+    """The fast paths stay on for today's diffusers: every block's path agrees with its stock forward."""
+    pipe = request.getfixturevalue(fixture)
+    ecad.apply_schedule(pipe, Schedule.every_n(_layout(pipe), STEPS, 2))
+    assert None not in pipe._ecad_handle.state.paths
+    assert "differs from ecad's" not in caplog.text
+
+
+def test_a_flux_block_that_differs_from_its_path_keeps_the_stock_forward(tiny_flux, caplog):
+    block = tiny_flux.transformer.single_transformer_blocks[0]
+    stock_forward = type(block).forward
+
+    def changed_forward(self, hidden_states, *args, **kwargs):
+        return stock_forward(self, hidden_states * 1.01, *args, **kwargs)
+
+    block.__class__ = type("ChangedSingleBlock", (type(block),), {"forward": changed_forward})
+    schedule = Schedule.every_n(_layout(tiny_flux), STEPS, 3)
+    with hand_cached(tiny_flux, schedule):
+        reference = generate(tiny_flux, num_inference_steps=STEPS)
+    apply_exact(tiny_flux, schedule)
+    paths = tiny_flux._ecad_handle.state.paths
+    assert paths[2] is None and None not in paths[:2] + paths[3:]  # 2 double blocks, then single block 0
+    assert "ChangedSingleBlock.forward differs" in caplog.text
+    assert torch.equal(generate(tiny_flux), reference)

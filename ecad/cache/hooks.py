@@ -21,7 +21,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
 from ecad.models import FamilyAdapter, adapter_for_pipeline
-from ecad.models.base import BlockPath
+from ecad.models.base import BlockPath, checked_block_path
 from ecad.schedule import Schedule, ScheduleError
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def _install(state: ScheduleState, transformer: nn.Module) -> _Installed:
     register(transformer, TransformerStepHook(state), STEP_HOOK)
     components = _component_list(adapter, transformer, layout)
     blocks = [getattr(transformer, group.name)[i] for group, i in layout.blocks()]
-    paths = [adapter.block_path(blocks[b], group) for b, (group, _) in enumerate(layout.blocks())]
+    paths = [checked_block_path(adapter, blocks[b], group) for b, (group, _) in enumerate(layout.blocks())]
     state.set_paths(paths)
     for b, block in enumerate(blocks):
         arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]

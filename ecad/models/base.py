@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -10,6 +11,9 @@ import torch
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout
+
+
+logger = logging.getLogger(__name__)
 
 
 class ModelWeightsError(RuntimeError):
@@ -48,6 +52,58 @@ class FamilyAdapter:
     # input. None where the family's gates do not allow it (FLUX: per-block gate projections).
     step_reuse_prepare: Callable[[list[nn.Module], list[dict[str, Any]]], Any] | None = None
     step_reuse_apply: Callable[[list[nn.Module], dict, Any], Any] | None = None
+    # Tiny random inputs for one block and outputs for each of its components (on the block's
+    # device and dtype): what `checked_block_path` runs the stock forward and the path on.
+    block_probe: Callable[[nn.Module, BlockGroup], tuple[dict, dict[str, Any]]] | None = None
+
+
+_AGREES: dict[tuple[str, type, str], bool] = {}
+
+
+def checked_block_path(adapter: FamilyAdapter, block: nn.Module, group: BlockGroup) -> BlockPath | None:
+    """The adapter's block path, if it agrees bit for bit with the stock block forward (checked
+    once per block class): with every component reused, and with every component computed where
+    the path takes partly reused blocks. A diffusers release that changed the block makes ecad
+    warn and run the stock forward (correct, slower) instead of silently diverging."""
+    path = adapter.block_path(block, group)
+    if path is None or adapter.block_probe is None:
+        return path
+    if any(p.is_meta for p in block.parameters()):
+        return path  # nothing to compare on meta tensors (cost models)
+    key = (adapter.family, type(block), group.name)
+    if key not in _AGREES:
+        kwargs, outputs = adapter.block_probe(block, group)
+        with torch.no_grad():
+            agree = _same(_stock_with_outputs(adapter, block, group, kwargs, outputs), path.fn(block, kwargs, outputs, True))
+            if path.partial:
+                agree = agree and _same(type(block).forward(block, **kwargs), path.fn(block, kwargs, {}, True))
+        _AGREES[key] = agree
+        if not agree:
+            logger.warning("%s.forward differs from ecad's %s block path (a diffusers change?); blocks with reused "
+                           "components run the stock forward (correct, slower)", type(block).__name__, adapter.family)
+    return path if _AGREES[key] else None
+
+
+def _stock_with_outputs(adapter: FamilyAdapter, block: nn.Module, group: BlockGroup, kwargs: dict,
+                        outputs: dict[str, Any]) -> Any:
+    """The stock forward with each component module returning the given output (reuse by hand)."""
+    modules = adapter.component_modules(block, group)
+    saved = {name: m.__dict__.get("forward") for name, m in modules.items()}
+    try:
+        for name, m in modules.items():
+            m.forward = lambda *a, _out=outputs[name], **k: _out
+        return type(block).forward(block, **kwargs)
+    finally:
+        for name, m in modules.items():
+            if saved[name] is None:
+                del m.forward
+            else:
+                m.forward = saved[name]
+
+
+def _same(a: Any, b: Any) -> bool:
+    a, b = (a,) if torch.is_tensor(a) else tuple(a), (b,) if torch.is_tensor(b) else tuple(b)
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def load_pretrained(pipeline_cls, hub_id: str, dtype: torch.dtype, device: str | torch.device | None, **kwargs):

@@ -84,6 +84,23 @@ def _block_path(block: nn.Module, group: BlockGroup) -> BlockPath:
     return BlockPath(_reuse_double if group.name == "transformer_blocks" else _reuse_single, partial=False)
 
 
+def _block_probe(block: nn.Module, group: BlockGroup) -> tuple[dict, dict]:
+    weight = block.norm1.linear.weight if group.name == "transformer_blocks" else block.norm.linear.weight
+    dim, gen = weight.shape[1], torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(weight.device, weight.dtype)
+
+    kwargs = dict(hidden_states=rand(1, 4, dim), encoder_hidden_states=rand(1, 2, dim), temb=rand(1, dim))
+    if group.name == "transformer_blocks":
+        outputs = {"full_attn": (rand(1, 4, dim), rand(1, 2, dim)), "full_ff": rand(1, 4, dim),
+                   "full_ff_context": rand(1, 2, dim)}
+    else:
+        outputs = {"single_attn": rand(1, 6, dim), "single_proj_mlp": rand(1, 6, block.proj_mlp.out_features),
+                   "single_proj_out": rand(1, 6, dim)}
+    return kwargs, outputs
+
+
 def _timestep_kwargs(pipe, selected: list[int], base_steps: int) -> dict:
     """FluxPipeline accepts `sigmas=`: its default grid is linspace(1, 1/N, N); take the chosen ones."""
     if getattr(pipe.scheduler.config, "use_flow_sigmas", False):
@@ -100,4 +117,5 @@ FLUX = FamilyAdapter(
     component_modules=_component_modules,
     block_path=_block_path,
     timestep_kwargs=_timestep_kwargs,
+    block_probe=_block_probe,
 )

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout, pixart_layout
 from ecad.models.base import BlockPath, FamilyAdapter
-
-logger = logging.getLogger(__name__)
 
 
 def _layout_of(transformer: nn.Module) -> Layout:
@@ -22,41 +18,23 @@ def _component_modules(block: nn.Module, group: BlockGroup) -> dict[str, nn.Modu
 
 
 def _block_path(block: nn.Module, group: BlockGroup) -> BlockPath | None:
-    """PixArt's configuration of diffusers' BasicTransformerBlock, checked against the stock
-    forward once per block class; anything else keeps the stock forward."""
+    """PixArt's configuration of diffusers' BasicTransformerBlock; anything else keeps the stock forward."""
     plain = (getattr(block, "norm_type", None) == "ada_norm_single" and getattr(block, "pos_embed", None) is None
              and not getattr(block, "only_cross_attention", True) and getattr(block, "attn2", None) is not None
              and getattr(block, "_chunk_size", 0) is None)
-    return BlockPath(_compose_block, partial=True) if plain and _agrees_with_stock(block) else None
+    return BlockPath(_compose_block, partial=True) if plain else None
 
 
-_AGREES: dict[type, bool] = {}
-
-
-def _agrees_with_stock(block: nn.Module) -> bool:
-    """One tiny forward of the stock block against the block path (everything computed, exact op
-    order), once per block class: a diffusers release whose block differs from what the path
-    re-expresses makes ecad fall back to the stock forward, never silently diverge."""
+def _block_probe(block: nn.Module, group: BlockGroup) -> tuple[dict, dict]:
     table = block.scale_shift_table
-    if table.is_meta:
-        return True  # nothing to compare on meta tensors (cost models)
-    if type(block) not in _AGREES:
-        gen = torch.Generator().manual_seed(0)
-        dim = table.shape[-1]
+    dim, gen = table.shape[-1], torch.Generator().manual_seed(0)
 
-        def rand(*shape):
-            return torch.randn(*shape, generator=gen).to(table.device, table.dtype)
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(table.device, table.dtype)
 
-        kwargs = dict(hidden_states=rand(1, 4, dim), encoder_hidden_states=rand(1, 2, block.attn2.to_k.in_features),
-                      timestep=rand(1, 6 * dim))
-        with torch.no_grad():
-            stock = type(block).forward(block, **kwargs)
-            ours = _compose_block(block, kwargs, {}, exact=True)
-        _AGREES[type(block)] = torch.equal(stock, ours)
-        if not _AGREES[type(block)]:
-            logger.warning("%s.forward differs from ecad's PixArt block path (a diffusers change?); partly "
-                           "reused blocks run the stock forward (correct, slower)", type(block).__name__)
-    return _AGREES[type(block)]
+    kwargs = dict(hidden_states=rand(1, 4, dim), encoder_hidden_states=rand(1, 2, block.attn2.to_k.in_features),
+                  timestep=rand(1, 6 * dim))
+    return kwargs, {name: rand(1, 4, dim) for name in ("attn1", "attn2", "ff")}
 
 
 def _compose_block(block, kwargs, cached, exact):
@@ -136,4 +114,5 @@ PIXART = FamilyAdapter(
     timestep_kwargs=_timestep_kwargs,
     step_reuse_prepare=_step_reuse_prepare,
     step_reuse_apply=_step_reuse_apply,
+    block_probe=_block_probe,
 )
