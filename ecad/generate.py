@@ -13,6 +13,7 @@ import torch
 
 from ecad.cache.hooks import apply_schedule
 from ecad.distributed.worker import to_uint8
+from ecad.metrics.latency import CallTimer
 from ecad.schedule import Schedule, ScheduleError
 
 
@@ -78,17 +79,13 @@ def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_nam
             call["guidance_scale"] = value
     items = [(p, s) for p in prompts for s in seeds]
     chunks, ms = [], []
+    timer = CallTimer(dev)
     with torch.inference_mode():
         for i in range(0, len(items), batch_size):
             batch = items[i: i + batch_size]
             gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
-            if dev.startswith("cuda"):
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            out = pipe([p for p, _ in batch], generator=gens, output_type="pt", **call).images
-            if dev.startswith("cuda"):
-                torch.cuda.synchronize()
-            ms.append((time.perf_counter() - t) * 1e3 / len(batch))
+            out, call_ms = timer(lambda: pipe([p for p, _ in batch], generator=gens, output_type="pt", **call).images)
+            ms.append(call_ms / len(batch))
             chunks.append(to_uint8(out).cpu())
     settings = {
         "schedule": schedule.name, "space": space.name, "model": space.model, "device": dev,
