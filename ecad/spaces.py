@@ -103,9 +103,6 @@ class SearchSpace:
         """The no-caching schedule of this space."""
         return Schedule.full(self.layout, self.steps, **{**self._schedule_meta(), **kw})
 
-    def schedule_from_bits(self, bits, **kw) -> Schedule:
-        return Schedule.from_bits(bits, self, **kw)
-
     def _schedule_meta(self) -> dict[str, Any]:
         return dict(height=self.height, width=self.width, guidance_scale=self.guidance_scale, model=self.model,
                     variant=self.variant)

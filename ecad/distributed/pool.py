@@ -1,14 +1,18 @@
 """Dispatch candidates to evaluators: Ray actors (one per GPU or CPU slot) or one in-process.
 
 Every candidate is completed exactly once: a task whose actor dies is re-queued on another
-worker (a replacement actor is started), and results are handed back as they arrive so the
-run store records them immediately.
+worker (the dead actor is killed for good and a replacement started), and results are handed
+back as they arrive so the run store records them immediately. A candidate that takes its
+worker down twice is recorded as infeasible instead of being retried for ever, and a slot whose
+replacement cannot start stops the run with the reason instead of restarting in a loop.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,6 +23,11 @@ from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
 Task = tuple[str, dict[str, Any]]  # (genome key, schedule JSON)
 OnResult = Callable[[str, dict[str, Any]], None]
 
+MAX_DEATHS_PER_CANDIDATE = 2  # a candidate that kills its worker this often is infeasible, not retried
+MAX_FAILED_STARTS = 3  # consecutive replacement actors of one slot that may fail to start
+START_TIMEOUT_S = 600.0
+DIED_TWICE = "worker died evaluating this candidate twice"
+
 
 class PoolError(RuntimeError):
     """The pool cannot start (unreachable Ray cluster, no resources); the message says the fix."""
@@ -26,10 +35,14 @@ class PoolError(RuntimeError):
 
 @dataclass
 class WorkerStatus:
+    """What the progress line and the generation records show about one worker slot."""
+
     name: str
-    state: str = "starting"  # starting | idle | busy | dead
+    state: str = "starting"  # starting | idle | busy
     done: int = 0
     busy_s: float = 0.0
+    restarts: int = 0  # replacement actors started in this slot after its actor died
+    task: str | None = None  # key of the candidate it is evaluating, while busy
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -41,13 +54,14 @@ class LocalPool:
         self.workers = [WorkerStatus("local", "idle", info=self.evaluator.ready())]
 
     def evaluate(self, tasks: list[Task], on_result: OnResult, on_progress: Callable[[], None] | None = None) -> None:
+        status = self.workers[0]
         for key, schedule in tasks:
-            self.workers[0].state = "busy"
+            status.state, status.task = "busy", key
             t0 = time.perf_counter()
             result = self.evaluator.evaluate(schedule)
-            self.workers[0].busy_s += time.perf_counter() - t0
-            self.workers[0].done += 1
-            self.workers[0].state = "idle"
+            status.busy_s += time.perf_counter() - t0
+            status.done += 1
+            status.state, status.task = "idle", None
             on_result(key, result)
             if on_progress:
                 on_progress()
@@ -77,17 +91,31 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
 def _root_cause(exc: BaseException) -> str:
     """The original error inside a Ray error (its last 'SomeError: message' line), without
     Ray's wrapping and remote traceback, so the user sees what to fix."""
-    import re
-
     lines = [m.group(2) for m in re.finditer(r"(?m)^\s*([\w.]+(?:Error|Exception)): (.*)$", str(exc))]
     return lines[-1] if lines else str(exc)
+
+
+def local_worker_count(requested: int, gpus: float) -> int:
+    """Workers a single machine can hold: one actor per GPU. More would wait for a GPU that never
+    frees (the default `--workers 2` on a one-GPU machine), so the count is lowered with a warning."""
+    available = int(gpus)
+    if available < 1:
+        raise PoolError("this machine has no GPU for the workers; leave out use_gpu (CPU workers), or pass "
+                        "--ray-address to use a cluster with GPUs")
+    if requested <= available:
+        return requested
+    print(f"ecad: warning: --workers {requested} but this machine has {available} GPU"
+          f"{'' if available == 1 else 's'}; using {available} worker{'' if available == 1 else 's'} "
+          f"(pass --workers {available} to silence this, or --ray-address to use a cluster)",
+          file=sys.stderr, flush=True)
+    return available
 
 
 class RayPool:
     """Ray actors holding one pipeline each; `num_gpus=1` per actor when GPUs exist, else one CPU slot."""
 
     def __init__(self, config: WorkerConfig, num_workers: int, address: str | None = None,
-                 use_gpu: bool | None = None, on_status: Callable[[], None] | None = None):
+                 use_gpu: bool | None = None):
         import ray
 
         self.ray, self.config = ray, config
@@ -100,66 +128,100 @@ class RayPool:
             else:
                 ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
+        gpus = ray.cluster_resources().get("GPU", 0)
         if use_gpu is None:
-            use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+            use_gpu = gpus >= 1
+        if use_gpu and not address:  # a local cluster cannot grow: never ask for more GPUs than it has
+            num_workers = local_worker_count(num_workers, gpus)
         options = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
         self.actor_cls = ray.remote(**options, max_restarts=0, max_task_retries=0)(CandidateEvaluator)
         self.num_workers = num_workers
-        self.actors: list[Any] = []
-        self.workers: list[WorkerStatus] = []
-        pending = {}
-        for i in range(num_workers):
-            actor = self.actor_cls.remote(config)
-            self.actors.append(actor)
-            self.workers.append(WorkerStatus(f"worker-{i}"))
-            pending[actor.ready.remote()] = i
+        self.actors: list[Any] = [self.actor_cls.remote(config) for _ in range(num_workers)]
+        self.workers = [WorkerStatus(f"worker-{i}") for i in range(num_workers)]
+        self._starting: dict[Any, tuple[int, float]] = {}  # replacement's ready ref -> (slot, start time)
+        self._failed_starts = [0] * num_workers  # consecutive replacements of a slot that failed to start
+        pending = {actor.ready.remote(): i for i, actor in enumerate(self.actors)}
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=600)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=START_TIMEOUT_S)
             if not ready:
-                raise PoolError(f"{len(pending)} worker(s) did not start within 10 minutes; check the cluster's "
-                                "resources (`ray status`) and that ecad is installed on every node")
+                raise PoolError(f"{len(pending)} worker(s) did not start within {START_TIMEOUT_S / 60:.0f} minutes; "
+                                "check the cluster's resources (`ray status`) and that ecad is installed on every node")
             i = pending.pop(ready[0])
             try:
                 self.workers[i].info = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
                 raise PoolError(f"worker {i} failed to start: {_root_cause(exc)}") from None
             self.workers[i].state = "idle"
-            if on_status:
-                on_status()
 
-    def _replace(self, i: int) -> None:
-        """Start a fresh actor in slot i after its actor died (it reloads the pipeline)."""
-        self.workers[i].state = "starting"
+    def _replace(self, i: int) -> Any:
+        """Kill slot i's actor for good and start a fresh one (it reloads the pipeline).
+
+        The kill matters: an actor Ray reports as unavailable may still be alive and hold its GPU,
+        which the replacement then could never get. Returns the replacement's `ready` ref."""
+        try:
+            self.ray.kill(self.actors[i])
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        status = self.workers[i]
+        status.state, status.task, status.info = "starting", None, {}
+        status.restarts += 1
         self.actors[i] = self.actor_cls.remote(self.config)
-        self.workers[i].info = {"restarted": True}
+        return self.actors[i].ready.remote()
 
     def evaluate(self, tasks: list[Task], on_result: OnResult, on_progress: Callable[[], None] | None = None) -> None:
+        """Run every task once; results (and infeasible verdicts for candidates that keep killing
+        their worker) go to `on_result` as they arrive."""
         ray = self.ray
         queue: deque[Task] = deque(tasks)
-        inflight: dict[Any, tuple[int, Task, float]] = {}
-        while queue or inflight:
+        running: dict[Any, tuple[int, Task, float]] = {}  # evaluate ref -> (slot, task, start)
+        starting, failed_starts = self._starting, self._failed_starts  # a replacement may outlive one call
+        deaths: dict[str, int] = {}
+        while queue or running:
             for i, status in enumerate(self.workers):
-                if queue and status.state in ("idle", "starting") and not any(w == i for w, _, _ in inflight.values()):
+                if queue and status.state == "idle":
                     task = queue.popleft()
-                    inflight[self.actors[i].evaluate.remote(task[1])] = (i, task, time.perf_counter())
-                    status.state = "busy"
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                    running[self.actors[i].evaluate.remote(task[1])] = (i, task, time.perf_counter())
+                    status.state, status.task = "busy", task[0]
+            ready, _ = ray.wait(list(running) + list(starting), num_returns=1, timeout=1.0)
             for ref in ready:
-                i, task, t0 = inflight.pop(ref)
+                if ref in starting:
+                    i, _ = starting.pop(ref)
+                    try:
+                        self.workers[i].info = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        failed_starts[i] += 1
+                        if failed_starts[i] >= MAX_FAILED_STARTS:
+                            raise PoolError(f"worker {i} died and {failed_starts[i]} replacements failed to start: "
+                                            f"{_root_cause(exc)}; fix that and resume the run with --resume") from None
+                        starting[self._replace(i)] = (i, time.perf_counter())
+                        continue
+                    failed_starts[i] = 0
+                    self.workers[i].state = "idle"
+                    continue
+                i, task, t0 = running.pop(ref)
                 status = self.workers[i]
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayActorError:
-                    status.state = "dead"
-                    queue.appendleft(task)  # re-queue on another (or the replacement) worker
-                    self._replace(i)
+                    key = task[0]
+                    deaths[key] = deaths.get(key, 0) + 1
+                    starting[self._replace(i)] = (i, time.perf_counter())
+                    if deaths[key] < MAX_DEATHS_PER_CANDIDATE:
+                        queue.appendleft(task)  # on another worker, or this slot's replacement
+                    else:
+                        on_result(key, {"feasible": False, "reason": DIED_TWICE})
                     continue
                 except ray.exceptions.RayTaskError as exc:
                     result = {"feasible": False, "reason": f"worker error: {exc.cause!r}"[:500]}
                 status.busy_s += time.perf_counter() - t0
                 status.done += 1
-                status.state = "idle"
+                status.state, status.task = "idle", None
                 on_result(task[0], result)
+            now = time.perf_counter()
+            late = [i for i, t0 in starting.values() if now - t0 > START_TIMEOUT_S]
+            if late:
+                raise PoolError(f"replacement for worker {late[0]} did not start within {START_TIMEOUT_S / 60:.0f} "
+                                "minutes; check the cluster's resources (`ray status`), then resume with --resume")
             if on_progress:
                 on_progress()
 
@@ -175,8 +237,8 @@ class RayPool:
         self.actors = []
 
 
-def make_pool(config: WorkerConfig, workers: int, address: str | None = None, on_status=None):
+def make_pool(config: WorkerConfig, workers: int, address: str | None = None) -> LocalPool | RayPool:
     """`workers=0` evaluates in this process; otherwise Ray actors (local cluster unless `address`)."""
     if workers <= 0:
         return LocalPool(config)
-    return RayPool(config, workers, address, on_status=on_status)
+    return RayPool(config, workers, address)

@@ -2,7 +2,8 @@
 
 Loading a pipeline costs far more than evaluating one candidate, so a worker loads it once,
 encodes the calibration prompts once (then frees the text encoders), produces the uncached
-reference images once (or reads them from the disk cache), and then only swaps schedules.
+reference images once when the metric or the latency cost needs them (or reads them from the
+disk cache), and then only swaps schedules.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,6 @@ class WorkerConfig:
     device: str | None = None  # None: cuda if available, else cpu
     reference_cache: str | None = None  # directory; None: ~/.cache/ecad/references
     threads: int = 1  # torch threads per CPU worker
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["prompts"], d["seeds"] = list(self.prompts), list(self.seeds)
-        return d
 
 
 def default_cache_dir() -> Path:
@@ -124,11 +120,16 @@ class CandidateEvaluator:
         return h.hexdigest()[:16]
 
     def _reference_key(self) -> str:
+        """Everything the uncached images depend on: batching and the GPU model change the last
+        bits of the outputs, so a cache shared between machines or batch sizes must tell them apart."""
+        from ecad.metrics.latency import device_name
+
         ident = {
             "weights": self._weights_fingerprint(),
             "model": self.space.model, "space": self.space.name, "steps": self.space.steps,
             "size": [self.space.height, self.space.width], "guidance": self.space.guidance_scale,
             "dtype": str(self.pipe.transformer.dtype), "device": self.device.type,
+            "device_name": device_name(self.device), "batch_size": self.config.batch_size,
             # CPU results depend on the thread set-up: a Ray actor and the driver process differ
             "threads": [torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")],
             "prompts": list(self.config.prompts), "seeds": list(self.config.seeds),
@@ -136,11 +137,17 @@ class CandidateEvaluator:
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
-    def _references(self) -> tuple[torch.Tensor, float]:
+    def _references(self) -> tuple[torch.Tensor | None, float]:
         """Uncached images of every prompt x seed (from the disk cache when present), kept on the
-        worker's device, and, for the latency cost, the worker's own no-caching ms per image."""
+        worker's device, and, for the latency cost, the worker's own no-caching ms per image.
+
+        Both cost a whole no-caching pass over the prompts, so they are only made when used: the
+        images when the metric compares against references, the timing for the latency cost.
+        Otherwise (None, NaN)."""
         from safetensors.torch import load_file, save_file
 
+        if not self.metric.needs_reference and self.config.cost != "latency":
+            return None, float("nan")
         directory = Path(self.config.reference_cache) if self.config.reference_cache else default_cache_dir() / "references"
         path = directory / f"{self._reference_key()}.safetensors"
         apply_schedule(self.pipe, self.space.full_schedule())
@@ -154,7 +161,7 @@ class CandidateEvaluator:
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
             save_file({"images": images.cpu().contiguous()}, str(tmp), metadata={"space": self.space.name})
             os.replace(tmp, path)
-        return images, (ms if self.config.cost == "latency" else float("nan"))
+        return (images if self.metric.needs_reference else None), (ms if self.config.cost == "latency" else float("nan"))
 
     # ------------------------------------------------------------ generation
     def _generate_batch(self, items: list[tuple[int, int]]) -> torch.Tensor:
@@ -226,8 +233,8 @@ class CandidateEvaluator:
         if not finite or images.numel() == 0:
             return self._infeasible("non-finite images", t0)
         prompts = [self.config.prompts[p] for p, _ in self.items]
-        result = self.metric.score(images.float() / 255.0, prompts,
-                                   self.references.float() / 255.0 if self.metric.needs_reference else None)
+        # uint8 as saved: the metric converts (QualityMetric.score), once, on its own device
+        result = self.metric.score(images, prompts, self.references if self.metric.needs_reference else None)
         t2 = time.perf_counter()
         if not np.isfinite(result.summary):
             return self._infeasible(f"metric {result.name} returned {result.summary}", t0)

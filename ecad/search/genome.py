@@ -62,7 +62,12 @@ class GenomeSpec:
 
     # ----------------------------------------------------------------- repair
     def repair(self, bits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Step 0 runs and computes everything; at least `min_steps` steps run."""
+        """Step 0 runs and computes everything; at least `min_steps` steps run; the grid rows of
+        steps that do not run are all set (canonical form).
+
+        A skipped step's row never reaches the schedule that runs, so without the last rule one
+        schedule would have many genomes, each with its own hash: evaluated again under every
+        hash, and listed as duplicates on the frontier."""
         bits = np.asarray(bits, dtype=bool).copy()
         grid = self.grid(bits)
         grid[0] = True
@@ -73,6 +78,7 @@ class GenomeSpec:
             if missing > 0:
                 off = np.flatnonzero(~sel)
                 sel[rng.choice(off, size=min(missing, off.size), replace=False)] = True
+            grid[~sel] = True
         return bits
 
 

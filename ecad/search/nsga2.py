@@ -135,8 +135,12 @@ class NSGA2:
         return self.state
 
     def resume(self, state: EngineState, evals: dict[str, Evaluation]) -> None:
+        """Continue from a checkpoint. A population member without an evaluation (its log line
+        was lost when a run was killed mid-write) is evaluated again; that draws nothing from
+        the RNG, so the run still continues exactly."""
         self.state, self.evals = state, dict(evals)
         self.rng.bit_generator.state = state.rng_state
+        self._evaluate(state.population, state.generation)
 
     def step(self) -> EngineState:
         """One generation: variation, evaluation, NSGA-II survival."""

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ import numpy as np
 from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.pool import make_pool
 from ecad.distributed.worker import WorkerConfig
-from ecad.frontier import pareto_indices
+from ecad.frontier import Point, pareto_front
 from ecad.resources import shipped_file
-from ecad.runs import RunError, RunStore
+from ecad.runs import RunError, RunStore, sha256_text
 from ecad.search.genome import GenomeSpec, bits_to_hex, genome_hash
 from ecad.search.nsga2 import NSGA2, EngineConfig, EngineState, Evaluation
 from ecad.search.seeds import initial_population, load_seed_schedules
@@ -137,8 +138,11 @@ class Progress:
 
 
 def _workers_text(pool) -> str:
+    """'3 busy/4', plus how many workers were replaced after dying, so a user sees a sick node."""
     states = [w.state for w in pool.workers]
-    return f"{states.count('busy')} busy/{len(states)}" + (f" ({states.count('dead')} dead)" if "dead" in states else "")
+    restarts = sum(w.restarts for w in pool.workers)
+    return f"{states.count('busy')} busy/{len(states)}" + (
+        f" ({restarts} restart{'' if restarts == 1 else 's'})" if restarts else "")
 
 
 class SearchRun:
@@ -154,24 +158,35 @@ class SearchRun:
         self.prompts = read_prompts(config)
         self.spec = GenomeSpec.for_space(self.space)
         self.dims = dims_for_space(self.space)
-        self.full_macs = schedule_macs(self.space.full_schedule(), self.dims, batch=1).total
         out = exec_config.out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}"
         self.store = RunStore(out)
         self.resume = resume
+        self.inputs = self._inputs()
         if resume:
-            self.store.check_resumable(config.to_json())
+            self.store.check_resumable(config.to_json(), self.inputs, genome_size=self.spec.size)
         else:  # written once the workers are up, so a failed start leaves no half-made run behind
             self.store.check_new(force=exec_config.force)
-        self.extra_seeds = load_seed_schedules(config.seed_from, self.space) if config.seed_from else []
+        # seeds only shape generation 0: a resume never reads them (the files may have moved since)
+        self.extra_seeds = load_seed_schedules(config.seed_from, self.space) if config.seed_from and not resume else []
         self.progress = Progress(config.generations, exec_config.quiet)
         self.weights: tuple[float, float] = (1.0, -1.0)
         self.pool = None
         self.engine: NSGA2 | None = None
-        self.labels: dict[str, str] = {}
+
+    def _inputs(self) -> dict[str, str]:
+        """Fingerprints of what the config names but does not contain: the prompts actually
+        read and the space file's settings. A resume compares them, since editing either file
+        changes every result while the config stays the same. The space counts as parsed TOML,
+        so editing a comment does not block a resume."""
+        source = self.space.source
+        space = tomllib.loads(source.read_text()) if source is not None else repr(self.space)
+        return {"prompts_sha256": sha256_text(json.dumps(list(self.prompts))),
+                "space_sha256": sha256_text(json.dumps(space, sort_keys=True))}
 
     # ---------------------------------------------------------------- cost
     def macs_fraction(self, schedule) -> float:
-        return schedule_macs(schedule, self.dims, batch=1).total / self.full_macs
+        report = schedule_macs(schedule, self.dims, batch=1)
+        return report.total / report.full
 
     # ------------------------------------------------------------ evaluate
     def _evaluate(self, genomes: list[np.ndarray], generation: int) -> list[Evaluation]:
@@ -221,7 +236,7 @@ class SearchRun:
         )
         self.pool = make_pool(worker_config, self.exec.workers, self.exec.ray_address)
         if not self.resume:
-            self.store.create(cfg.to_json(), force=self.exec.force)
+            self.store.create(cfg.to_json(), force=self.exec.force, inputs=self.inputs)
         try:
             direction = self.pool.workers[0].info.get("higher_is_better", True)
             self.weights = (1.0 if direction else -1.0, -1.0)
@@ -231,13 +246,11 @@ class SearchRun:
             checkpoint = self.store.load_checkpoint() if self.resume else None
             if checkpoint is not None:
                 self.engine.resume(checkpoint, cached)
-                self.labels.update(zip(map(genome_hash, checkpoint.population), checkpoint.labels))
             else:
                 self.engine.evals = dict(cached)
-                rng = np.random.default_rng(cfg.seed)
-                genomes, labels = initial_population(self.space, self.spec, cfg.population, rng, self.extra_seeds)
-                self.engine.rng = rng
-                self.labels.update(zip(map(genome_hash, genomes), labels))
+                # the engine's own generator (seeded with cfg.seed): one random stream for the whole run
+                genomes, labels = initial_population(self.space, self.spec, cfg.population, self.engine.rng,
+                                                     self.extra_seeds)
                 t0 = time.perf_counter()
                 state = self.engine.start(genomes, labels)
                 self._record(state, time.perf_counter() - t0, [genome_hash(g) for g in genomes])
@@ -249,7 +262,7 @@ class SearchRun:
             if self.progress.tty:
                 self.progress.update(final=True)
             self.write_frontier()
-            self._write_plots()  # heatmaps under the final frontier file names
+            self._write_plots()  # once, after frontier/ exists: the last generation skipped them
         finally:
             self.pool.shutdown()
         return self.store.root
@@ -274,8 +287,8 @@ class SearchRun:
         self.progress.frontier = len(front)
         self.progress.hv = state.hv_history[-1]
         self.progress.workers = _workers_text(self.pool)
-        self.labels.update(zip((m["key"] for m in members), state.labels))
-        self._write_plots()
+        if state.generation < self.config.generations:  # the last generation's plots follow write_frontier
+            self._write_plots()
         self.progress.update(final=not self.progress.tty)
 
     def _write_plots(self) -> None:
@@ -289,28 +302,18 @@ class SearchRun:
 
     # ------------------------------------------------------------- frontier
     def frontier_keys(self) -> list[str]:
-        items = [(k, e) for k, e in self.engine.evals.items() if e.feasible]
-        if not items:
-            return []
-        pts = np.array([[-self.weights[0] * e.values[0], e.values[1]] for _, e in items])
-        return [items[i][0] for i in pareto_indices(pts)]
+        """Keys of the current frontier, by the same rule as the final one (ecad.frontier)."""
+        points = [Point(key=k, generation=0, genome="", quality=e.values[0], cost=e.values[1], feasible=e.feasible,
+                        reason=e.reason, label="", macs_fraction=None) for k, e in self.engine.evals.items()]
+        return [p.key for p in pareto_front(points, higher_is_better=self.weights[0] > 0)]
 
     def write_frontier(self) -> None:
-        """Every non-dominated schedule of the run as its own JSON file, plus frontier.json."""
-        from ecad.frontier import export_frontier, load_run, macs_of
-        from ecad.runs import atomic_write_json
+        """Every non-dominated schedule of the run as its own JSON file, plus frontier.json
+        (written by export_frontier, labels as `ecad frontier` and the report show them)."""
+        from ecad.frontier import export_frontier, load_run
 
         run = load_run(self.store.root)
-        directory = self.store.root / "frontier"
-        directory.mkdir(exist_ok=True)
-        for old in directory.glob("*.json"):
-            old.unlink()
-        paths = export_frontier(run.frontier, run.config, directory)
-        rows = [{"rank": rank, "key": p.key, "quality": p.quality, "cost": p.cost, "macs_fraction": macs_of(p),
-                 "label": self.labels.get(p.key, p.label), "schedule": path.name}
-                for rank, (p, path) in enumerate(zip(run.frontier, paths))]
-        atomic_write_json(directory / "frontier.json", {"metric": self.config.metric, "cost": self.config.cost,
-                                                        "points": rows})
+        export_frontier(run.frontier, run.config, self.store.root / "frontier")
 
     def summary(self) -> str:
         evals = self.engine.evals
