@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_io import write_result  # noqa: E402
 
-from ecad.search.run import SearchConfig, read_prompts  # noqa: E402
+from ecad.prompts import read_prompts  # noqa: E402
 
 PROMPTS = "calibration_prompts/image_reward_100.txt"  # SearchConfig's default; resolved like `ecad search --prompts`
 GPU_SPACE = "pixart-alpha-256"
@@ -235,7 +235,7 @@ def main() -> None:
     n_seeds = args.seeds or (4 if tiny else 2)
     n_cand = args.candidates or (48 if tiny else 16)
     batch = args.batch or (16 if tiny else 64)
-    prompts = read_prompts(SearchConfig(prompts=PROMPTS, num_prompts=n_prompts))  # same reader as `ecad search`
+    prompts = read_prompts(PROMPTS, n_prompts)  # same reader as `ecad search`
 
     with tempfile.TemporaryDirectory(prefix="ecad-bench-search-") as tmp:
         tmp = Path(tmp)

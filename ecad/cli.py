@@ -139,13 +139,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     schedule = load_schedule(args.schedule)
     if bool(args.prompt) == bool(args.prompts):
         raise ValueError("give exactly one of --prompt TEXT or --prompts FILE")
-    if args.prompts:
-        from ecad.search.run import resolve_prompts
+    from ecad.prompts import read_prompts
 
-        path = resolve_prompts(args.prompts)
-    prompts = [args.prompt] if args.prompt else [l.strip() for l in path.read_text().splitlines() if l.strip()]
-    if not prompts:
-        raise ValueError(f"{args.prompts} has no prompts; put one prompt per line")
+    prompts = [args.prompt] if args.prompt else list(read_prompts(args.prompts))
     seeds = list(range(args.seed, args.seed + args.num_seeds))
     result = generate(schedule, prompts, seeds, space_name=args.space, model=args.model, device=args.device,
                       batch_size=args.batch_size, guidance_scale=args.guidance_scale)
@@ -160,9 +156,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from ecad.compare import format_table, run_compare, write_compare
-    from ecad.search.run import SearchConfig, read_prompts
+    from ecad.prompts import read_prompts
 
-    prompts = read_prompts(SearchConfig(prompts=args.prompts, num_prompts=args.num_prompts))
+    prompts = read_prompts(args.prompts, args.num_prompts)
     seeds = tuple(range(args.seeds))
     rows = run_compare(args.space, args.schedules or [], args.baselines, prompts, seeds, args.metric,
                        args.batch_size, args.device)

@@ -153,17 +153,6 @@ def _finite(x: Any) -> float:
     return v
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of a run that is still writing
-    return out
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -185,6 +174,8 @@ def pareto_front(points: list[Point], higher_is_better: bool) -> list[Point]:
 def load_run(run_dir: str | os.PathLike, require_evaluated: bool = False) -> RunData:
     """Read a (finished or running) run directory. `require_evaluated` refuses a run whose first
     generation has not finished (what `ecad frontier` needs)."""
+    from ecad.runs import read_evaluation_records
+
     root = Path(run_dir)
     if not root.is_dir():
         raise FrontierError(f"{root}: no such run directory; give the folder `ecad search --out` wrote")
@@ -209,7 +200,7 @@ def load_run(run_dir: str | os.PathLike, require_evaluated: bool = False) -> Run
 
     higher = None
     by_key: dict[str, Point] = {}
-    records = _read_jsonl(root / "evaluations.jsonl")
+    records = read_evaluation_records(root / "evaluations.jsonl")
     if not records:  # no log (yet): fall back to the populations
         records = [{**m, "generation": rec.get("generation", 0)} for rec in generations for m in rec.get("population", [])]
     for r in records:

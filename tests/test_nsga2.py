@@ -32,7 +32,7 @@ def run_engine(seed=0, generations=60, population=32):
         calls.extend(genome_hash(g) for g in genomes)
         return [synthetic(g) for g in genomes]
 
-    engine = NSGA2(SPEC, EngineConfig(population=population, generations=generations, seed=seed), evaluate)
+    engine = NSGA2(SPEC, EngineConfig(population=population, seed=seed), evaluate)
     rng = np.random.default_rng(seed)
     init = random_genomes(SPEC, rng, population)
     engine.start(init, ["random"] * len(init))

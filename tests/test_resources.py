@@ -32,8 +32,8 @@ def test_wheel_install_ships_spaces_and_prompts(tmp_path):
     Path(site, "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
                     *map(str, wheels.glob("ecad-*.whl"))], check=True, capture_output=True, timeout=300)
-    probe = ("import ecad, ecad.spaces as s, ecad.search.run as r; print(ecad.__file__); "
-             "print(s.load_space('tiny-pixart').source); print(r.resolve_prompts('calibration_prompts/parti.txt'))")
+    probe = ("import ecad, ecad.spaces as s, ecad.prompts as p; print(ecad.__file__); "
+             "print(s.load_space('tiny-pixart').source); print(p.resolve_prompts('calibration_prompts/parti.txt'))")
     out = subprocess.run([str(python), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path,
                          timeout=300).stdout.split()
     assert out[0].startswith(site)  # the installed copy, not this checkout

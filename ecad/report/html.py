@@ -36,15 +36,15 @@ def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, s
 
     from ecad.cache.hooks import apply_schedule, remove_schedule
     from ecad.models import load_pipeline
-    from ecad.search.run import resolve_prompts
+    from ecad.prompts import read_prompts
 
     run = as_run(run_dir)
     space = run_space(run)
     if space is None:
         raise FileNotFoundError(f"search space {run.config.get('space')!r} of {run.root} cannot be loaded here; "
                                 "run from the directory the search ran in or set ECAD_SEARCH_SPACES")
-    lines = resolve_prompts(run.config["prompts"]).read_text().splitlines()
-    prompts = [p.strip() for p in lines if p.strip()][: max(1, num_prompts)]
+    prompts = read_prompts(run.config["prompts"], max(1, num_prompts),
+                           fix=f"{run.root} names it relative to the directory the search ran in: run from there")
     wanted = frontier_schedules(run, space)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging

@@ -43,7 +43,6 @@ class Evaluation:
 @dataclass(frozen=True)
 class EngineConfig:
     population: int = 24
-    generations: int = 10
     seed: int = 0
     weights: tuple[float, ...] = (1.0, -1.0)  # maximise quality, minimise cost
     crossover_prob: float = 0.9

@@ -21,7 +21,7 @@ from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.pool import make_pool
 from ecad.distributed.worker import WorkerConfig
 from ecad.frontier import Point, pareto_front
-from ecad.resources import shipped_file
+from ecad.prompts import read_prompts
 from ecad.runs import RunError, RunStore, sha256_text
 from ecad.search.genome import GenomeSpec, bits_to_hex, genome_hash
 from ecad.search.nsga2 import NSGA2, EngineConfig, EngineState, Evaluation
@@ -68,23 +68,6 @@ class ExecConfig:
     device: str | None = None
     force: bool = False
     quiet: bool = False
-
-
-def resolve_prompts(path: str) -> Path:
-    p = Path(path)
-    for candidate in (p, shipped_file(p)):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    raise SearchError(f"prompt file {path!r} not found; pass --prompts FILE (one prompt per line), e.g. "
-                      "calibration_prompts/image_reward_100.txt")
-
-
-def read_prompts(config: SearchConfig) -> tuple[str, ...]:
-    path = resolve_prompts(config.prompts)
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise SearchError(f"prompt file {path} has no prompts; put one prompt per line")
-    return tuple(prompts[: config.num_prompts] if config.num_prompts else prompts)
 
 
 def validate(config: SearchConfig) -> None:
@@ -155,7 +138,7 @@ class SearchRun:
             self.space = load_space(config.space)
         except ValueError as exc:
             raise SearchError(str(exc)) from None
-        self.prompts = read_prompts(config)
+        self.prompts = read_prompts(config.prompts, config.num_prompts)
         self.spec = GenomeSpec.for_space(self.space)
         self.dims = dims_for_space(self.space)
         out = exec_config.out or f"results/search-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -240,7 +223,7 @@ class SearchRun:
         try:
             direction = self.pool.workers[0].info.get("higher_is_better", True)
             self.weights = (1.0 if direction else -1.0, -1.0)
-            self.engine = NSGA2(self.spec, EngineConfig(population=cfg.population, generations=cfg.generations,
+            self.engine = NSGA2(self.spec, EngineConfig(population=cfg.population,
                                                         seed=cfg.seed, weights=self.weights), self._evaluate)
             cached = self.store.load_evaluations()
             checkpoint = self.store.load_checkpoint() if self.resume else None
