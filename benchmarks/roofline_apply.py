@@ -154,7 +154,7 @@ def calibrate(full: np.ndarray, naive_every: np.ndarray, ms_per_call: float) -> 
         mid = (lo * hi) ** 0.5
         lo, hi = (mid, hi) if ratio(mid) > ISSUE_NAIVE_REUSED_STEP else (lo, mid)
     bw = lo
-    return Gpu(f"calibrated to issue 2's H100 numbers", fit_flops(bw), bw)
+    return Gpu("calibrated to issue 2's H100 numbers", fit_flops(bw), bw)
 
 
 def record_family(family: str, batch: int, height: int, steps: int, modes=("exact", "fast"), naive=True):

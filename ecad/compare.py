@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
 from ecad.cache.hooks import remove_schedule
 from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
+from ecad.files import atomic_write_json, json_safe
 from ecad.schedule import Schedule, load_schedule
 from ecad.search.seeds import heuristic_grids
 
@@ -241,7 +240,5 @@ def plot_compare(rows: list[dict[str, Any]], metric: str, out_png: Path) -> None
 
 
 def write_compare(rows: list[dict[str, Any]], metric: str, out_dir: Path, settings: dict[str, Any]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clean = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
-    (out_dir / "compare.json").write_text(json.dumps({"settings": settings, "rows": clean}, indent=1) + "\n")
+    atomic_write_json(out_dir / "compare.json", json_safe({"settings": settings, "rows": rows}))  # NaN -> null
     plot_compare(rows, metric, out_dir / "compare.png")

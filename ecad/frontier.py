@@ -399,7 +399,7 @@ def export_frontier(points: list[Point], config: dict[str, Any], out_dir: Path,
     """Every frontier point as its own schedule file, cheapest first, plus frontier.json. The
     folder then holds exactly this frontier: schedule files of an earlier export are removed
     (`--seed-from RUN` reads the folder whole); nothing else in it is touched."""
-    from ecad.runs import atomic_write_json
+    from ecad.files import atomic_write_json
     from ecad.spaces import load_space
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,22 +15,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ecad.files import atomic_write_json  # noqa: F401 - re-exported: the run store's writer
 from ecad.search.genome import bits_to_hex, hex_to_bits
 from ecad.search.nsga2 import EngineState, Evaluation
 
 
 class RunError(ValueError):
     """A run directory cannot be used as asked; the message says why and what to do."""
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def config_hash(config: dict[str, Any]) -> str:

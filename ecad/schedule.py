@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ecad.files import atomic_write_text
 from ecad.layouts import FAMILIES, Layout, flux_layout, layout_for, pixart_layout
 
 FORMAT = "ecad-schedule/1"
@@ -187,12 +188,7 @@ class Schedule:
         """Write atomically; `format="ecad"` writes ECAD's layout, anything else ours."""
         data = self.to_ecad_json() if format == "ecad" else self.to_json()
         text = json.dumps(data, indent=1) if format == "ecad" else _dumps_ours(data)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, text)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Schedule):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import ecad
 from ecad.cli import main
-from ecad.distributed.worker import CandidateEvaluator, WorkerConfig, to_uint8
+from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun
 
 

@@ -127,6 +127,7 @@ class CandidateEvaluator:
         ident = {
             "weights": self._weights_fingerprint(),
             "model": self.space.model, "space": self.space.name, "steps": self.space.steps,
+            "scheduler": type(self.pipe.scheduler).__name__,
             "size": [self.space.height, self.space.width], "guidance": self.space.guidance_scale,
             "dtype": str(self.pipe.transformer.dtype), "device": self.device.type,
             "device_name": device_name(self.device), "batch_size": self.config.batch_size,

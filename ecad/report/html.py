@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ecad.files import atomic_write_text, json_safe
 from ecad.frontier import RunData, as_run, frontier_schedules, run_space, seed_family
 
 SAMPLES_HOWTO = ("ecad report {run} --samples 3",
@@ -93,26 +94,9 @@ def _data_uri(data: bytes | str | os.PathLike) -> str:
 
 
 # ---------------------------------------------------------------------- data for the page
-def _clean(x: Any) -> Any:
-    """JSON-safe: NaN/inf become null (JSON.parse rejects NaN), numpy scalars become Python ones."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, bool) or x is None or isinstance(x, str):
-        return x
-    if isinstance(x, int):
-        return x
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    return f if math.isfinite(f) else None
-
-
 def _script_json(data: Any) -> str:
     """JSON for a <script type="application/json"> block: nothing in it can close the element."""
-    text = json.dumps(_clean(data), ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(json_safe(data), ensure_ascii=False, separators=(",", ":"))
     return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
@@ -249,9 +233,7 @@ def write_report(run_dir: str | os.PathLike | RunData, out_html: str | os.PathLi
             .replace("%%JS%%", JS)
             .replace("%%DATA%%", _script_json(data)))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, page)
     return out
 
 

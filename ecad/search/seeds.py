@@ -34,9 +34,7 @@ def heuristic_grids(space) -> list[tuple[str, np.ndarray]]:
     out: list[tuple[str, np.ndarray]] = []
     for n in (2, 3, 4, 5):
         if n < S:
-            g = np.zeros((S, B, C), dtype=bool)
-            g[::n] = True
-            out.append((f"every_{n}", g))
+            out.append((f"every_{n}", Schedule.every_n(space.layout, S, n).grid))
     attn = _component_mask(space, ATTENTION[space.family])
     for n in (2, 3):
         g = np.ones((S, B, C), dtype=bool)
