@@ -52,3 +52,15 @@ def tiny_flux():
     pipe = build_tiny_flux()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """Offline, with every cache a metric or model could read its weights from empty (tmp_path/VAR)."""
+    for var in ("HF_HOME", "HF_HUB_CACHE", "TORCH_HOME", "XDG_CACHE_HOME", "HPS_ROOT"):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path

@@ -70,16 +70,6 @@ def test_random_weights_are_never_silent():
         ClipScoreMetric(model_config=TINY)
 
 
-@pytest.fixture
-def empty_caches(tmp_path, monkeypatch):
-    for var in ("HF_HOME", "HF_HUB_CACHE", "TORCH_HOME", "XDG_CACHE_HOME"):
-        (tmp_path / var).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / var))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    return tmp_path
-
-
 def test_missing_weights_name_repo_size_and_fetch_command(empty_caches):
     with pytest.raises(MissingWeightsError) as err:
         get_metric("clip")

@@ -281,18 +281,6 @@ def test_prompts_are_required(tokenizer_dir):
 
 
 # ----------------------------------------------------------------------------- loading rules
-@pytest.fixture
-def empty_caches(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HOME", str(home))
-    return tmp_path
-
-
 def test_missing_weights_name_the_repo_and_fetch_command(empty_caches, tokenizer_dir):
     with pytest.raises(MissingWeightsError) as err:
         load_image_reward(tokenizer=str(tokenizer_dir))

@@ -45,16 +45,6 @@ def _hps(**kw) -> HPSv2Metric:
         return get_metric("hpsv2", allow_random_weights=True, model_config=TINY_OPEN_CLIP, **kw)
 
 
-@pytest.fixture
-def empty_caches(tmp_path, monkeypatch):
-    for var in ("HF_HOME", "HF_HUB_CACHE", "TORCH_HOME", "XDG_CACHE_HOME", "HPS_ROOT"):
-        (tmp_path / var).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / var))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    return tmp_path
-
-
 # ---------------------------------------------------------------------- PickScore
 def test_pickscore_is_logit_scale_times_cosine_by_hand(images):
     metric = _pick(batch_size=8)
