@@ -117,3 +117,17 @@ def test_the_default_two_workers_start_on_a_one_gpu_machine():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "workers 1" in proc.stdout
     assert "--workers 2 but this machine has 1 GPU; using 1 worker" in proc.stderr
+
+
+def test_a_metric_that_cannot_score_stops_the_run_instead_of_failing_every_candidate(ray_cluster):
+    """FID without references fails for every candidate alike: a set-up error, reported once."""
+    from tests.test_metric_fid import conv_features
+
+    config = WorkerConfig("tiny-pixart", PROMPTS, (0,), metric="fid", metric_options={"feature": conv_features()},
+                          batch_size=2)
+    pool = RayPool(config, 1)
+    try:
+        with pytest.raises(PoolError, match="the metric cannot score on the workers: fid: needs references"):
+            pool.evaluate(_tasks("tiny-pixart", 2), lambda key, r: None)
+    finally:
+        pool.shutdown()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
+from ecad.metrics.base import MetricError
 
 Task = tuple[str, dict[str, Any]]  # (genome key, schedule JSON)
 OnResult = Callable[[str, dict[str, Any]], None]
@@ -212,6 +213,9 @@ class RayPool:
                         on_result(key, {"feasible": False, "reason": DIED_TWICE})
                     continue
                 except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc.cause, MetricError):  # the metric's set-up, not this candidate: stop
+                        raise PoolError(f"the metric cannot score on the workers: {exc.cause}; fix the metric "
+                                        "options, then resume the run with --resume") from None
                     result = {"feasible": False, "reason": f"worker error: {exc.cause!r}"[:500]}
                 status.busy_s += time.perf_counter() - t0
                 status.done += 1
