@@ -8,6 +8,7 @@ fraction of block MACs computed. Random weights time exactly like trained ones.
 
     python benchmarks/bench_apply.py --out benchmarks/results/apply_pixart_256_b100_h100.json  # GPU
     python benchmarks/bench_apply.py --family flux --height 1024 --batch 1 --steps 28          # FLUX.1-dev size
+    python benchmarks/bench_apply.py --space sd3.5-medium-1024 --batch 1                        # any shipped space
     python benchmarks/bench_apply.py --tiny                                                    # CPU smoke run
     python benchmarks/bench_apply.py --tiny --tiny-blocks 28 --batch 1 --steps 20              # dispatch-bound
 """
@@ -24,76 +25,42 @@ import numpy as np
 import torch
 
 import ecad
-from ecad.cache.macs import FLUX_DEV_DIMS, PIXART_ALPHA_DIMS, TransformerDims, component_macs
+from ecad.cache.macs import TransformerDims, block_macs
 from ecad.layouts import Layout
-from ecad.models import adapter_for_pipeline
+from ecad.models import FAMILIES, adapter_for, adapter_for_pipeline
 from ecad.schedule import Schedule
+from ecad.spaces import SearchSpace, load_space
 
 from bench_io import write_result
 
+SCHEDULES = ("every-2", "every-3", "every-5", "random-20")
 
-def build_pipeline(family: str, tiny: bool, device: str, dtype: torch.dtype, tiny_blocks: int = 4):
+
+def bench_space(family: str, tiny: bool) -> SearchSpace:
+    """The setting a family is timed in: its benchmark space, or its tiny space for CPU runs."""
+    return load_space(f"tiny-{family}" if tiny else adapter_for(family).benchmark_space)
+
+
+def build_pipeline(space: SearchSpace, device: str, dtype: torch.dtype, tiny_blocks: int | None = None):
     """Stock diffusers pipeline without text encoders (embeddings are precomputed)."""
-
-    from ecad.models.tiny import build_tiny_flux, build_tiny_pixart
-
-    if tiny:
-        if family == "pixart":
-            pipe = build_tiny_pixart(num_blocks=tiny_blocks)
-        else:
-            pipe = build_tiny_flux(num_double=tiny_blocks // 2, num_single=tiny_blocks - tiny_blocks // 2)
-        pipe.text_encoder = pipe.tokenizer = None
-        if family == "flux":
-            pipe.text_encoder_2 = pipe.tokenizer_2 = None
+    adapter = space.adapter
+    if space.is_tiny:
+        pipe = adapter.build_tiny(tiny_blocks)
+        for name in [n for n in pipe.components if n.startswith(("text_encoder", "tokenizer"))]:
+            setattr(pipe, name, None)
         return pipe.to(device)
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # build in the target dtype: FLUX in fp32 first would need 48 GB
-    try:
-        return _build_full(family, device, dtype)
-    finally:
-        torch.set_default_dtype(previous)
+    return adapter.random_pipeline(space, device, dtype)
 
 
-def _build_full(family: str, device: str, dtype: torch.dtype):
-    """Full-size models built directly on the device; schedulers outside the device context
-    (their tables are numpy-backed and must stay on the CPU)."""
-    from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
-                           FluxPipeline, FluxTransformer2DModel, PixArtAlphaPipeline, PixArtTransformer2DModel)
-
-    latent = 4 if family == "pixart" else 16
-    vae_kw = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=latent)
-    if family == "flux":
-        vae_kw.update(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
-    with torch.device(device):
-        if family == "pixart":
-            transformer = PixArtTransformer2DModel(sample_size=32, caption_channels=4096)
-        else:
-            transformer = FluxTransformer2DModel(guidance_embeds=True)
-        vae = AutoencoderKL(**vae_kw)
-    transformer, vae = transformer.to(dtype), vae.to(dtype)
-    if family == "pixart":
-        return PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
-                                   scheduler=DPMSolverMultistepScheduler())
-    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
-                        text_encoder_2=None, tokenizer_2=None, transformer=transformer)
-
-
-def call_kwargs(pipe, family: str, batch: int, size: int, text_len: int, device: str, dtype) -> dict:
+def call_kwargs(pipe, space: SearchSpace, batch: int, size: int, text_len: int, device: str, dtype) -> dict:
+    """The space's call with random prompt embeddings of the right shapes and size x size output."""
+    adapter = space.adapter
     g = torch.Generator(device="cpu").manual_seed(0)
-    width = pipe.transformer.config.get("caption_channels") or pipe.transformer.config.joint_attention_dim
-    embeds = torch.randn(batch, text_len, width, generator=g).to(device, dtype)
-    kw = dict(height=size, width=size, output_type="pt", return_dict=True)
-    if family == "pixart":
-        neg = torch.randn(batch, text_len, width, generator=g).to(device, dtype)
-        mask = torch.ones(batch, text_len, device=device, dtype=torch.long)
-        return {**kw, "prompt_embeds": embeds, "prompt_attention_mask": mask, "negative_prompt_embeds": neg,
-                "negative_prompt_attention_mask": mask, "negative_prompt": None, "guidance_scale": 4.5,
-                "use_resolution_binning": False}
-    pooled_dim = pipe.transformer.config.pooled_projection_dim
-    pooled = torch.randn(batch, pooled_dim, generator=g).to(device, dtype)
-    return {**kw, "prompt_embeds": embeds, "pooled_prompt_embeds": pooled, "guidance_scale": 3.5}
+    prompts = adapter.random_prompt_kwargs(pipe, batch, text_len, g)
+    prompts = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in prompts.items()}
+    call = {k: v for k, v in space.call_kwargs().items() if k not in ("num_inference_steps", "max_sequence_length")}
+    return {**call, "height": size, "width": size, "output_type": "pt", "return_dict": True, **prompts,
+            **adapter.embeds_call_kwargs()}
 
 
 class BlockTimer:
@@ -134,10 +101,11 @@ class NaiveCache:
     """The baseline issue 2 measured: each component's latest output kept for the whole call,
     reused by replacing the module's forward; norms, modulation and gating run as in the stock block."""
 
-    def __init__(self, pipe, schedule: Schedule):
+    def __init__(self, pipe, schedule: Schedule, calls_per_step: int = 1):
         adapter = adapter_for_pipeline(pipe)
-        self.grid, self.step, self.store, self.patched = schedule.executed_grid(), -1, {}, []
-        self.handle = pipe.transformer.register_forward_pre_hook(lambda m, a: self._next_step())
+        self.grid, self.calls, self.store, self.patched = schedule.executed_grid(), -1, {}, []
+        self.calls_per_step = calls_per_step  # CFG as separate cond/uncond calls: a cache per branch
+        self.handle = pipe.transformer.register_forward_pre_hook(lambda m, a: self._next_call())
         for b, (group, i) in enumerate(schedule.layout.blocks()):
             mods = adapter.component_modules(getattr(pipe.transformer, group.name)[i], group)
             for c, name in enumerate(group.components):
@@ -145,14 +113,15 @@ class NaiveCache:
                 self.patched.append((module, module.forward))
                 module.forward = self._wrap(module.forward, b, c)
 
-    def _next_step(self):
-        self.step = (self.step + 1) % len(self.grid)  # one transformer call per step (CFG is batched)
+    def _next_call(self):
+        self.calls = (self.calls + 1) % (len(self.grid) * self.calls_per_step)
 
     def _wrap(self, forward, b, c):
         def cached_forward(*args, **kwargs):
-            if self.grid[self.step, b, c]:
-                self.store[(b, c)] = forward(*args, **kwargs)
-            return self.store[(b, c)]
+            step, branch = divmod(self.calls, self.calls_per_step)
+            if self.grid[step, b, c]:
+                self.store[(b, c, branch)] = forward(*args, **kwargs)
+            return self.store[(b, c, branch)]
         return cached_forward
 
     def remove(self):
@@ -176,33 +145,40 @@ def timed(pipe, kwargs, cuda: bool, repeats: int) -> float:
 
 
 def block_mac_fraction(schedule: Schedule, dims: TransformerDims, size: int, text_len: int) -> float:
-    comp = component_macs(dims, schedule.family, size, size, 1, text_len)
-    weights = np.array([[comp[c] for c in g.components] for g, _ in schedule.layout.blocks()])
+    weights = block_macs(dims, size, size, 1, text_len)
     done = (schedule.executed_grid() * weights[None]).sum()
     return float(done / (weights.sum() * schedule.num_steps))
 
 
-def schedules_for(layout: Layout, steps: int, family: str) -> list[Schedule]:
-    rng = np.random.default_rng(0)
-    grid = rng.random((steps, layout.num_blocks, layout.num_components)) < 0.2
-    grid[0] = True
+def schedules_for(layout: Layout, steps: int, names=SCHEDULES) -> list[Schedule]:
+    """No caching first (every speedup's baseline), then `names`: every-N, or random-P (P% computed)."""
     out = [Schedule.full(layout, steps, name="no_caching")]
-    ns = (3,) if family == "flux" else (2, 3, 5)
-    out += [Schedule.every_n(layout, steps, n) for n in ns]
-    if family == "pixart":
-        out.append(Schedule(layout, grid, name="random_20pct"))
+    for name in names:
+        kind, _, value = name.partition("-")
+        if kind == "every":
+            out.append(Schedule.every_n(layout, steps, int(value)))
+        elif kind == "random":
+            grid = np.random.default_rng(0).random((steps, layout.num_blocks, layout.num_components)) < int(value) / 100
+            grid[0] = True
+            out.append(Schedule(layout, grid, name=f"random_{value}pct"))
+        else:
+            raise SystemExit(f"--schedules: {name!r} is neither every-N nor random-P")
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", choices=["pixart", "flux"], default="pixart")
+    ap.add_argument("--family", choices=FAMILIES, default="pixart",
+                    help="time this family in its benchmark space (or its tiny space with --tiny)")
+    ap.add_argument("--space", default=None, help="a search space instead of the family's benchmark space")
+    ap.add_argument("--schedules", default=",".join(SCHEDULES),
+                    help=f"comma-separated every-N / random-P schedules to time after no caching (default {','.join(SCHEDULES)})")
     ap.add_argument("--tiny", action="store_true", help="tiny random model on CPU: checks the script runs")
-    ap.add_argument("--tiny-blocks", type=int, default=4,
+    ap.add_argument("--tiny-blocks", type=int, default=None,
                     help="blocks of the tiny model (28 = PixArt's depth: a dispatch-bound stand-in for batch 1)")
-    ap.add_argument("--height", type=int, default=256)
+    ap.add_argument("--height", type=int, default=None, help="default: the space's")
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=None, help="default: the space's")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--text-len", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
@@ -214,21 +190,26 @@ def main() -> None:
 
     cuda = torch.cuda.is_available() and not args.tiny
     device = "cuda" if cuda else "cpu"
-    dtype = torch.float32 if args.tiny else (torch.float16 if args.family == "pixart" else torch.bfloat16)
-    size = 16 if args.tiny else args.height
-    text_len = args.text_len or (16 if args.tiny else (120 if args.family == "pixart" else 512))
-    pipe = build_pipeline(args.family, args.tiny, device, dtype, args.tiny_blocks)
+    space = load_space(args.space) if args.space else bench_space(args.family, args.tiny)
+    if args.tiny and not space.is_tiny:
+        raise SystemExit(f"--tiny runs a tiny space; {space.name} is not one")
+    adapter = space.adapter
+    dtype = space.torch_dtype
+    size = args.height or space.height
+    steps = args.steps or space.steps
+    text_len = args.text_len or space.text_length
+    pipe = build_pipeline(space, device, dtype, args.tiny_blocks)
     pipe.set_progress_bar_config(disable=True)
     layout = adapter_for_pipeline(pipe).layout_of(pipe.transformer)
-    dims = TransformerDims.from_transformer(pipe.transformer, pipe.vae_scale_factor, text_len) if args.tiny else (
-        PIXART_ALPHA_DIMS if args.family == "pixart" else FLUX_DEV_DIMS)
-    kwargs = call_kwargs(pipe, args.family, args.batch, size, text_len, device, dtype)
+    dims = adapter.dims_for_pipeline(pipe, space) if space.is_tiny else adapter.preset_dims(space)
+    kwargs = call_kwargs(pipe, space, args.batch, size, text_len, device, dtype)
+    calls_per_step = adapter.calls_per_step(kwargs)
 
     with torch.inference_mode():
-        stock_call = {**kwargs, "num_inference_steps": args.steps}
+        stock_call = {**kwargs, "num_inference_steps": steps}
         pipe(**stock_call)  # warm-up (cuDNN/cuBLAS autotune, allocator)
         t_stock = timed(pipe, stock_call, cuda, args.repeats)  # no ecad: what the hooks cost when nothing is reused
-        ecad.apply_schedule(pipe, Schedule.full(layout, args.steps))
+        ecad.apply_schedule(pipe, Schedule.full(layout, steps))
         pipe(**kwargs)
         timer = BlockTimer(pipe.transformer, layout, cuda)
         t_full = timed(pipe, kwargs, cuda, 1)
@@ -252,22 +233,22 @@ def main() -> None:
                              peak_gib=round(peak, 2)))
             print(json.dumps(rows[-1]))
 
-        schedules = schedules_for(layout, args.steps, args.family)
+        schedules = schedules_for(layout, steps, [n for n in args.schedules.split(",") if n])
         for schedule in schedules:
             ecad.apply_schedule(pipe, schedule, exact=args.exact)
             measure(schedule.name, schedule, kwargs)  # the schedule sets the step count
         ecad.remove_schedule(pipe)
         for schedule in schedules[1:] if args.naive else []:
-            naive = NaiveCache(pipe, schedule)
+            naive = NaiveCache(pipe, schedule, calls_per_step)
             try:
-                measure(f"naive_{schedule.name}", schedule, {**kwargs, "num_inference_steps": args.steps})
+                measure(f"naive_{schedule.name}", schedule, {**kwargs, "num_inference_steps": steps})
             finally:
                 naive.remove()
     result = dict(
         device=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu", torch=torch.__version__,
-        family=args.family, tiny=args.tiny, dtype=str(dtype), resolution=size, batch=args.batch, steps=args.steps,
-        cfg=args.family == "pixart", exact=args.exact, text_len=text_len, repeats=args.repeats, naive=args.naive,
-        tiny_blocks=args.tiny_blocks if args.tiny else None, blocks=layout.num_blocks, t_stock_ms=round(t_stock, 2),
+        family=space.family, space=space.name, tiny=args.tiny, dtype=str(dtype), resolution=size, batch=args.batch,
+        steps=steps, cfg=adapter.transformer_batch(1, kwargs.get("guidance_scale")) > 1, exact=args.exact, text_len=text_len, repeats=args.repeats, naive=args.naive,
+        tiny_blocks=layout.num_blocks if args.tiny else None, blocks=layout.num_blocks, t_stock_ms=round(t_stock, 2),
         hook_overhead=round(rows[0]["ms_per_call"] / t_stock - 1, 4), t_full_ms=round(t_full, 2),
         t_blocks_ms=round(t_blocks, 2), t_fixed_ms=round(t_fixed, 2), rows=rows,
     )

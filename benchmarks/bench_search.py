@@ -72,7 +72,9 @@ def save_random_pixart(directory: Path, text_length: int = 120) -> Path:
         return directory
     # built in fp32 on the CPU (saved in fp16 below); the builder seeds torch with 0 and draws the
     # transformer then the VAE, and the text encoder continues that random stream
-    base = build_pipeline("pixart", tiny=False, device="cpu", dtype=torch.float32)
+    from ecad.spaces import load_space
+
+    base = build_pipeline(load_space(GPU_SPACE), device="cpu", dtype=torch.float32)
     text_encoder = T5EncoderModel(T5Config(
         vocab_size=TINY_VOCAB, d_model=4096, d_kv=64, d_ff=256, num_layers=1, num_heads=2,
         relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,

@@ -12,7 +12,7 @@ are solved so the model reproduces the two numbers issue 2 measured on an H100 (
 The naive cache is modelled too (`naive_*` rows): forward replaced on each component module.
 
     python benchmarks/roofline_apply.py --out benchmarks/results/roofline_pixart_256_b100_h100.json
-    python benchmarks/roofline_apply.py --family flux --height 1024 --batch 1 --steps 28 \
+    python benchmarks/roofline_apply.py --family flux --height 1024 --batch 1 --steps 28 --schedules every-3 \
         --out benchmarks/results/roofline_flux_1024_b1_h100.json
 """
 
@@ -34,9 +34,9 @@ from torch.utils.flop_counter import flop_registry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ecad  # noqa: E402
 from bench_io import write_result  # noqa: E402
-from bench_apply import NaiveCache, block_mac_fraction, build_pipeline, call_kwargs, schedules_for  # noqa: E402
-from ecad.cache.macs import FLUX_DEV_DIMS, PIXART_ALPHA_DIMS  # noqa: E402
-from ecad.models import adapter_for_pipeline  # noqa: E402
+from bench_apply import (SCHEDULES, NaiveCache, bench_space, block_mac_fraction, build_pipeline,  # noqa: E402
+                         call_kwargs, schedules_for)
+from ecad.models import FAMILIES, adapter_for_pipeline  # noqa: E402
 
 KERNEL_GAP_S = 2e-6  # back-to-back kernel gap on the GPU (launch latency hidden by async dispatch)
 ISSUE_MS_PER_IMAGE, ISSUE_BLOCK_SHARE, ISSUE_NAIVE_REUSED_STEP = 36.98, 0.91, 0.28
@@ -157,20 +157,22 @@ def calibrate(full: np.ndarray, naive_every: np.ndarray, ms_per_call: float) -> 
     return Gpu("calibrated to issue 2's H100 numbers", fit_flops(bw), bw)
 
 
-def record_family(family: str, batch: int, height: int, steps: int, modes=("exact", "fast"), naive=True):
+def record_family(family: str, batch: int, height: int, steps: int, modes=("exact", "fast"), naive=True,
+                  names=SCHEDULES):
     """Records of the naive baseline and of ecad (per mode) for each bench_apply schedule."""
-    dtype = torch.float16 if family == "pixart" else torch.bfloat16
-    text_len = 120 if family == "pixart" else 512
-    dims = PIXART_ALPHA_DIMS if family == "pixart" else FLUX_DEV_DIMS
-    pipe = build_pipeline(family, False, "meta", dtype)
+    space = bench_space(family, tiny=False)
+    dtype, text_len = space.torch_dtype, space.text_length
+    dims = space.adapter.preset_dims(space)
+    pipe = build_pipeline(space, "meta", dtype)
     pipe.set_progress_bar_config(disable=True)
     layout = adapter_for_pipeline(pipe).layout_of(pipe.transformer)
-    kwargs = {**call_kwargs(pipe, family, batch, height, text_len, "meta", dtype), "num_inference_steps": steps}
-    schedules = schedules_for(layout, steps, family)
+    kwargs = {**call_kwargs(pipe, space, batch, height, text_len, "meta", dtype), "num_inference_steps": steps}
+    calls_per_step = space.adapter.calls_per_step(kwargs)
+    schedules = schedules_for(layout, steps, names)
     recorded: dict[str, tuple[np.ndarray, float]] = {}
     fractions = {s.name: block_mac_fraction(s, dims, height, text_len) for s in schedules}
     for schedule in schedules[1:] if naive else []:  # the naive baseline first, on the stock pipeline
-        cache = NaiveCache(pipe, schedule)
+        cache = NaiveCache(pipe, schedule, calls_per_step)
         try:
             recorded[f"naive_{schedule.name}"] = record(pipe, kwargs, layout), fractions[schedule.name]
         finally:
@@ -188,24 +190,28 @@ def record_family(family: str, batch: int, height: int, steps: int, modes=("exac
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", choices=["pixart", "flux"], default="pixart")
+    ap.add_argument("--family", choices=FAMILIES, default="pixart")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--height", type=int, default=256)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--schedules", default=",".join(SCHEDULES),
+                    help="comma-separated every-N / random-P schedules (a FLUX-size one takes minutes on 2 cores)")
     args = ap.parse_args()
 
     # The calibration always uses issue 2's PixArt setting (where its numbers were measured).
     issue = record_family("pixart", 100, 256, 20, modes=("exact",), naive=True)
     calibrated = calibrate(issue["no_caching"][0], issue["naive_every_2"][0], ISSUE_MS_PER_IMAGE * 100)
     recorded = issue if (args.family, args.batch, args.height, args.steps) == ("pixart", 100, 256, 20) else {}
-    recorded.update(record_family(args.family, args.batch, args.height, args.steps))
+    recorded.update(record_family(args.family, args.batch, args.height, args.steps,
+                                  names=[n for n in args.schedules.split(",") if n]))
     full = recorded["no_caching"][0]
+    space = bench_space(args.family, tiny=False)
     result = dict(
         model="roofline over aten ops dispatched on meta tensors (prediction, not a measurement)",
-        setting=dict(family=args.family, dtype="float16" if args.family == "pixart" else "bfloat16",
-                     resolution=args.height, batch=args.batch, cfg=args.family == "pixart", steps=args.steps,
-                     text_len=120 if args.family == "pixart" else 512, vae_decode=True),
+        setting=dict(family=args.family, space=space.name, dtype=space.dtype, resolution=args.height,
+                     batch=args.batch, cfg=space.adapter.transformer_batch(1, space.guidance_scale) > 1,
+                     steps=args.steps, text_len=space.text_length, vae_decode=True),
         kernel_gap_us=KERNEL_GAP_S * 1e6, gpus=[], rows=[])
     for gpu in (H100_SPEC, calibrated):
         t_full = seconds(full, gpu)

@@ -1,7 +1,9 @@
 """ecad: search and apply caching/timestep schedules for diffusion transformers."""
 
 from ecad.cache.hooks import apply_schedule, current_schedule, remove_schedule
-from ecad.layouts import Layout, flux_layout, pixart_layout
+from ecad.layouts import Layout
+from ecad.models.flux import flux_layout
+from ecad.models.pixart import pixart_layout
 from ecad.schedule import Schedule, ScheduleError, load_schedule
 
 __version__ = "0.1.0"

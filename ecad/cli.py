@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("schedule", type=Path)
     p.add_argument("--space", required=True)
     p.add_argument("--images", type=_positive_int, default=1,
-                   help="images per call (default 1; PixArt's CFG doubles the transformer batch, FLUX-dev's does not)")
+                   help="images per call (default 1; the transformer batch doubles where the family runs CFG as an unconditional branch)")
     p.add_argument("--ecad-convention", action="store_true", help="count Linear layers only, as ECAD does")
     p.set_defaults(func=_cmd_macs)
 

@@ -38,7 +38,7 @@ class Contender:
 
 class PeerContextHook(ModelHook):
     """PixArt pipelines set neither a cache context nor the current timestep, which diffusers'
-    cache hooks need: this hook sets both on every transformer call (FIELD.md section 4)."""
+    cache hooks need: this hook sets both on every transformer call."""
 
     def __init__(self, num_steps: int):
         super().__init__()
@@ -172,12 +172,7 @@ def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, pro
             HookRegistry.check_if_exists_or_initialize(transformer).register_hook(context, CONTEXT_HOOK)
             evaluator.before_call.append(context.reset)
         timestep_fn = (lambda: context.timestep) if context else (lambda: evaluator.pipe.current_timestep)
-        if space.family == "flux" and space.steps == 28:
-            from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
-
-            ratios = FLUX_MAG_RATIOS.tolist()
-        else:
-            ratios = calibrate_mag_cache(evaluator, space.steps) or None
+        ratios = space.adapter.mag_ratios(space.steps) or calibrate_mag_cache(evaluator, space.steps) or None
         for name, cfg in _peer_configs(space.steps, timestep_fn, ratios).items():
             try:
                 _apply_peer(transformer, cfg)

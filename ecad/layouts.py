@@ -1,29 +1,43 @@
-"""Block/component layouts of the model families ecad knows.
+"""The shape of a schedule's compute grid: block groups and their components.
 
-A layout is the one place that says how a family's transformer is cut into cacheable
-pieces; schedules, search spaces, hooks and MAC counting all read it from here.
+A layout says how one transformer is cut into cacheable pieces. It is plain data that knows no
+model family: each family's adapter (ecad/models/) builds its layouts and says where the pieces
+live in the module tree; schedules, search spaces, hooks and MAC counting read them from here.
+
+Groups of one family may hold different numbers of components (SD3.5's dual-attention blocks
+have four, its last block two). The grid is then `[steps, blocks, max components]`, and the cells
+past a block's own components are padding: there is nothing to reuse there, so they always read
+as "compute" and cost nothing (`cell_mask` tells them apart).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
 
 
 @dataclass(frozen=True)
 class BlockGroup:
-    """A run of identical transformer blocks that share one set of components."""
+    """A run of consecutive transformer blocks that share one set of components."""
 
     name: str  # attribute of the transformer holding the blocks, e.g. "transformer_blocks"
     num_blocks: int
-    components: tuple[str, ...]  # ECAD component names, in ECAD order
+    components: tuple[str, ...]  # component names, in grid order (ECAD order where ECAD has the family)
     key_prefix: str = ""  # ECAD JSON block-key prefix ("" or "single_")
+    label: str = field(default="", compare=False)  # short display name ("double", "single"); not part of identity
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
 
 @dataclass(frozen=True)
 class Layout:
     """Family plus its block groups: the shape of a schedule's compute grid."""
 
-    family: str  # "pixart" | "flux"
+    family: str  # the adapter's registry key
     groups: tuple[BlockGroup, ...]
 
     @property
@@ -32,16 +46,41 @@ class Layout:
 
     @property
     def num_components(self) -> int:
-        """Components per block; every group of a family has the same count (3)."""
-        return len(self.groups[0].components)
+        """Grid width: the most components any block has (shorter blocks are padded)."""
+        return max((len(g.components) for g in self.groups), default=0)
 
-    def blocks(self) -> list[tuple[BlockGroup, int]]:
-        """Flat list of (group, index within group), in ECAD order."""
-        return [(g, i) for g in self.groups for i in range(g.num_blocks)]
+    @property
+    def ragged(self) -> bool:
+        return len({len(g.components) for g in self.groups}) > 1
+
+    @cached_property
+    def _blocks(self) -> tuple[tuple[BlockGroup, int], ...]:
+        out, next_index = [], {}
+        for g in self.groups:  # groups sharing one module list (SD3) continue its numbering
+            start = next_index.get(g.name, 0)
+            out.extend((g, start + i) for i in range(g.num_blocks))
+            next_index[g.name] = start + g.num_blocks
+        return tuple(out)
+
+    def blocks(self) -> tuple[tuple[BlockGroup, int], ...]:
+        """(group, index in the group's module list) per block, in grid order; computed once."""
+        return self._blocks
 
     def block_key(self, flat_index: int) -> str:
-        group, i = self.blocks()[flat_index]
+        group, i = self._blocks[flat_index]
         return f"{group.key_prefix}{i}"
+
+    @cached_property
+    def _mask(self) -> np.ndarray:
+        mask = np.zeros((self.num_blocks, self.num_components), dtype=bool)
+        for b, (group, _) in enumerate(self._blocks):
+            mask[b, : len(group.components)] = True
+        mask.setflags(write=False)
+        return mask
+
+    def cell_mask(self) -> np.ndarray:
+        """[blocks, components] True where the block has that component (False: padding)."""
+        return self._mask
 
     def describe(self) -> str:
         return self.family + "(" + ", ".join(f"{g.name}={g.num_blocks}x{list(g.components)}" for g in self.groups) + ")"
@@ -57,6 +96,7 @@ class Layout:
 
     @classmethod
     def from_json(cls, data: dict) -> "Layout":
+        """Structure only; a family's adapter checks that it describes a real transformer."""
         return cls(
             family=data["family"],
             groups=tuple(
@@ -64,31 +104,3 @@ class Layout:
                 for g in data["groups"]
             ),
         )
-
-
-PIXART_COMPONENTS = ("attn1", "attn2", "ff")
-FLUX_DOUBLE_COMPONENTS = ("full_attn", "full_ff", "full_ff_context")
-FLUX_SINGLE_COMPONENTS = ("single_attn", "single_proj_mlp", "single_proj_out")
-FAMILIES = ("pixart", "flux")
-
-
-def pixart_layout(num_blocks: int = 28) -> Layout:
-    return Layout("pixart", (BlockGroup("transformer_blocks", num_blocks, PIXART_COMPONENTS),))
-
-
-def flux_layout(num_double: int = 19, num_single: int = 38) -> Layout:
-    return Layout(
-        "flux",
-        (
-            BlockGroup("transformer_blocks", num_double, FLUX_DOUBLE_COMPONENTS),
-            BlockGroup("single_transformer_blocks", num_single, FLUX_SINGLE_COMPONENTS, key_prefix="single_"),
-        ),
-    )
-
-
-def layout_for(family: str, num_blocks: int, num_single_blocks: int = 0) -> Layout:
-    if family == "pixart":
-        return pixart_layout(num_blocks)
-    if family == "flux":
-        return flux_layout(num_blocks, num_single_blocks)
-    raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")

@@ -15,14 +15,24 @@ from typing import Any
 import numpy as np
 
 from ecad.files import atomic_write_text
-from ecad.layouts import FAMILIES, Layout, flux_layout, layout_for, pixart_layout
+from ecad.layouts import Layout
 
 FORMAT = "ecad-schedule/1"
-ECAD_PIPELINE_NAMES = {"pixart_alpha": ("pixart", "alpha"), "pixart_sigma": ("pixart", "sigma"), "flux": ("flux", None)}
 
 
 class ScheduleError(ValueError):
     """A schedule file or object is invalid; the message names the field and the fix."""
+
+
+def _adapter(family: str, where: str = "schedule"):
+    """The family's adapter (imported here, not at module level: adapters import torch, and
+    reading a schedule file should not need the model code until it is used)."""
+    from ecad.models import adapter_for
+
+    try:
+        return adapter_for(family)
+    except ValueError as exc:
+        raise ScheduleError(f"{where}: {exc}") from None
 
 
 @dataclass
@@ -34,7 +44,7 @@ class Schedule:
     grid: np.ndarray
     timesteps: list[int] | None = None  # indices into the base grid of `num_steps` steps, increasing
     name: str = ""
-    variant: str | None = None  # "alpha" / "sigma" for PixArt
+    variant: str | None = None  # the family's pipeline variant (PixArt: "alpha" / "sigma"); None if it has one
     model: str | None = None  # hub id or path the schedule was searched on
     height: int | None = None
     width: int | None = None
@@ -46,6 +56,8 @@ class Schedule:
     def __post_init__(self) -> None:
         self.grid = np.asarray(self.grid)
         self.validate()
+        if self.layout.ragged:  # padding cells hold no component: nothing to reuse, so they compute
+            self.grid = self.grid | ~self.layout.cell_mask()[None]
 
     # ----------------------------------------------------------------- basics
     @property
@@ -67,7 +79,8 @@ class Schedule:
 
     def compute_fraction(self) -> float:
         """Share of block components computed, relative to running all base steps uncached."""
-        return float(self.executed_grid().sum()) / float(self.grid.size)
+        mask = self.layout.cell_mask()
+        return float((self.executed_grid() & mask).sum()) / float(self.num_steps * mask.sum())
 
     @classmethod
     def full(cls, layout: Layout, num_steps: int, **kw) -> "Schedule":
@@ -144,14 +157,28 @@ class Schedule:
             "height": self.height,
             "width": self.width,
             "guidance_scale": self.guidance_scale,
-            "grid": [" ".join("".join("1" if c else "0" for c in blk) for blk in step) for step in self.grid],
+            "grid": self._grid_rows(),
             "metrics": self.metrics,
             "attributes": self.attributes,
             **({"ecad_config": self.ecad_config} if self.ecad_config is not None else {}),
         }
 
+    def _grid_rows(self) -> list[str]:
+        """One string per step: a group of 0/1 per block, one digit per component of its group."""
+        widths = [len(group.components) for group, _ in self.layout.blocks()]
+        return [" ".join("".join("1" if c else "0" for c in blk[:w]) for blk, w in zip(step, widths))
+                for step in self.grid]
+
     def to_ecad_json(self) -> dict[str, Any]:
-        """ECAD's layout (FIELD.md section 2)."""
+        """ECAD's layout: `cache_schedule` (steps '000'.., blocks by key, components by name),
+        `config`, `metrics`. ECAD has PixArt and FLUX only; other families are refused."""
+        from ecad.models import UnsupportedModelError
+
+        adapter = _adapter(self.family)
+        try:
+            cs: dict[str, Any] = adapter.ecad_block_counts(self.layout)
+        except UnsupportedModelError as exc:
+            raise ScheduleError(str(exc)) from None
         sched: dict[str, Any] = {}
         keys = [self.layout.block_key(i) for i in range(self.layout.num_blocks)]
         comps = [g.components for g, _ in self.layout.blocks()]
@@ -159,9 +186,6 @@ class Schedule:
             sched[f"{s:03d}"] = {
                 k: {c: bool(self.grid[s, b, j]) for j, c in enumerate(comps[b])} for b, k in enumerate(keys)
             }
-        cs: dict[str, Any] = {"num_blocks": self.layout.groups[0].num_blocks}
-        if self.family == "flux":
-            cs["num_single_blocks"] = self.layout.groups[1].num_blocks
         attributes = dict(self.attributes)
         if self.timesteps is not None:
             attributes["ecad_timesteps"] = list(self.timesteps)
@@ -180,8 +204,9 @@ class Schedule:
             cfg["guidance_scale"] = self.guidance_scale
         if self.model is not None:
             cfg["pipeline_weights"] = self.model
-        name = "flux" if self.family == "flux" else f"pixart_{self.variant or 'alpha'}"
-        cfg["pipeline"] = {"name": name, "kwargs": {}}
+        adapter = _adapter(self.family)
+        names = adapter.ecad_pipeline_names
+        cfg["pipeline"] = {"name": names.get(self.variant, names[adapter.default_variant]), "kwargs": {}}
         return cfg
 
     def save(self, path: str | os.PathLike, format: str = "ecad-schedule") -> Path:
@@ -245,8 +270,7 @@ def _require(data: dict, key: str, where: str, kind: type | tuple[type, ...]) ->
 
 def _from_ours(data: dict, where: str) -> Schedule:
     family = _require(data, "family", where, str)
-    if family not in FAMILIES:
-        raise ScheduleError(f"{where}: family {family!r} unknown; use one of {', '.join(FAMILIES)}")
+    adapter = _adapter(family, where)
     layout_data = _require(data, "layout", where, dict)
     try:
         layout = Layout.from_json(layout_data)
@@ -254,19 +278,25 @@ def _from_ours(data: dict, where: str) -> Schedule:
         raise ScheduleError(f"{where}: field 'layout' is malformed ({exc}); copy it from a schedule ecad wrote") from None
     if layout.family != family:
         raise ScheduleError(f"{where}: layout.family {layout.family!r} differs from family {family!r}")
-    reference = layout_for(family, *(g.num_blocks for g in layout.groups))
-    if layout != reference:
-        known = {c for g in reference.groups for c in g.components}
+    try:
+        reference = adapter.layout_from_groups([(g.name, g.components, g.num_blocks) for g in layout.groups])
+    except ValueError as exc:
+        known = {c for k in adapter.block_kinds for c in k.components}
         unknown = sorted({c for g in layout.groups for c in g.components} - known)
-        raise ScheduleError(f"{where}: field 'layout' "
-                            + (f"has unknown component(s) {unknown}; it " if unknown else "")
-                            + f"lists groups {layout.to_json()['groups']} but a {family} layout with these block "
-                            f"counts is {reference.to_json()['groups']}; copy it from a schedule ecad wrote")
+        raise ScheduleError(f"{where}: field 'layout' is not a {family} layout: "
+                            + (f"unknown component(s) {unknown}; " if unknown else "")
+                            + f"{exc}; copy it from a schedule ecad wrote") from None
+    if layout != reference:
+        raise ScheduleError(f"{where}: field 'layout' lists groups {layout.to_json()['groups']} but a {family} layout "
+                            f"with these block counts is {reference.to_json()['groups']}; copy it from a schedule "
+                            "ecad wrote")
+    layout = reference  # the adapter's own, with its display labels
     num_steps = _require(data, "num_steps", where, int)
     rows = _require(data, "grid", where, list)
     if len(rows) != num_steps:
         raise ScheduleError(f"{where}: grid has {len(rows)} steps but num_steps is {num_steps}; make them agree")
-    grid = np.zeros((num_steps, layout.num_blocks, layout.num_components), dtype=bool)
+    grid = np.ones((num_steps, layout.num_blocks, layout.num_components), dtype=bool)  # padding cells compute
+    widths = [len(group.components) for group, _ in layout.blocks()]
     for s, row in enumerate(rows):
         if not isinstance(row, str):
             raise ScheduleError(f"{where}: grid[{s}] must be a string of 0/1 groups, got {json.dumps(row)[:40]}")
@@ -276,12 +306,12 @@ def _from_ours(data: dict, where: str) -> Schedule:
                 f"{where}: grid[{s}] has {len(blocks)} blocks, the layout has {layout.num_blocks}; one group per block"
             )
         for b, cells in enumerate(blocks):
-            if len(cells) != layout.num_components or set(cells) - {"0", "1"}:
+            if len(cells) != widths[b] or set(cells) - {"0", "1"}:
                 raise ScheduleError(
-                    f"{where}: grid[{s}] block {b} is {cells!r}; each block needs {layout.num_components} "
-                    "cells of 0 (reuse) or 1 (compute)"
+                    f"{where}: grid[{s}] block {b} is {cells!r}; it needs {widths[b]} cells of 0 (reuse) or "
+                    "1 (compute), one per component of its group"
                 )
-            grid[s, b] = [c == "1" for c in cells]
+            grid[s, b, : widths[b]] = [c == "1" for c in cells]
     timesteps = data.get("timesteps")
     if timesteps is not None and not isinstance(timesteps, list):
         raise ScheduleError(f"{where}: field 'timesteps' must be a list of step indices or null")
@@ -303,13 +333,16 @@ def _build(where: str, layout: Layout, grid: np.ndarray, **kw) -> Schedule:
 def _from_ecad(data: dict, where: str) -> Schedule:
     cs = _require(data, "cache_schedule", where, dict)
     w = f"{where}: cache_schedule"
-    num_blocks = _require(cs, "num_blocks", w, int)
+    from ecad.models import ADAPTERS
+
     num_steps = _require(cs, "num_inference_steps", w, int)
     sched = _require(cs, "schedule", w, dict)
-    is_flux = "num_single_blocks" in cs or any(
-        isinstance(v, dict) and any(str(k).startswith("single_") for k in v) for v in sched.values()
-    )
-    layout = flux_layout(num_blocks, _require(cs, "num_single_blocks", w, int)) if is_flux else pixart_layout(num_blocks)
+    adapter = next(a for a in ADAPTERS.values() if a.ecad_count_keys and a.ecad_claims(cs))
+    counts = [_require(cs, key, w, int) for key in adapter.ecad_count_keys]
+    try:
+        layout = adapter.layout(counts)
+    except ValueError as exc:
+        raise ScheduleError(f"{w}: {exc}") from None
     expected_steps = [f"{s:03d}" for s in range(num_steps)]
     if sorted(sched) != expected_steps:
         raise ScheduleError(
@@ -327,8 +360,7 @@ def _from_ecad(data: dict, where: str) -> Schedule:
             missing, extra = sorted(set(keys) - set(step)), sorted(set(step) - set(keys))
             raise ScheduleError(
                 f"{w}.schedule[{step_key!r}] has {len(step)} blocks, expected {len(keys)} "
-                f"(missing {missing[:5]}, unexpected {extra[:5]}); check num_blocks"
-                + (" and num_single_blocks" if is_flux else "")
+                f"(missing {missing[:5]}, unexpected {extra[:5]}); check {' and '.join(adapter.ecad_count_keys)}"
             )
         for b, key in enumerate(keys):
             cells = step[key]
@@ -354,8 +386,9 @@ def _from_ecad(data: dict, where: str) -> Schedule:
         raise ScheduleError(f"{where}: field 'config' must be an object")
     attributes = dict(cs.get("attributes") or {})
     timesteps = attributes.pop("ecad_timesteps", None)
-    pipeline_name = (config.get("pipeline") or {}).get("name")
-    variant = ECAD_PIPELINE_NAMES.get(pipeline_name, (None, None))[1] if not is_flux else None
+    pipeline = config.get("pipeline") or {}
+    pipeline_name = pipeline.get("name") if isinstance(pipeline, dict) else None
+    variant = next((v for v, n in adapter.ecad_pipeline_names.items() if n == pipeline_name), None)
     return _build(
         where, layout, grid, timesteps=timesteps, name=cs.get("name", ""), variant=variant,
         model=config.get("pipeline_weights") or config.get("transformer_weights"),

@@ -17,19 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecad.layouts import FAMILIES, Layout, layout_for
+from ecad.layouts import Layout
 from ecad.resources import shipped_dir
 from ecad.schedule import Schedule
 
 ENV_VAR = "ECAD_SEARCH_SPACES"
 
-PIPELINE_CLASSES = {("pixart", "alpha"): "PixArtAlphaPipeline", ("pixart", "sigma"): "PixArtSigmaPipeline", ("flux", None): "FluxPipeline"}
 DTYPES = ("float16", "bfloat16", "float32")
-VARIANTS = {"pixart": ("alpha", "sigma"), "flux": (None,)}
 # Call arguments a space sets through its own fields; pipeline_kwargs may not override them.
 RESERVED_KWARGS = {
     "height": "height", "width": "width", "num_inference_steps": "steps", "guidance_scale": "guidance_scale",
-    "max_sequence_length": "text_length", "timesteps": "[timesteps]", "sigmas": "[timesteps]",
+    "max_sequence_length": "text_length", "timesteps": "[timesteps]", "sigmas": "[timesteps]", "num_frames": "frames",
 }
 # Known [constraints] keys -> (description, check(value) -> bool).
 CONSTRAINTS = {
@@ -38,7 +36,7 @@ CONSTRAINTS = {
 }
 TOP_LEVEL_KEYS = (
     "name", "description", "family", "variant", "hub_id", "pipeline_class", "dtype", "scheduler", "steps",
-    "height", "width", "guidance_scale", "text_length", "pipeline_kwargs", "timesteps", "constraints", "blocks",
+    "height", "width", "frames", "guidance_scale", "text_length", "pipeline_kwargs", "timesteps", "constraints", "blocks",
 )
 
 
@@ -52,8 +50,8 @@ class SearchSpace:
 
     name: str
     description: str
-    family: str  # "pixart" | "flux"
-    variant: str | None  # "alpha" | "sigma" for PixArt, None for FLUX
+    family: str  # a registered adapter's family (`ecad.models.FAMILIES`)
+    variant: str | None  # the family's pipeline variant (PixArt: "alpha" | "sigma"); None where it has one
     hub_id: str  # Hub id, local directory, or an "ecad-tiny/..." builder name
     pipeline_class: str  # diffusers pipeline class name
     layout: Layout
@@ -69,6 +67,14 @@ class SearchSpace:
     min_steps: int = 1  # fewest base steps a schedule may run; only read when timesteps_enabled
     constraints: dict[str, Any] = field(default_factory=dict, hash=False)
     source: Path | None = None  # the TOML file it was loaded from
+    frames: int | None = None  # frames per video (video families only)
+
+    @property
+    def adapter(self):
+        """The family's adapter: everything ecad knows about this model family."""
+        from ecad.models import adapter_for
+
+        return adapter_for(self.family)
 
     @property
     def model(self) -> str:
@@ -94,8 +100,9 @@ class SearchSpace:
 
     def call_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the pipeline call (prompt, generator, output_type not included)."""
+        frames = {"num_frames": self.frames} if self.frames is not None else {}
         return {
-            "height": self.height, "width": self.width, "num_inference_steps": self.steps,
+            "height": self.height, "width": self.width, "num_inference_steps": self.steps, **frames,
             "guidance_scale": self.guidance_scale, "max_sequence_length": self.text_length, **self.pipeline_kwargs,
         }
 
@@ -113,7 +120,8 @@ class SearchSpace:
         if schedule.layout != self.layout:
             raise SpaceError(
                 f"{where} has layout {schedule.layout.describe()}, but space {self.name!r} uses "
-                f"{self.layout.describe()}; use a schedule searched for a {self.family} model with that block layout"
+                f"{self.layout.describe()}; use a schedule searched for a {self.adapter.display_name} model with that "
+                "block layout"
             )
         if schedule.num_steps != self.steps:
             raise SpaceError(
@@ -219,18 +227,19 @@ def _parse(path: Path) -> SearchSpace:
     if name != path.stem:
         raise SpaceError(f"{where}: name {name!r} differs from the file name {path.stem!r}; make them agree")
     description = _get(data, "description", where, str, default="")
+    from ecad.models import FAMILIES, adapter_for
+
     family = _get(data, "family", where, str)
     if family not in FAMILIES:
         raise SpaceError(f"{where}: family {family!r} is unknown; use one of {', '.join(FAMILIES)}")
+    adapter = adapter_for(family)
     variant = _get(data, "variant", where, str, default=None)
-    if variant not in VARIANTS[family]:
-        if family == "flux":
-            raise SpaceError(f"{where}: field 'variant' is only for PixArt; remove it for family 'flux'")
-        raise SpaceError(f"{where}: field 'variant' must be one of {', '.join(VARIANTS[family])} for family "
-                         f"{family!r}, got {variant!r}")
+    problem = adapter.variant_error(variant)
+    if problem:
+        raise SpaceError(f"{where}: {problem}")
     hub_id = _get(data, "hub_id", where, str)
     pipeline_class = _get(data, "pipeline_class", where, str)
-    expected_cls = PIPELINE_CLASSES[(family, variant)]
+    expected_cls = adapter.pipeline_classes[variant]
     if pipeline_class != expected_cls:
         raise SpaceError(f"{where}: pipeline_class {pipeline_class!r} does not fit family {family!r}"
                          + (f" variant {variant!r}" if variant else "") + f"; use {expected_cls!r}")
@@ -251,6 +260,12 @@ def _parse(path: Path) -> SearchSpace:
     if not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise SpaceError(f"{where}: field 'guidance_scale' must be a finite number >= 0, got {guidance_scale}")
     text_length = _positive(_get(data, "text_length", where, int), "text_length", where)
+    frames = None
+    if adapter.video:
+        frames = _positive(_get(data, "frames", where, int), "frames", where)
+    elif "frames" in data:
+        raise SpaceError(f"{where}: field 'frames' is only for video families; {adapter.display_name} makes images, "
+                         "remove it")
 
     pipeline_kwargs = dict(_get(data, "pipeline_kwargs", where, dict, default={}))
     for key in pipeline_kwargs:
@@ -272,44 +287,54 @@ def _parse(path: Path) -> SearchSpace:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
             raise SpaceError(f"{where}: field 'constraints.{key}' must be {desc}, got {value!r}")
 
-    layout = _parse_blocks(data, family, where)
+    layout = _parse_blocks(data, adapter, where)
     return SearchSpace(
         name=name, description=description, family=family, variant=variant, hub_id=hub_id,
         pipeline_class=pipeline_class, layout=layout, steps=steps, height=height, width=width,
         guidance_scale=guidance_scale, dtype=dtype, scheduler=scheduler, text_length=text_length,
         pipeline_kwargs=pipeline_kwargs, timesteps_enabled=timesteps_enabled, min_steps=min_steps,
-        constraints=constraints, source=path,
+        constraints=constraints, source=path, frames=frames,
     )
 
 
-def _parse_blocks(data: dict, family: str, where: str) -> Layout:
-    """Read [[blocks]] and check it against the family's known layout (group names, order, components)."""
+def _parse_blocks(data: dict, adapter, where: str) -> Layout:
+    """Read [[blocks]] and check it against the family's block kinds (group names, order, components)."""
     blocks = _get(data, "blocks", where, list)
-    reference = layout_for(family, 1, 1)  # only names and components are compared
-    expected = ", ".join(f"{g.name} {list(g.components)}" for g in reference.groups)
-    if len(blocks) != len(reference.groups):
-        raise SpaceError(f"{where}: [[blocks]] has {len(blocks)} group(s), family {family!r} needs "
-                         f"{len(reference.groups)}, in this order: {expected}")
-    counts = []
-    for i, (table, ref) in enumerate(zip(blocks, reference.groups)):
+    kinds, family = adapter.block_kinds, adapter.family
+    expected = adapter.describe_kinds()
+    n_min, n_max = sum(not k.optional for k in kinds), len(kinds)
+    if not n_min <= len(blocks) <= n_max:
+        needs = str(n_min) if n_min == n_max else f"{n_min} to {n_max}"
+        raise SpaceError(f"{where}: [[blocks]] has {len(blocks)} group(s), family {family!r} needs {needs}, "
+                         f"in this order: {expected}")
+    groups = []
+    for i, table in enumerate(blocks):
         label = f"blocks[{i}]"
         if not isinstance(table, dict):
             raise SpaceError(f"{where}: {label} must be a table ([[blocks]] with name, count, components)")
         _check_keys(table, ("name", "count", "components"), where, label)
         gname = _get(table, "name", where, str, table=label)
-        if gname != ref.name:
-            raise SpaceError(f"{where}: {label}.name is {gname!r}; {family} block group {i + 1} is {ref.name!r} "
+        same_name = [k for k in kinds if k.name == gname]
+        if not same_name:
+            position = kinds[min(i, len(kinds) - 1)].name
+            raise SpaceError(f"{where}: {label}.name is {gname!r}; {family} block group {i + 1} is {position!r} "
                              f"(groups in order: {expected})")
-        counts.append(_positive(_get(table, "count", where, int, table=label), f"{label}.count", where))
+        count = _positive(_get(table, "count", where, int, table=label), f"{label}.count", where)
         comps = _get(table, "components", where, list, table=label)
-        unknown = [c for c in comps if c not in ref.components]
+        valid = list(dict.fromkeys(c for k in same_name for c in k.components))
+        unknown = [c for c in comps if c not in valid]
         if unknown:
             raise SpaceError(f"{where}: {label} ({gname}) has unknown component {unknown[0]!r}; "
-                             f"valid components are {list(ref.components)}")
-        if tuple(comps) != ref.components:
-            raise SpaceError(f"{where}: {label}.components is {comps}; {family} {gname} needs exactly "
-                             f"{list(ref.components)} in this (ECAD) order")
-    return layout_for(family, *counts)
+                             f"valid components are {valid}")
+        if tuple(comps) not in {k.components for k in same_name}:
+            sets = " or ".join(str(list(k.components)) for k in same_name)
+            raise SpaceError(f"{where}: {label}.components is {comps}; {family} {gname} needs exactly {sets} "
+                             "in this (grid) order")
+        groups.append((gname, comps, count))
+    try:
+        return adapter.layout_from_groups(groups)
+    except ValueError as exc:
+        raise SpaceError(f"{where}: [[blocks]]: {exc}") from None
 
 
 __all__ = ["SearchSpace", "SpaceError", "list_spaces", "load_space", "spaces_dirs", "ENV_VAR"]

@@ -14,7 +14,8 @@ os.environ.setdefault("ECAD_CACHE", tempfile.mkdtemp(prefix="ecad-test-cache-"))
 import pytest
 import torch
 
-from ecad.models.tiny import build_tiny_flux, build_tiny_pixart
+from ecad.models.flux import build_tiny_flux
+from ecad.models.pixart import build_tiny_pixart
 
 torch.set_num_threads(2)
 

@@ -11,7 +11,8 @@ import torch
 
 import ecad
 from ecad.cache.hooks import CachePlan, COMPONENT_HOOK
-from ecad.layouts import flux_layout, pixart_layout
+from ecad.models.flux import flux_layout
+from ecad.models.pixart import pixart_layout
 from ecad.models import adapter_for_pipeline
 from ecad.schedule import Schedule, ScheduleError
 from tests.conftest import PIXART_CALL, generate
@@ -138,7 +139,7 @@ def test_default_fast_path_matches_block_by_block_reuse_up_to_rounding(fixture, 
 def test_fast_path_in_bfloat16_is_as_accurate_as_the_exact_path(n):
     """Folded sums and fused multiply-adds kept in the model's half dtype add no error beyond
     the dtype's own: both paths land as close to the float32 result."""
-    from ecad.models.tiny import build_tiny_pixart
+    from ecad.models.pixart import build_tiny_pixart
 
     def run(dtype, exact):
         pipe = build_tiny_pixart().to(dtype=dtype)
@@ -313,7 +314,7 @@ def test_state_is_cleared_when_a_call_raises(tiny_pixart):
 
 
 def test_state_belongs_to_the_pipeline_instance(tiny_pixart):
-    from ecad.models.tiny import build_tiny_pixart
+    from ecad.models.pixart import build_tiny_pixart
 
     other = build_tiny_pixart()
     other.set_progress_bar_config(disable=True)
@@ -463,7 +464,7 @@ def test_a_transformer_shared_with_a_scheduled_pipeline_is_refused_clearly(tiny_
 
 
 def test_swapping_in_a_transformer_of_another_depth_names_both_layouts(tiny_pixart):
-    from ecad.models.tiny import build_tiny_pixart
+    from ecad.models.pixart import build_tiny_pixart
 
     ecad.apply_schedule(tiny_pixart, Schedule.full(_layout(tiny_pixart), STEPS))
     tiny_pixart.transformer = build_tiny_pixart(num_blocks=2).transformer

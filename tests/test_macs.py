@@ -9,8 +9,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ecad.cache.macs import (
-    FLUX_DEV_DIMS,
-    PIXART_ALPHA_DIMS,
     TransformerDims,
     component_macs,
     fixed_macs,
@@ -19,7 +17,8 @@ from ecad.cache.macs import (
     schedule_macs,
     transformer_batch,
 )
-from ecad.layouts import flux_layout, pixart_layout
+from ecad.models.flux import FLUX_DEV_DIMS, flux_layout
+from ecad.models.pixart import PIXART_ALPHA_DIMS, PixArtDims, pixart_layout
 from ecad.schedule import Schedule
 
 PIXART_MODULES = {"attn1": "attn1", "attn2": "attn2", "ff": "ff"}
@@ -82,8 +81,8 @@ def _check_against_counter(counts: dict[str, float], dims: TransformerDims, heig
                            text_len: int, modules: dict[str, str]) -> None:
     """Exact equality: every MAC is an integer count (well below 2**53), so any difference means the
     analytic model misses or double-counts an op, not rounding."""
-    comp = component_macs(dims, None, height, width, batch, text_len)
-    total = full_macs(dims, None, height, width, batch, text_len)
+    comp = component_macs(dims, height, width, batch, text_len)
+    total = full_macs(dims, height, width, batch, text_len)
     assert total == counts[""], (total, counts[""])
     blocks = 0.0
     for name, pattern in modules.items():
@@ -93,12 +92,12 @@ def _check_against_counter(counts: dict[str, float], dims: TransformerDims, heig
             path = pattern.format(i=i) if "{i}" in pattern else f"transformer_blocks.{i}.{pattern}"
             assert comp[name] == counts[path], (name, path, comp[name], counts[path])
             blocks += counts[path]
-    fixed = fixed_macs(dims, None, height, width, batch, text_len)
+    fixed = fixed_macs(dims, height, width, batch, text_len)
     assert fixed == counts[""] - blocks, (fixed, counts[""] - blocks)
 
 
 def test_tiny_pixart_matches_flop_counter():
-    from ecad.models.tiny import build_tiny_pixart
+    from ecad.models.pixart import build_tiny_pixart
 
     transformer = build_tiny_pixart(num_blocks=3).transformer
     dims = TransformerDims.from_transformer(transformer, vae_scale_factor=1)  # 1-level tiny VAE: no downsampling
@@ -109,7 +108,7 @@ def test_tiny_pixart_matches_flop_counter():
 
 
 def test_tiny_flux_matches_flop_counter():
-    from ecad.models.tiny import build_tiny_flux
+    from ecad.models.flux import build_tiny_flux
 
     transformer = build_tiny_flux().transformer
     dims = TransformerDims.from_transformer(transformer, vae_scale_factor=2)  # 2-level tiny VAE
@@ -128,7 +127,7 @@ def test_full_size_pixart_alpha_on_meta_matches_flop_counter():
     assert dims == PIXART_ALPHA_DIMS
     fwd = _pixart_forward(transformer, 2, 32, 32, 120, device="meta")
     _check_against_counter(_count(fwd), dims, 256, 256, 2, 120, PIXART_MODULES)
-    ecad = full_macs(dims, "pixart", 256, 256, 2, 120, attention_matmuls=False)
+    ecad = full_macs(dims, 256, 256, 2, 120, attention_matmuls=False)
     assert ecad == _linear_only(fwd), (ecad, _linear_only(fwd))
 
 
@@ -156,7 +155,7 @@ def test_full_size_flux_dev_on_meta_matches_flop_counter():
     assert dims == FLUX_DEV_DIMS
     fwd = _flux_forward(transformer, 1, 16, 16, 512, device="meta")
     _check_against_counter(_count(fwd), dims, 256, 256, 1, 512, FLUX_MODULES)
-    linear = full_macs(dims, "flux", 256, 256, 1, attention_matmuls=False)
+    linear = full_macs(dims, 256, 256, 1, attention_matmuls=False)
     assert linear == _linear_only(fwd), (linear, _linear_only(fwd))
 
 
@@ -164,7 +163,7 @@ def test_full_size_flux_dev_on_meta_matches_flop_counter():
 def test_ecad_reference_pixart_alpha_256():
     b = transformer_batch("pixart", 1, guidance_scale=4.5)
     assert b == 2
-    full = full_macs(PIXART_ALPHA_DIMS, "pixart", 256, 256, b, 120, attention_matmuls=False)
+    full = full_macs(PIXART_ALPHA_DIMS, 256, 256, b, 120, attention_matmuls=False)
     assert close(full, 285.69e9, 0.01), full
     layout = pixart_layout(28)
     grid = np.zeros((2, 28, 3), dtype=bool)
@@ -173,7 +172,7 @@ def test_ecad_reference_pixart_alpha_256():
                            attention_matmuls=False)
     assert close(report.per_step[0], 285.69e9, 0.01)
     assert close(report.per_step[1], 1.50e9, 0.02), report.per_step[1]
-    assert close(fixed_macs(PIXART_ALPHA_DIMS, "pixart", 256, 256, b), 1.50e9, 0.02)
+    assert close(fixed_macs(PIXART_ALPHA_DIMS, 256, 256, b), 1.50e9, 0.02)
 
 
 def test_ecad_reference_flux_dev_256_20_steps():
@@ -186,13 +185,13 @@ def test_ecad_reference_flux_dev_256_20_steps():
 
 
 # ------------------------------------------------------------------ schedules
-TINY = TransformerDims("pixart", 16, 4, text_dim=32, cross_dim=16, vae_scale_factor=1, text_len=16)
+TINY = PixArtDims(hidden=16, num_blocks=4, text_dim=32, cross_dim=16, vae_scale_factor=1, text_len=16)
 
 
 def test_schedule_counts_only_computed_components():
     layout = pixart_layout(4)
-    comp = component_macs(TINY, "pixart", 16, 16)
-    fixed = fixed_macs(TINY, "pixart", 16, 16)
+    comp = component_macs(TINY, 16, 16)
+    fixed = fixed_macs(TINY, 16, 16)
     step = 4 * sum(comp.values())
     report = schedule_macs(Schedule.every_n(layout, 5, 2), TINY, 16, 16)
     assert report.per_step == pytest.approx([fixed + step, fixed, fixed + step, fixed, fixed + step])
@@ -205,7 +204,7 @@ def test_schedule_counts_only_computed_components():
     grid[1:, :, 1] = False  # attn2 reused after step 0
     grid[2, 2:, :] = False  # blocks 2, 3 fully reused at step 2
     report = schedule_macs(Schedule(layout, grid, timesteps=[0, 2]), TINY, 16, 16, attention_matmuls=False)
-    comp = component_macs(TINY, "pixart", 16, 16, attention_matmuls=False)
+    comp = component_macs(TINY, 16, 16, attention_matmuls=False)
     assert report.steps == [0, 2]
     want2 = fixed + 2 * (comp["attn1"] + comp["ff"])
     assert report.per_step == pytest.approx([fixed + 4 * sum(comp.values()), want2])
@@ -216,7 +215,7 @@ def test_schedule_counts_only_computed_components():
 def test_all_compute_schedule_is_steps_times_full_step():
     for dims, layout in ((TINY, pixart_layout(4)), (FLUX_DEV_DIMS, flux_layout())):
         report = schedule_macs(Schedule.full(layout, 7, height=512, width=768), dims, batch=3)
-        one = full_macs(dims, None, 512, 768, 3)
+        one = full_macs(dims, 512, 768, 3)
         assert report.total == pytest.approx(7 * one)
         assert report.full == pytest.approx(report.total)
         assert report.speedup_bound == pytest.approx(1.0)
@@ -227,5 +226,5 @@ def test_mismatched_layout_is_rejected():
         schedule_macs(Schedule.full(pixart_layout(4), 2), PIXART_ALPHA_DIMS, 256, 256)
     with pytest.raises(ValueError, match="height"):
         schedule_macs(Schedule.full(pixart_layout(28), 2), PIXART_ALPHA_DIMS)
-    with pytest.raises(ValueError, match="family"):
-        component_macs(PIXART_ALPHA_DIMS, "flux", 256, 256)
+    with pytest.raises(ValueError, match="unknown model family 'hunyuan'"):
+        component_macs(TransformerDims(family="hunyuan", hidden=8), 256, 256)

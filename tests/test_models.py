@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ecad.models import ModelWeightsError, adapter_for_pipeline, load_pipeline
-from ecad.models.tiny import build_tiny_flux, build_tiny_pixart
+from ecad.models.flux import build_tiny_flux
+from ecad.models.pixart import build_tiny_pixart
 from ecad.spaces import load_space
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import ecad
-from ecad.layouts import flux_layout, pixart_layout
+from ecad.models.flux import flux_layout
+from ecad.models.pixart import pixart_layout
 from ecad.schedule import Schedule, ScheduleError, load_schedule
 
-EXAMPLES = Path(__file__).resolve().parent / "data"  # copies of shared/reference/examples
+EXAMPLES = Path(__file__).resolve().parent / "data"  # ECAD-format example schedules
 PIXART_EX = EXAMPLES / "ecad_pixart_every3.json"
 FLUX_EX = EXAMPLES / "ecad_flux_every3.json"
 
@@ -193,5 +194,5 @@ def test_grid_shape_must_match_layout():
 def test_a_flux_layout_missing_its_single_blocks_is_refused_clearly(tmp_path):
     s = Schedule.full(flux_layout(2, 2), 3).to_json()
     s["layout"]["groups"] = s["layout"]["groups"][:1]
-    with pytest.raises(ScheduleError, match="but a flux layout with these block counts is"):
+    with pytest.raises(ScheduleError, match="not a flux layout: a FLUX.1 layout needs its single group"):
         load_schedule(_write(tmp_path, s))

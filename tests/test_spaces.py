@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ecad.layouts import flux_layout, pixart_layout
+from ecad.models.flux import flux_layout
+from ecad.models.pixart import pixart_layout
 from ecad.schedule import Schedule, ScheduleError
 from ecad.resources import shipped_dir
 from ecad.spaces import ENV_VAR, SearchSpace, SpaceError, list_spaces, load_space
@@ -138,7 +139,7 @@ def _variant(tmp_path: Path, base: str, old: str, new: str, name: str | None = N
         ("tiny-pixart", '"attn2", "ff"]', '"attn2", "mlp"]', ["unknown component 'mlp'", "attn1"]),
         ("tiny-pixart", '["attn1", "attn2", "ff"]', '["attn2", "attn1", "ff"]', ["order"]),
         ("tiny-pixart", 'dtype = "float32"', 'dtype = "fp32"', ["dtype", "bfloat16"]),
-        ("tiny-pixart", 'family = "pixart"', 'family = "sd3"', ["family", "flux"]),
+        ("tiny-pixart", 'family = "pixart"', 'family = "hunyuan"', ["family", "flux"]),
         ("tiny-pixart", 'variant = "alpha"', 'variant = "beta"', ["variant", "sigma"]),
         ("tiny-pixart", 'pipeline_class = "PixArtAlphaPipeline"', 'pipeline_class = "PixArtSigmaPipeline"',
          ["pipeline_class", "PixArtAlphaPipeline"]),
@@ -154,7 +155,7 @@ def _variant(tmp_path: Path, base: str, old: str, new: str, name: str | None = N
         ("tiny-pixart", "[timesteps]", "[constraints]\nmax_flops = 1\n\n[timesteps]", ["'max_flops'", "max_macs_fraction"]),
         ("tiny-flux", 'name = "single_transformer_blocks"', 'name = "single_blocks"',
          ["blocks[1].name", "single_transformer_blocks"]),
-        ("tiny-flux", 'family = "flux"', 'family = "flux"\nvariant = "alpha"', ["variant", "only for PixArt"]),
+        ("tiny-flux", 'family = "flux"', 'family = "flux"\nvariant = "alpha"', ["variant", "not used by FLUX.1"]),
     ],
 )
 def test_malformed_space_names_file_and_field(tmp_path, base, old, new, needles):
@@ -218,11 +219,10 @@ def test_space_is_frozen():
 @pytest.mark.parametrize("name", ["tiny-pixart", "tiny-flux"])
 def test_tiny_space_matches_tiny_pipeline(name):
     """The tiny spaces describe the real tiny pipelines: same layout, and their call kwargs run."""
-    from ecad.models import ADAPTERS
-    from ecad.models.tiny import TINY_BUILDERS
+    from ecad.models import ADAPTERS, build_tiny
 
     space = load_space(name)
-    pipe = TINY_BUILDERS[space.hub_id]()
+    pipe = build_tiny(space.hub_id)
     assert type(pipe).__name__ == space.pipeline_class
     assert type(pipe.scheduler).__name__ == space.scheduler
     assert ADAPTERS[space.family].layout_of(pipe.transformer) == space.layout

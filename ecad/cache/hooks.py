@@ -5,11 +5,12 @@ Three named hooks, all sharing one `ScheduleState` that belongs to the pipeline 
 family's block path when some component is reused (skipping norms and modulation that only
 feed reused components), and `ecad.component` on each cached sub-module computes-and-stores or
 returns its cached output (taken before the adaLN gate, so gates, norms and modulation of
-computed components are recomputed as FIELD.md section 1 requires).
+computed components are recomputed: a cached output re-gated with this step's modulation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
@@ -49,10 +50,10 @@ class CachePlan:
 
     @classmethod
     def from_schedule(cls, schedule: Schedule) -> "CachePlan":
-        g = schedule.executed_grid()
+        g = schedule.executed_grid()  # padding cells (ragged layouts) always compute
         reused_next = np.zeros_like(g)
         reused_next[:-1] = ~g[1:]
-        block_reused = ~g.any(axis=2)
+        block_reused = ~(g & schedule.layout.cell_mask()[None]).any(axis=2)
         step_reused = block_reused.all(axis=1)
         run, start = np.zeros(len(g), dtype=int), 0
         for reused, steps in itertools.groupby(step_reused):
@@ -104,7 +105,7 @@ class ScheduleState:
         plan = self.plan
         self.partial_ok = np.array([p is not None and p.partial for p in self.paths], dtype=bool)
         self.block_path = plan.block_reused | (plan.any_reused & self.partial_ok[None])
-        foldable = not self.exact and self.adapter.step_reuse_apply is not None and None not in self.paths
+        foldable = not self.exact and self.adapter.folds_reused_steps and None not in self.paths
         self.fold = (plan.reused_run >= 2) & foldable
 
     def take(self, b: int, c: int) -> Any:
@@ -283,12 +284,13 @@ def _scheduled_class(cls: type) -> type:
         handle: _Handle = self._ecad_handle
         if args:  # by name, so the step count and CFG checks see every argument
             kwargs = _as_kwargs(signature, self, args, kwargs)
-        kwargs = handle.call_kwargs(self, kwargs)
+        kwargs, context = handle.call_kwargs(self, kwargs)
         handle.refresh(self)
         state = handle.state
         state.begin(handle.calls_per_step(kwargs))
         try:
-            out = cls.__call__(self, **kwargs)
+            with context:
+                out = cls.__call__(self, **kwargs)
             expected = state.plan.num_steps * state.calls_per_step
             if state.calls != expected:
                 logger.warning("the pipeline made %d transformer calls where the schedule expects %d (%d steps x %d); "
@@ -341,17 +343,14 @@ class _Handle:
         return [m for mods in _component_list(self.state.adapter, transformer, self.state.schedule.layout) for m in mods]
 
     def calls_per_step(self, kwargs: dict) -> int:
-        """FLUX with true CFG calls the transformer twice per step (cond, then uncond); the
-        condition is FluxPipeline's own."""
-        if self.state.adapter.family != "flux":
-            return 1
-        true_cfg = kwargs.get("true_cfg_scale", 1.0) or 1.0
-        has_neg = kwargs.get("negative_prompt") is not None or (
-            kwargs.get("negative_prompt_embeds") is not None and kwargs.get("negative_pooled_prompt_embeds") is not None)
-        return 2 if true_cfg > 1 and has_neg else 1
+        """Transformer calls per step (the family's CFG convention: a doubled batch is one call,
+        separate cond/uncond branches are two)."""
+        return self.state.adapter.calls_per_step(kwargs)
 
-    def call_kwargs(self, pipe, kwargs: dict) -> dict:
-        """Set the step count (or timestep subset) the schedule was searched for."""
+    def call_kwargs(self, pipe, kwargs: dict) -> tuple[dict, Any]:
+        """The call's arguments with the step count (or timestep subset) the schedule was searched
+        for, and the context to run the call in (a scheduler that keeps only the chosen steps)."""
+        self.state.adapter.check_call(pipe, kwargs)
         schedule = self.state.schedule
         n_exec = len(schedule.executed_steps)
         user_steps = kwargs.get("num_inference_steps")
@@ -367,7 +366,8 @@ class _Handle:
                     f"num_inference_steps={user_steps} conflicts with the schedule's {schedule.num_steps}-step base "
                     f"grid; leave it out"
                 )
-            return {**kwargs, **self.state.adapter.timestep_kwargs(pipe, schedule.executed_steps, schedule.num_steps)}
+            selection = self.state.adapter.select_steps(pipe, schedule.executed_steps, schedule.num_steps)
+            return {**kwargs, **selection.kwargs}, selection.context()
         given = kwargs.get("timesteps") if kwargs.get("timesteps") is not None else kwargs.get("sigmas")
         n_given = len(given) if given is not None else user_steps
         if n_given is not None and n_given != schedule.num_steps:
@@ -377,7 +377,7 @@ class _Handle:
             )
         if given is None:
             kwargs = {**kwargs, "num_inference_steps": schedule.num_steps}
-        return kwargs
+        return kwargs, contextlib.nullcontext()
 
 
 def _check_layout(adapter: FamilyAdapter, transformer: nn.Module, schedule: Schedule) -> None:

@@ -84,20 +84,10 @@ class CandidateEvaluator:
     def _encode_prompts(self) -> dict[str, torch.Tensor]:
         """Encode each prompt once, then drop the text encoders: they are the largest part of
         PixArt (T5-XXL) and are never needed again."""
-        pipe, prompts, kw = self.pipe, list(self.config.prompts), self.space.call_kwargs()
+        pipe, prompts = self.pipe, list(self.config.prompts)
         with torch.inference_mode():
-            if self.space.family == "pixart":
-                pe, pm, ne, nm = pipe.encode_prompt(
-                    prompts, do_classifier_free_guidance=True, negative_prompt="", device=self.device,
-                    clean_caption=False, max_sequence_length=kw["max_sequence_length"],
-                )
-                embeds = {"prompt_embeds": pe, "prompt_attention_mask": pm, "negative_prompt_embeds": ne,
-                          "negative_prompt_attention_mask": nm}
-            else:
-                pe, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=self.device,
-                                                   max_sequence_length=kw["max_sequence_length"])
-                embeds = {"prompt_embeds": pe, "pooled_prompt_embeds": pooled}
-        for name in ("text_encoder", "text_encoder_2"):
+            embeds = self.space.adapter.encode_prompts(pipe, prompts, self.space.call_kwargs(), self.device)
+        for name in [n for n in pipe.components if n.startswith("text_encoder")]:
             if getattr(pipe, name, None) is not None:
                 setattr(pipe, name, None)
         gc.collect()
@@ -169,15 +159,13 @@ class CandidateEvaluator:
         idx = torch.tensor([p for p, _ in items], device=self.device)
         kwargs = {k: v[idx] for k, v in self._embeds.items()}
         generators = [torch.Generator("cpu").manual_seed(s) for _, s in items]
-        call = self.space.call_kwargs()
+        call = {**self.space.call_kwargs(), **self.space.adapter.embeds_call_kwargs()}
         call.pop("max_sequence_length", None)
-        if self.space.family == "pixart":
-            call["negative_prompt"] = None
         for hook in self.before_call:  # e.g. resetting a peer cache's per-call state (ecad compare)
             hook()
         with torch.inference_mode():
-            out = self.pipe(generator=generators, output_type="pt", **call, **kwargs).images
-        return out
+            out = self.pipe(generator=generators, output_type="pt", **call, **kwargs)
+        return self.space.adapter.output_images(out)  # video: every frame, video by video
 
     def _generate_all(self, batch_size: int | None = None) -> tuple[torch.Tensor, float, bool]:
         """All prompts x seeds in batches: uint8 images on the worker's device (scored there, no
@@ -233,7 +221,8 @@ class CandidateEvaluator:
         t1 = time.perf_counter()
         if not finite or images.numel() == 0:
             return self._infeasible("non-finite images", t0)
-        prompts = [self.config.prompts[p] for p, _ in self.items]
+        frames = images.shape[0] // len(self.items)  # 1 for images; a video's frames are scored one by one
+        prompts = [self.config.prompts[p] for p, _ in self.items for _ in range(frames)]
         # uint8 as saved: the metric converts (QualityMetric.score), once, on its own device
         result = self.metric.score(images, prompts, self.references if self.metric.needs_reference else None)
         t2 = time.perf_counter()

@@ -1,27 +1,66 @@
-"""Model-family adapters and pipeline loading."""
+"""Model-family adapters (one module per family, registered below) and pipeline loading.
+
+Adding a family: write `ecad/models/<family>.py` with a `FamilyAdapter` subclass, add one line to
+`ADAPTERS`, add its search spaces (search_spaces/*.toml); the parametrised family suite in
+tests/test_families.py then runs the same contract on it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ecad.models.base import FamilyAdapter, ModelWeightsError, load_pretrained
+from ecad.models.base import (FamilyAdapter, ModelWeightsError, TransformerDims, UnsupportedModelError,
+                              load_pretrained)
 from ecad.models.flux import FLUX
 from ecad.models.pixart import PIXART
+from ecad.models.tiny import TINY_PREFIX
 
-ADAPTERS: dict[str, FamilyAdapter] = {"pixart": PIXART, "flux": FLUX}
+ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (PIXART, FLUX)}
+FAMILIES = tuple(ADAPTERS)
+
+
+def adapter_for(family: str) -> FamilyAdapter:
+    """The adapter registered under `family`, or a ValueError listing the known families."""
+    adapter = ADAPTERS.get(family) if isinstance(family, str) else None
+    if adapter is None:
+        raise ValueError(f"unknown model family {family!r}; ecad knows {', '.join(FAMILIES)}")
+    return adapter
 
 
 def adapter_for_pipeline(pipe: Any) -> FamilyAdapter:
     """The adapter of a stock diffusers pipeline, found by its class (or a base class) name."""
     names = {cls.__name__ for cls in type(pipe).__mro__}
     for adapter in ADAPTERS.values():
-        if names & set(adapter.pipeline_classes):
+        if names & set(adapter.pipeline_classes.values()):
             return adapter
-    supported = sorted(n for a in ADAPTERS.values() for n in a.pipeline_classes)
+    supported = sorted(n for a in ADAPTERS.values() for n in a.pipeline_classes.values())
     raise TypeError(f"ecad does not support {type(pipe).__name__}; supported pipelines: {', '.join(supported)}")
 
 
-__all__ = ["ADAPTERS", "FamilyAdapter", "ModelWeightsError", "adapter_for_pipeline", "load_pipeline", "load_pretrained"]
+def adapter_for_transformer(module: Any) -> FamilyAdapter:
+    names = {cls.__name__ for cls in type(module).__mro__}
+    for adapter in ADAPTERS.values():
+        if names & set(adapter.transformer_classes):
+            return adapter
+    supported = sorted(n for a in ADAPTERS.values() for n in a.transformer_classes)
+    raise TypeError(f"ecad does not support {type(module).__name__}; supported transformers: {', '.join(supported)}")
+
+
+def tiny_builders() -> dict[str, Any]:
+    return {name: build for a in ADAPTERS.values() for name, build in a.tiny_models.items()}
+
+
+def build_tiny(name: str):
+    """The tiny pipeline named `ecad-tiny/...`, or an error listing the ones there are."""
+    builders = tiny_builders()
+    if name not in builders:
+        raise ValueError(f"unknown tiny model {name!r}; available: {', '.join(sorted(builders))}")
+    return builders[name]()
+
+
+__all__ = ["ADAPTERS", "FAMILIES", "FamilyAdapter", "ModelWeightsError", "TINY_PREFIX", "TransformerDims",
+           "UnsupportedModelError", "adapter_for", "adapter_for_pipeline", "adapter_for_transformer", "build_tiny",
+           "load_pipeline", "load_pretrained", "tiny_builders"]
 
 
 def load_pipeline(space, device: str | None = None, dtype=None):
@@ -29,8 +68,6 @@ def load_pipeline(space, device: str | None = None, dtype=None):
     come from `from_pretrained` (hub id or local directory, the user's cache)."""
     import diffusers
     import torch
-
-    from ecad.models.tiny import build_tiny
 
     model = space.model
     if space.is_tiny:

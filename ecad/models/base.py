@@ -1,16 +1,30 @@
-"""What every model-family adapter provides: its layout, component modules and fast paths."""
+"""What a model-family adapter is: the one place that knows a family.
+
+An adapter says how ecad sees one family of diffusers transformers: its block groups and
+components and where they live in the module tree, the block path that skips the work of reused
+components, how its pipelines encode prompts and run classifier-free guidance (how many
+transformer calls a step makes), how a step subset is run, its MACs formulas read from the model
+config, the component roles heuristic seeds use, its names in ECAD's files, and its offline tiny
+pipeline. Every other module asks the adapter (`ecad.models.adapter_for`) instead of branching on
+a family name, so adding a family is one adapter module and one registry line.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import inspect
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, ContextManager, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout
+from ecad.schedule import ScheduleError
 
 
 logger = logging.getLogger(__name__)
@@ -20,6 +34,12 @@ class ModelWeightsError(RuntimeError):
     """Weights are not available locally; the message says which and how to fetch them."""
 
 
+class UnsupportedModelError(ScheduleError):
+    """A transformer, pipeline or call that ecad's adapter for the family cannot run a schedule on
+    correctly (a ScheduleError: it is what stops a schedule from being applied)."""
+
+
+# ----------------------------------------------------------------- block paths
 # A block path computes a block's output when some of its components are reused at this step:
 # fn(block, kwargs, cached, exact) -> block output. `cached` holds the reused components' outputs;
 # the others it computes by calling the (hooked) component modules. It skips the norms and
@@ -35,44 +55,386 @@ class BlockPath:
 
 
 @dataclass(frozen=True)
-class FamilyAdapter:
-    """How ecad sees one model family; one instance per family, stateless."""
+class BlockKind:
+    """One kind of block group a family's layouts are made of, in layout order."""
+
+    name: str  # the transformer's ModuleList attribute
+    components: tuple[str, ...]
+    label: str  # short display name (heatmaps, report)
+    key_prefix: str = ""  # ECAD's block-key prefix
+    optional: bool = False  # a layout may have none of these blocks
+
+    def group(self, count: int) -> BlockGroup:
+        return BlockGroup(self.name, count, self.components, self.key_prefix, self.label)
+
+
+@dataclass(frozen=True)
+class StepSelection:
+    """How a pipeline call runs only some steps of its base grid: extra call arguments, and a
+    context entered around the call (for pipelines that take no `timesteps=`/`sigmas=`)."""
+
+    kwargs: dict[str, Any]
+    context: Callable[[], ContextManager] = contextlib.nullcontext
+
+
+# ----------------------------------------------------------------------- MACs
+@dataclass(frozen=True, kw_only=True)
+class TransformerDims:
+    """Shapes that determine a transformer's MACs (weights and head splits do not). Each family
+    subclasses it with its own fields; `family` picks the adapter whose formulas apply."""
 
     family: str
-    pipeline_classes: tuple[str, ...]
-    layout_of: Callable[[nn.Module], Layout]
-    component_modules: Callable[[nn.Module, BlockGroup], dict[str, nn.Module]]
-    # The block's path for reused components, or None where this block's configuration is one the
-    # path does not know (the stock forward then runs, with cached component outputs).
-    block_path: Callable[[nn.Module, BlockGroup], BlockPath | None]
-    timestep_kwargs: Callable[[Any, list[int], int], dict]  # (pipe, selected steps, base steps) -> call kwargs
-    # Optional fused path for runs of steps where every block is fully reused: `step_reuse_prepare(blocks,
-    # cached)` folds the cached outputs of all blocks into a few tensors once per run,
-    # `step_reuse_apply(blocks, kwargs, consts)` gives the last block's output from the first block's
-    # input. None where the family's gates do not allow it (FLUX: per-block gate projections).
-    step_reuse_prepare: Callable[[list[nn.Module], list[dict[str, Any]]], Any] | None = None
-    step_reuse_apply: Callable[[list[nn.Module], dict, Any], Any] | None = None
-    # Tiny random inputs for one block and outputs for each of its components (on the block's
-    # device and dtype): what `checked_block_path` runs the stock forward and the path on.
-    block_probe: Callable[[nn.Module, BlockGroup], tuple[dict, dict[str, Any]]] | None = None
+    hidden: int  # D = heads * head_dim
+    patch_size: int = 2
+    in_channels: int = 4
+    out_channels: int = 4
+    vae_scale_factor: int = 8  # pixels per latent cell; not in the transformer config
+    text_len: int = 120  # default text tokens of the pipeline's prompt encoding
+
+    @classmethod
+    def from_transformer(cls, module: Any, vae_scale_factor: int = 8, text_len: int | None = None) -> "TransformerDims":
+        """From a loaded (or meta-device) diffusers transformer, through its family's adapter."""
+        from ecad.models import adapter_for_transformer
+
+        config = dict(module.config)
+        config.setdefault("_class_name", type(module).__name__)
+        return adapter_for_transformer(module).dims_from_config(config, vae_scale_factor, text_len)
 
 
-_AGREES: dict[tuple[str, type, str], bool] = {}
+@dataclass(frozen=True)
+class Tokens:
+    """Sequence lengths one transformer call sees."""
+
+    image: int  # latent tokens (video: frames x patches)
+    text: int  # text tokens
+
+
+# ------------------------------------------------------------------- adapter
+class FamilyAdapter:
+    """How ecad sees one model family. One stateless instance per family, in the registry
+    (`ecad.models.ADAPTERS`). Subclasses set the class attributes and the family-specific methods;
+    the defaults here are what most DiT pipelines do."""
+
+    family: ClassVar[str]  # registry key, written into schedules and spaces
+    display_name: ClassVar[str]  # "PixArt", "FLUX.1", ...
+    block_kinds: ClassVar[tuple[BlockKind, ...]]
+    # variant -> diffusers pipeline class; the variant None when the family has one pipeline
+    pipeline_classes: ClassVar[Mapping[str | None, str]]
+    transformer_classes: ClassVar[tuple[str, ...]]
+    # component -> role: "attention", "cross_attention" (reads the text), "mlp" or "text_mlp" (the
+    # text stream's MLP of joint blocks). Heuristic seeds cache by role (attention-only, T-GATE-like).
+    roles: ClassVar[Mapping[str, str]]
+    ecad_pipeline_names: ClassVar[Mapping[str | None, str]] = {}  # variant -> ECAD's `config.pipeline.name`
+    video: ClassVar[bool] = False  # outputs frames: spaces set `frames`, fidelity averages over frames
+    folds_reused_steps: ClassVar[bool] = False  # has step_reuse_prepare/apply
+    tiny_models: ClassVar[Mapping[str, Callable[[], Any]]] = {}  # "ecad-tiny/..." -> builder
+    vae_class: ClassVar[str] = "AutoencoderKL"
+    preset_vae_scale_factor: ClassVar[int] = 8  # pixels per latent cell of the published checkpoints' VAE
+    benchmark_space: ClassVar[str] = ""  # the shipped space benchmarks/ time this family in
+
+    # ------------------------------------------------------------ layouts
+    @property
+    def default_variant(self) -> str | None:
+        return next(iter(self.pipeline_classes))
+
+    def layout(self, counts: Sequence[int]) -> Layout:
+        """The layout with `counts[i]` blocks of `block_kinds[i]` (0 only for optional kinds)."""
+        if len(counts) != len(self.block_kinds):
+            raise ValueError(f"{self.display_name} layouts take {len(self.block_kinds)} block counts "
+                             f"({', '.join(k.label for k in self.block_kinds)}), got {list(counts)}")
+        groups = []
+        for kind, n in zip(self.block_kinds, counts):
+            if n < 0 or (n == 0 and not kind.optional):
+                raise ValueError(f"{self.display_name}: {kind.label} blocks must number >= {0 if kind.optional else 1}, "
+                                 f"got {n}")
+            if n:
+                groups.append(kind.group(int(n)))
+        return Layout(self.family, tuple(groups))
+
+    def layout_from_groups(self, groups: Sequence[tuple[str, Sequence[str], int]]) -> Layout:
+        """The layout of (name, components, count) groups as a file lists them, or a ValueError
+        that says which group is wrong and what this family's groups are."""
+        counts = [0] * len(self.block_kinds)
+        k = 0
+        for i, (name, components, count) in enumerate(groups):
+            components = tuple(components)
+            while k < len(self.block_kinds) and not (self.block_kinds[k].name == name
+                                                      and self.block_kinds[k].components == components):
+                if not self.block_kinds[k].optional:
+                    break
+                k += 1
+            if k >= len(self.block_kinds) or self.block_kinds[k].name != name or self.block_kinds[k].components != components:
+                raise ValueError(f"group {i + 1} ({name} {list(components)}) is not where a {self.display_name} layout "
+                                 f"has it; the groups, in order, are: {self.describe_kinds()}")
+            counts[k] = int(count)
+            k += 1
+        missing = [kind.label for kind, n in zip(self.block_kinds, counts) if n == 0 and not kind.optional]
+        if missing:
+            raise ValueError(f"a {self.display_name} layout needs its {', '.join(missing)} group(s); the groups, "
+                             f"in order, are: {self.describe_kinds()}")
+        return self.layout(counts)
+
+    def describe_kinds(self) -> str:
+        return "; ".join(f"{k.name} {list(k.components)}" + (" (optional)" if k.optional else "")
+                         for k in self.block_kinds)
+
+    def block_kind_of(self, block: nn.Module, list_name: str) -> BlockKind:
+        """Which kind a block of module list `list_name` is; one kind per list unless overridden."""
+        kinds = [k for k in self.block_kinds if k.name == list_name]
+        return kinds[0]
+
+    def layout_of(self, transformer: nn.Module) -> Layout:
+        """The layout of a loaded transformer, read off its module tree."""
+        counts = [0] * len(self.block_kinds)
+        order: list[int] = []
+        for list_name in dict.fromkeys(k.name for k in self.block_kinds):
+            for i, block in enumerate(getattr(transformer, list_name)):
+                k = self.block_kinds.index(self.block_kind_of(block, list_name))
+                if order and order[-1] != k and k in order:
+                    raise UnsupportedModelError(
+                        f"{type(transformer).__name__}: block {list_name}[{i}] is a {self.block_kinds[k].label} block "
+                        f"after other kinds; ecad's {self.display_name} layouts hold {self.describe_kinds()}, in order")
+                if not order or order[-1] != k:
+                    order.append(k)
+                counts[k] += 1
+        if order != sorted(order):
+            raise UnsupportedModelError(f"{type(transformer).__name__}: its block kinds come in an order ecad's "
+                                        f"{self.display_name} layouts do not have ({self.describe_kinds()})")
+        return self.layout(counts)
+
+    def component_modules(self, block: nn.Module, group: BlockGroup) -> dict[str, nn.Module]:
+        """Component name -> the sub-module whose output is cached (taken before the gate)."""
+        return {name: getattr(block, name) for name in group.components}
+
+    # ------------------------------------------------------------ block paths
+    def block_path(self, block: nn.Module, group: BlockGroup) -> BlockPath | None:
+        """The block's path for reused components, or None where this block's configuration is one
+        the path does not know (the stock forward then runs, with cached component outputs)."""
+        return None
+
+    def block_probe(self, block: nn.Module, group: BlockGroup) -> tuple[dict, dict[str, Any]] | None:
+        """Tiny random inputs for one block and outputs for each of its components (on the block's
+        device and dtype): what `checked_block_path` runs the stock forward and the path on."""
+        return None
+
+    def step_reuse_prepare(self, blocks: list[nn.Module], cached: list[dict[str, Any]]) -> Any:
+        """Fold the cached outputs of all blocks into a few tensors once per run of fully reused steps."""
+        raise NotImplementedError
+
+    def step_reuse_apply(self, blocks: list[nn.Module], kwargs: dict, consts: Any) -> Any:
+        """The last block's output from the first block's input, in a folded step."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ pipeline calls
+    def calls_per_step(self, kwargs: Mapping[str, Any]) -> int:
+        """Transformer calls per denoising step for a call with these arguments (CFG as a doubled
+        batch is one call; CFG as separate branches is two: cond first, then uncond)."""
+        return 1
+
+    def check_call(self, pipe: Any, kwargs: Mapping[str, Any]) -> None:
+        """Raise UnsupportedModelError for pipeline options under which a schedule cannot run
+        as searched (extra transformer calls per step, a second transformer)."""
+
+    def select_steps(self, pipe: Any, selected: list[int], base_steps: int) -> StepSelection:
+        """Run only the `selected` steps of the scheduler's `base_steps` grid. Default: wrap the
+        scheduler's set_timesteps for the call so it builds the base grid and keeps the chosen
+        timesteps and sigmas (and the final sigma): works for pipelines that take neither
+        `timesteps=` nor `sigmas=`, and for schedulers that would rebuild a custom grid."""
+        return StepSelection({"num_inference_steps": base_steps},
+                             lambda: scheduler_subset(pipe.scheduler, selected, base_steps))
+
+    def encode_prompts(self, pipe: Any, prompts: list[str], call: Mapping[str, Any], device) -> dict[str, torch.Tensor]:
+        """Prompt (and negative-prompt) embeddings for `prompts`, one row per prompt, keyed by the
+        call argument they are passed as; made the way the pipeline's own call makes them."""
+        raise NotImplementedError
+
+    def embeds_call_kwargs(self) -> dict[str, Any]:
+        """Extra call arguments when prompts are passed as embeddings (e.g. negative_prompt=None)."""
+        return {}
+
+    def output_images(self, out: Any) -> torch.Tensor:
+        """[N, 3, H, W] images in [0, 1] of an `output_type="pt"` call (video: every frame)."""
+        return out.images
+
+    def transformer_batch(self, batch: int, guidance_scale: float | None) -> int:
+        """Transformer rows per step for `batch` images (CFG's unconditional rows included)."""
+        return batch
+
+    # ------------------------------------------------------------ MACs
+    def dims_from_config(self, config: Mapping[str, Any], vae_scale_factor: int = 8,
+                         text_len: int | None = None) -> TransformerDims:
+        raise NotImplementedError
+
+    def preset_config(self, space: Any) -> dict[str, Any]:
+        """The transformer config of the published checkpoint a space names (keys that differ from
+        the diffusers class defaults): MACs presets and full-size random-weight benchmarks."""
+        raise NotImplementedError
+
+    def preset_dims(self, space: Any) -> TransformerDims:
+        """Dimensions of a published checkpoint named by a space, without loading it."""
+        import diffusers
+
+        cls = getattr(diffusers, self.transformer_classes[0])
+        defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        config = {**defaults, **self.preset_config(space), "_class_name": cls.__name__}
+        return self.dims_from_config(config, self.preset_vae_scale_factor, space.text_length)
+
+    def dims_for_pipeline(self, pipe: Any, space: Any) -> TransformerDims:
+        """Dimensions of a loaded pipeline (the offline tiny ones)."""
+        return TransformerDims.from_transformer(pipe.transformer, vae_scale_factor=pipe.vae_scale_factor,
+                                                text_len=space.text_length)
+
+    def layout_of_dims(self, dims: TransformerDims) -> Layout:
+        raise NotImplementedError
+
+    def tokens(self, dims: TransformerDims, height: int, width: int, text_len: int | None = None) -> Tokens:
+        cell = dims.vae_scale_factor * dims.patch_size
+        return Tokens((height // cell) * (width // cell), text_len or dims.text_len)
+
+    def group_macs(self, dims: TransformerDims, group: BlockGroup, tokens: Tokens,
+                   attention_matmuls: bool) -> dict[str, float]:
+        """MACs of one block of `group` at batch 1, by component."""
+        raise NotImplementedError
+
+    def fixed_macs(self, dims: TransformerDims, tokens: Tokens) -> float:
+        """MACs every step runs whatever the schedule (embedders, modulation, output head), batch 1."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ test and benchmark models
+    def build_tiny(self, num_blocks: int | None = None) -> Any:
+        """The family's offline tiny pipeline; `num_blocks` changes its depth (benchmarks)."""
+        raise NotImplementedError
+
+    def vae_config(self, space: Any) -> dict[str, Any]:
+        """A VAE config of the published checkpoint's shape (`vae_class`), for random-weight timing."""
+        raise NotImplementedError
+
+    def scheduler_config(self, space: Any) -> dict[str, Any]:
+        """Config of the space's scheduler as the published checkpoint ships it."""
+        return {}
+
+    def random_prompt_kwargs(self, pipe: Any, batch: int, text_len: int, generator: torch.Generator) -> dict[str, Any]:
+        """Random prompt embeddings of the right shapes for `batch` images (CPU tensors)."""
+        raise NotImplementedError
+
+    def random_pipeline(self, space: Any, device: str, dtype: torch.dtype) -> Any:
+        """A full-size pipeline with random weights and no text encoders (prompts come as
+        embeddings): random weights time exactly like trained ones. Models are built directly on
+        `device` in `dtype` (a FLUX-size model in fp32 first would need 48 GB); the scheduler
+        outside, since its tables are numpy-backed and stay on the CPU."""
+        import diffusers
+
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device):
+                torch.manual_seed(0)
+                transformer = getattr(diffusers, self.transformer_classes[0])(**self.preset_config(space))
+                vae = getattr(diffusers, self.vae_class)(**self.vae_config(space))
+        finally:
+            torch.set_default_dtype(previous)
+        pipeline_cls = getattr(diffusers, space.pipeline_class)
+        params = inspect.signature(pipeline_cls.__init__).parameters
+        parts = {name: None for name, p in params.items()
+                 if name not in ("self", "transformer", "vae", "scheduler") and p.default is inspect.Parameter.empty}
+        scheduler = getattr(diffusers, space.scheduler)(**self.scheduler_config(space))
+        return pipeline_cls(transformer=transformer.to(dtype).eval(), vae=vae.to(dtype).eval(), scheduler=scheduler,
+                            **parts)
+
+    # ------------------------------------------------------------ elsewhere
+    def mag_ratios(self, steps: int) -> list[float] | None:
+        """Published MagCache ratios for this family at `steps` steps, if diffusers ships them."""
+        return None
+
+    # ECAD's `cache_schedule` keys holding the block count of each kind, in block_kinds order
+    # (empty: ECAD has no schedules of this family)
+    ecad_count_keys: ClassVar[tuple[str, ...]] = ()
+
+    def ecad_claims(self, cache_schedule: Mapping[str, Any]) -> bool:
+        """Whether an ECAD `cache_schedule` (of unknown pipeline) is of this family."""
+        return False
+
+    def ecad_block_counts(self, layout: Layout) -> dict[str, int]:
+        if not self.ecad_count_keys:
+            raise UnsupportedModelError(f"ECAD's schedule format has no {self.display_name} schedules; save this one "
+                                        "in ecad's own format (ecad-schedule/1) instead")
+        return {key: g.num_blocks for key, g in zip(self.ecad_count_keys, layout.groups)}
+
+    def variant_error(self, variant: Any) -> str | None:
+        """Why `variant` is not one of this family's, or None."""
+        if variant in self.pipeline_classes:
+            return None
+        if list(self.pipeline_classes) == [None]:
+            return f"field 'variant' is not used by {self.display_name}; remove it"
+        return (f"field 'variant' must be one of {', '.join(str(v) for v in self.pipeline_classes)} for "
+                f"{self.display_name}, got {variant!r}")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.family!r}>"
+
+
+def signature_default(fn: Callable, name: str) -> Any:
+    """A parameter's default (pipelines' own call defaults, so embeddings match the call's)."""
+    return inspect.signature(fn).parameters[name].default
+
+
+# --------------------------------------------------------------- step subsets
+@contextlib.contextmanager
+def scheduler_subset(scheduler: Any, selected: list[int], base_steps: int) -> Iterator[None]:
+    """While active, `scheduler.set_timesteps(...)` builds its `base_steps` grid and keeps the
+    `selected` entries (timesteps and sigmas, plus the final sigma the last step steps to)."""
+    original = scheduler.set_timesteps
+    own = "set_timesteps" in vars(scheduler)  # already wrapped by someone: put theirs back
+    index = torch.as_tensor(selected)
+
+    def set_timesteps(*args, **kwargs):
+        kwargs.pop("num_inference_steps", None)
+        if args:
+            args = args[1:]
+        original(base_steps, *args, **kwargs)
+        timesteps, sigmas = scheduler.timesteps, getattr(scheduler, "sigmas", None)
+        scheduler.timesteps = timesteps[index.to(timesteps.device)]
+        if sigmas is not None and len(sigmas) == len(timesteps) + 1:
+            keep = torch.cat([index, torch.tensor([len(timesteps)])]).to(sigmas.device)
+            scheduler.sigmas = sigmas[keep]
+        elif sigmas is not None:
+            raise UnsupportedModelError(f"{type(scheduler).__name__}: its sigmas do not line up with its timesteps, "
+                                        "so ecad cannot run a step subset on it; use a schedule without a timestep "
+                                        "selection or another scheduler")
+        if hasattr(scheduler, "num_inference_steps"):
+            scheduler.num_inference_steps = len(selected)
+
+    scheduler.set_timesteps = set_timesteps
+    try:
+        yield
+    finally:
+        if own:
+            scheduler.set_timesteps = original
+        else:
+            del scheduler.set_timesteps  # the class's method shows again
+
+
+# ----------------------------------------------------------- block-path check
+_AGREES: dict[tuple[str, type, str, tuple], bool] = {}
 
 
 def checked_block_path(adapter: FamilyAdapter, block: nn.Module, group: BlockGroup) -> BlockPath | None:
     """The adapter's block path, if it agrees bit for bit with the stock block forward (checked
-    once per block class): with every component reused, and with every component computed where
-    the path takes partly reused blocks. A diffusers release that changed the block makes ecad
-    warn and run the stock forward (correct, slower) instead of silently diverging."""
+    once per block class and group kind): with every component reused, and with every component
+    computed where the path takes partly reused blocks. A diffusers release that changed the block
+    makes ecad warn and run the stock forward (correct, slower) instead of silently diverging."""
     path = adapter.block_path(block, group)
-    if path is None or adapter.block_probe is None:
-        return path
+    if path is None:
+        return None
     if any(p.is_meta for p in block.parameters()):
         return path  # nothing to compare on meta tensors (cost models)
-    key = (adapter.family, type(block), group.name)
+    key = (adapter.family, type(block), group.name, group.components)
     if key not in _AGREES:
-        kwargs, outputs = adapter.block_probe(block, group)
+        probe = adapter.block_probe(block, group)
+        if probe is None:
+            raise TypeError(f"{adapter!r} has a block path for {type(block).__name__} but no block_probe to check it")
+        kwargs, outputs = probe
         with torch.no_grad():
             agree = _same(_stock_with_outputs(adapter, block, group, kwargs, outputs), path.fn(block, kwargs, outputs, True))
             if path.partial:
@@ -102,10 +464,22 @@ def _stock_with_outputs(adapter: FamilyAdapter, block: nn.Module, group: BlockGr
 
 
 def _same(a: Any, b: Any) -> bool:
-    a, b = (a,) if torch.is_tensor(a) else tuple(a), (b,) if torch.is_tensor(b) else tuple(b)
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    a, b = _tensors(a), _tensors(b)
+    return len(a) == len(b) and all((x is None and y is None) or (x is not None and y is not None and torch.equal(x, y))
+                                    for x, y in zip(a, b))
 
 
+def _tensors(x: Any) -> tuple:
+    return (x,) if x is None or torch.is_tensor(x) else tuple(x)
+
+
+def probe_tensors(reference: torch.Tensor, seed: int = 0) -> Callable[..., torch.Tensor]:
+    """rand(*shape): seeded normal tensors on `reference`'s device and dtype (block probes)."""
+    gen = torch.Generator().manual_seed(seed)
+    return lambda *shape: torch.randn(*shape, generator=gen).to(reference.device, reference.dtype)
+
+
+# ------------------------------------------------------------------- loading
 def load_pretrained(pipeline_cls, hub_id: str, dtype: torch.dtype, device: str | torch.device | None, **kwargs):
     """from_pretrained with a user-facing error when weights are missing offline."""
     try:
@@ -122,3 +496,17 @@ def load_pretrained(pipeline_cls, hub_id: str, dtype: torch.dtype, device: str |
         )
         raise ModelWeightsError(f"cannot load {pipeline_cls.__name__}: {hint}. Cause: {exc}") from exc
     return pipe.to(device) if device is not None else pipe
+
+
+def block_costs(adapter: FamilyAdapter, dims: TransformerDims, layout: Layout, tokens: Tokens,
+                attention_matmuls: bool) -> np.ndarray:
+    """[blocks, components] MACs of one block each at batch 1, in grid order; padding cells 0."""
+    out = np.zeros((layout.num_blocks, layout.num_components), dtype=np.float64)
+    per_group = {g: adapter.group_macs(dims, g, tokens, attention_matmuls) for g in layout.groups}
+    for b, (group, _) in enumerate(layout.blocks()):
+        out[b, : len(group.components)] = [per_group[group][c] for c in group.components]
+    return out
+
+
+def replace_dims(dims: TransformerDims, **changes) -> TransformerDims:
+    return dataclasses.replace(dims, **changes)

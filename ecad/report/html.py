@@ -119,12 +119,11 @@ def _layout_info(run: RunData) -> dict[str, Any] | None:
         grid = steps * layout.num_blocks * layout.num_components
         hexlen = max((len(p.genome) for p in run.points), default=0)
         ts = hexlen * 4 >= grid + steps
-    short = {"transformer_blocks": "double" if layout.family == "flux" else "blocks",
-             "single_transformer_blocks": "single"}
     return {"steps": steps, "blocks": layout.num_blocks, "comps": layout.num_components, "timesteps": ts,
             "family": layout.family,
-            "groups": [{"name": g.name, "short": short.get(g.name, g.name), "blocks": g.num_blocks,
-                        "components": list(g.components)} for g in layout.groups]}
+            "groups": [{"name": g.name, "short": g.display, "blocks": g.num_blocks,
+                        "components": list(g.components)} for g in layout.groups],
+            "widths": [len(g.components) for g, _ in layout.blocks()]}  # ragged layouts: padding cells past these
 
 
 def _page_data(run: RunData, samples: dict | None) -> dict[str, Any]:
@@ -402,7 +401,7 @@ JS = r"""
   var D = JSON.parse(document.getElementById("report-data").textContent);
   var SVGNS = "http://www.w3.org/2000/svg";
   var VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"];
-  var COLORS = { compute: "#1d3557", reuse: "#dbe6f2", skip: "#b0b0b0", front: "#d62828" };
+  var COLORS = { compute: "#1d3557", reuse: "#dbe6f2", skip: "#b0b0b0", none: "#ffffff", front: "#d62828" };
   var SEED_SHAPES = { "every_n (FORA-like)": "square", "attention_every_n": "triangle", "tgate (T-GATE-like)": "tri-down",
     "single component": "diamond", "seed file": "plus" };
   var byKey = {}, frontRank = {}, elems = {}, selected = null;
@@ -496,12 +495,12 @@ JS = r"""
     var computed = 0;
     for (var c = 0; c < C; c++) {
       var x0 = stacked ? padL : padL + c * (pw + gap), y0 = stacked ? c * (titleH + ph + 8) + titleH : titleH;
-      var names = L.groups.map(function (g) { return g.components[c]; }).join(" | ");
+      var names = L.groups.map(function (g) { return g.components[c] || "\u2014"; }).join(" | ");
       ctx.fillStyle = "#3d4856"; ctx.fillText(names, x0, y0 - 4, stacked ? pw : pw + gap - 2);
       for (s = 0; s < S; s++) for (var b = 0; b < B; b++) {
-        var on = bit((s * B + b) * C + c) === 1;
-        if (on && run[s]) computed++;
-        ctx.fillStyle = !run[s] ? COLORS.skip : on ? COLORS.compute : COLORS.reuse;
+        var on = bit((s * B + b) * C + c) === 1, real = c < L.widths[b];
+        if (on && run[s] && real) computed++;
+        ctx.fillStyle = !real ? COLORS.none : !run[s] ? COLORS.skip : on ? COLORS.compute : COLORS.reuse;
         ctx.fillRect(x0 + b * cw, y0 + s * ch, cw, ch);
       }
       ctx.strokeStyle = "#9aa5b1"; ctx.lineWidth = 0.75; ctx.strokeRect(x0 + 0.5, y0 + 0.5, pw - 1, ph - 1);
@@ -517,7 +516,8 @@ JS = r"""
     [["compute", COLORS.compute], ["reuse", COLORS.reuse]].concat(run.indexOf(false) >= 0 ? [["step not run", COLORS.skip]] : [])
       .forEach(function (it) { var sp = el("span"); var w = el("span", { "class": "sw" }); w.style.background = it[1]; sp.appendChild(w); sp.appendChild(document.createTextNode(it[0])); lg.appendChild(sp); });
     var nrun = run.filter(Boolean).length;
-    lg.appendChild(el("span", null, (100 * computed / (S * B * C)).toFixed(1) + "% computed" + (nrun < S ? " · " + nrun + "/" + S + " steps run" : "") +
+    var cells = S * L.widths.reduce(function (a, w) { return a + w; }, 0);
+    lg.appendChild(el("span", null, (100 * computed / cells).toFixed(1) + "% computed" + (nrun < S ? " · " + nrun + "/" + S + " steps run" : "") +
       " · rows: steps, columns: blocks" + (L.groups.length > 1 ? " (" + L.groups.map(function (g) { return g.short + " " + g.blocks; }).join(" | ") + ")" : "")));
     box.appendChild(lg);
     return box;

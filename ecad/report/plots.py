@@ -26,7 +26,7 @@ from ecad.frontier import RunData, as_run, frontier_schedules, seed_family
 if TYPE_CHECKING:
     from ecad.schedule import Schedule
 
-COMPUTE, REUSE, SKIPPED = "#1d3557", "#dbe6f2", "#b0b0b0"
+COMPUTE, REUSE, SKIPPED, ABSENT = "#1d3557", "#dbe6f2", "#b0b0b0", "#ffffff"  # ABSENT: no such component
 FRONT = "#d62828"
 SEED_MARKERS = {"every_n (FORA-like)": "s", "attention_every_n": "^", "tgate (T-GATE-like)": "v",
                 "single component": "D", "seed file": "P"}
@@ -173,10 +173,12 @@ def plot_hypervolume(run_dir: str | os.PathLike | RunData, out_png: str | os.Pat
 
 # ---------------------------------------------------------------------- heatmaps
 def schedule_image(schedule: "Schedule") -> np.ndarray:
-    """[steps, blocks, components] of 0 = reuse, 1 = compute, 2 = step not run."""
+    """[steps, blocks, components] of 0 = reuse, 1 = compute, 2 = step not run, 3 = no such
+    component (padding of a block with fewer components than the grid is wide)."""
     img = schedule.grid.astype(np.int8)
     skipped = np.setdiff1d(np.arange(schedule.num_steps), schedule.executed_steps)
     img[skipped] = 2
+    img[:, ~schedule.layout.cell_mask()] = 3
     return img
 
 
@@ -189,7 +191,7 @@ def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, titl
     img = schedule_image(schedule)
     steps, blocks, comps = img.shape
     layout = schedule.layout
-    cmap = ListedColormap([REUSE, COMPUTE, SKIPPED])
+    cmap = ListedColormap([REUSE, COMPUTE, SKIPPED, ABSENT])
     vertical = blocks > 36  # wide panels (FLUX: 57 blocks) stack, narrow ones sit side by side
     if vertical:
         pw, ph = min(9.0, max(4.0, blocks * 0.14)), min(3.2, max(1.4, steps * 0.12))
@@ -204,14 +206,15 @@ def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, titl
         bounds = np.cumsum([g.num_blocks for g in layout.groups])[:-1]
         xlabel = "block"
         if len(layout.groups) > 1:
-            xlabel += "  (" + "  |  ".join(f"{_group_short(g.name)} {g.num_blocks}" for g in layout.groups) + ")"
+            xlabel += "  (" + "  |  ".join(f"{g.display} {g.num_blocks}" for g in layout.groups) + ")"
         for c, ax in enumerate(axes):
-            ax.imshow(img[:, :, c], cmap=cmap, vmin=0, vmax=2, aspect="auto", interpolation="nearest",
+            ax.imshow(img[:, :, c], cmap=cmap, vmin=0, vmax=3, aspect="auto", interpolation="nearest",
                       extent=(-0.5, blocks - 0.5, steps - 0.5, -0.5))
             for b in bounds:
                 ax.axvline(b - 0.5, color="#e63946", lw=1.6)
-            names = " | ".join(g.components[c] for g in layout.groups)
-            frac = float((img[:, :, c] == 1).sum()) / (steps * blocks)
+            names = " | ".join(g.components[c] if c < len(g.components) else "\u2014" for g in layout.groups)
+            real = int((img[0, :, c] != 3).sum())
+            frac = float((img[:, :, c] == 1).sum()) / max(1, steps * real)
             ax.set_title(f"{names}  ({frac:.0%} computed)", fontsize=9.5)
             ax.set_xlabel(xlabel, fontsize=9)
             ax.set_ylabel("step", fontsize=9)
@@ -246,10 +249,6 @@ def _metrics_note(metrics: dict[str, Any]) -> str:
     if isinstance(mf, (int, float)) and mf > 0:
         parts.append(f"MACs {mf:.1%} ({1 / mf:.2f}× est.)")
     return "  ·  ".join(parts)
-
-
-def _group_short(name: str) -> str:
-    return {"transformer_blocks": "double", "single_transformer_blocks": "single"}.get(name, name)
 
 
 def _ticks(n: int) -> list[int]:

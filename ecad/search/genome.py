@@ -23,11 +23,14 @@ class GenomeSpec:
     components: int
     timesteps: bool = False  # whether the search also chooses which steps run
     min_steps: int = 1
+    # (block, component) cells that are padding in a ragged layout: no component, always "compute"
+    padding: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def for_space(cls, space) -> "GenomeSpec":
+        padding = tuple((int(b), int(c)) for b, c in zip(*np.nonzero(~space.layout.cell_mask())))
         return cls(space.steps, space.layout.num_blocks, space.layout.num_components,
-                   bool(space.timesteps_enabled), int(space.min_steps if space.timesteps_enabled else 1))
+                   bool(space.timesteps_enabled), int(space.min_steps if space.timesteps_enabled else 1), padding)
 
     @property
     def grid_size(self) -> int:
@@ -63,7 +66,7 @@ class GenomeSpec:
     # ----------------------------------------------------------------- repair
     def repair(self, bits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Step 0 runs and computes everything; at least `min_steps` steps run; the grid rows of
-        steps that do not run are all set (canonical form).
+        steps that do not run, and padding cells, are all set (canonical form).
 
         A skipped step's row never reaches the schedule that runs, so without the last rule one
         schedule would have many genomes, each with its own hash: evaluated again under every
@@ -71,6 +74,9 @@ class GenomeSpec:
         bits = np.asarray(bits, dtype=bool).copy()
         grid = self.grid(bits)
         grid[0] = True
+        if self.padding:  # canonical: padding cells hold no component, so they never reuse
+            blocks, comps = zip(*self.padding)
+            grid[:, list(blocks), list(comps)] = True
         if self.timesteps:
             sel = bits[self.grid_size:]
             sel[0] = True

@@ -13,17 +13,20 @@ import numpy as np
 from ecad.schedule import Schedule, ScheduleError, load_schedule
 from ecad.search.genome import GenomeSpec, genome_hash
 
-# Which components count as "attention" and as "cross-attention" (T-GATE freezes the latter).
-ATTENTION = {"pixart": ("attn1", "attn2"), "flux": ("full_attn", "single_attn")}
-CROSS_ATTENTION = {"pixart": ("attn2",), "flux": ("full_ff_context",)}  # FLUX: the text stream
+# Component roles (the family adapter's `roles`) each heuristic caches: attention-only caching
+# reuses attention of either kind; T-GATE-like caching freezes what carries the text into the
+# image (cross-attention, or the text stream's MLP in joint blocks).
+ATTENTION_ROLES = ("attention", "cross_attention")
+TEXT_ROLES = ("cross_attention", "text_mlp")
 
 
-def _component_mask(space, names: tuple[str, ...]) -> np.ndarray:
-    """[blocks, components] mask of the named component kinds."""
+def _role_mask(space, roles: tuple[str, ...]) -> np.ndarray:
+    """[blocks, components] mask of the components whose role is one of `roles`."""
+    of = space.adapter.roles
     mask = np.zeros((space.layout.num_blocks, space.layout.num_components), dtype=bool)
     for b, (group, _) in enumerate(space.layout.blocks()):
         for c, comp in enumerate(group.components):
-            mask[b, c] = comp in names
+            mask[b, c] = of[comp] in roles
     return mask
 
 
@@ -35,12 +38,12 @@ def heuristic_grids(space) -> list[tuple[str, np.ndarray]]:
     for n in (2, 3, 4, 5):
         if n < S:
             out.append((f"every_{n}", Schedule.every_n(space.layout, S, n).grid))
-    attn = _component_mask(space, ATTENTION[space.family])
+    attn = _role_mask(space, ATTENTION_ROLES)
     for n in (2, 3):
         g = np.ones((S, B, C), dtype=bool)
         g[np.arange(S) % n != 0] &= ~attn  # reuse attention on non-key steps, always compute the MLPs
         out.append((f"attention_every_{n}", g))
-    cross = _component_mask(space, CROSS_ATTENTION[space.family])
+    cross = _role_mask(space, TEXT_ROLES)
     for frac in (0.3, 0.5):
         gate = max(1, int(round(S * frac)))
         g = np.ones((S, B, C), dtype=bool)

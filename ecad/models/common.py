@@ -1,0 +1,43 @@
+"""Arithmetic the block paths of several families share: adaLN modulation and gated residuals.
+
+Each function has two forms: `exact` reproduces the stock block's op order (bit-identical
+results), the default fuses the multiply and the add into one kernel (same maths, rounding only).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TIME_PROJ = 256  # sinusoidal timestep / guidance / size projection width feeding TimestepEmbedding
+
+
+def modulate(norm: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, exact: bool) -> torch.Tensor:
+    """`norm * (1 + scale) + shift`, the adaLN modulation (scale and shift already broadcastable)."""
+    return norm * (1 + scale) + shift if exact else torch.addcmul(shift, norm, 1 + scale)
+
+
+def gated_add(hidden_states: torch.Tensor, gate: torch.Tensor, out: torch.Tensor, exact: bool) -> torch.Tensor:
+    """The residual `h + gate * out` (two kernels), or one fused multiply-add; gate broadcastable."""
+    return hidden_states + gate * out if exact else torch.addcmul(hidden_states, gate, out)
+
+
+def adaln_chunks(norm: nn.Module, temb: torch.Tensor, n: int, which: tuple[int, ...], exact: bool) -> list[torch.Tensor]:
+    """Chunks `which` (of `n`) of an adaLN-Zero modulation `linear(silu(temb))`, without the norm
+    of the activations. Fast mode reads only those rows of a plain Linear's weight: at batch 1
+    these GEMVs are weight reads, and a fully reused block needs only its gates."""
+    x = norm.silu(temb)
+    linear = norm.linear
+    if exact or type(linear) is not nn.Linear:  # LoRA/quantised wrappers: through the module
+        chunks = linear(x).chunk(n, dim=1)
+        return [chunks[i] for i in which]
+    d = linear.out_features // n
+    bias = linear.bias
+    return [F.linear(x, linear.weight[i * d:(i + 1) * d], None if bias is None else bias[i * d:(i + 1) * d])
+            for i in which]
+
+
+def clip_fp16(hidden_states: torch.Tensor) -> torch.Tensor:
+    """FLUX-style blocks clip float16 residuals to the representable range."""
+    return hidden_states.clip(-65504, 65504) if hidden_states.dtype == torch.float16 else hidden_states
