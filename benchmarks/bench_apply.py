@@ -203,7 +203,7 @@ def main() -> None:
     layout = adapter_for_pipeline(pipe).layout_of(pipe.transformer)
     dims = adapter.dims_for_pipeline(pipe, space) if space.is_tiny else adapter.preset_dims(space)
     kwargs = call_kwargs(pipe, space, args.batch, size, text_len, device, dtype)
-    calls_per_step = adapter.calls_per_step(kwargs)
+    calls_per_step = adapter.calls_per_step(pipe, kwargs)
 
     with torch.inference_mode():
         stock_call = {**kwargs, "num_inference_steps": steps}

@@ -31,8 +31,9 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
 
     for name in list_spaces():
         space = load_space(name)
-        print(f"{name:20s} {space.family:7s} {space.layout.num_blocks:3d} blocks  {space.steps:3d} steps  "
-              f"{space.height}x{space.width}  {space.model}")
+        frames = f" x {space.frames} frames" if space.frames else ""
+        print(f"{name:22s} {space.family:7s} {space.layout.num_blocks:3d} blocks  {space.steps:3d} steps  "
+              f"{space.height}x{space.width}{frames}  {space.model}")
     return 0
 
 
@@ -147,9 +148,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, guidance_scale=args.guidance_scale)
     paths = save_result(result, Path(args.out))
     ms = sorted(result.settings["ms_per_image"])
-    print(f"wrote {len(paths)} image{'s' if len(paths) != 1 else ''} and generate.json to {args.out} "
+    noun = "image" if result.frames == 1 else "video"
+    frames = "" if result.frames == 1 else f" of {result.frames} frames"
+    print(f"wrote {len(paths)} {noun}{'s' if len(paths) != 1 else ''}{frames} and generate.json to {args.out} "
           f"({result.settings['space']}, {result.settings['steps']} steps, "
-          f"{result.settings['compute_fraction']:.1%} computed, {ms[len(ms) // 2]:.1f} ms/image on "
+          f"{result.settings['compute_fraction']:.1%} computed, {ms[len(ms) // 2]:.1f} ms/{noun} on "
           f"{result.settings['device']}, median of {len(ms)} batch{'es' if len(ms) != 1 else ''})")
     return 0
 

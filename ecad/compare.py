@@ -172,8 +172,17 @@ def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, pro
             HookRegistry.check_if_exists_or_initialize(transformer).register_hook(context, CONTEXT_HOOK)
             evaluator.before_call.append(context.reset)
         timestep_fn = (lambda: context.timestep) if context else (lambda: evaluator.pipe.current_timestep)
-        ratios = space.adapter.mag_ratios(space.steps) or calibrate_mag_cache(evaluator, space.steps) or None
-        for name, cfg in _peer_configs(space.steps, timestep_fn, ratios).items():
+        try:
+            ratios, calibration = space.adapter.mag_ratios(space.steps) or calibrate_mag_cache(evaluator, space.steps), None
+        except Exception as exc:  # noqa: BLE001 - MagCache's row reports it
+            ratios, calibration = None, f"calibration failed: {type(exc).__name__}: {exc}"[:200]
+        configs: dict[str, Any] = _peer_configs(space.steps, timestep_fn, ratios or None)
+        if calibration is not None:
+            configs["MagCache(0.06)"] = calibration
+        for name, cfg in configs.items():
+            if isinstance(cfg, str):  # could not even be set up
+                rows.append(_row(name, "diffusers", {"feasible": False, "reason": cfg}, evaluator.reference_ms, None))
+                continue
             try:
                 _apply_peer(transformer, cfg)
                 r = evaluator.evaluate_current(warmup=True)

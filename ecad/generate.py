@@ -16,13 +16,22 @@ from ecad.distributed.worker import to_uint8
 from ecad.metrics.latency import CallTimer
 from ecad.schedule import Schedule, ScheduleError
 
+VIDEO_FPS = 16  # Wan 2.1's frame rate
+
 
 @dataclass
 class GenerateResult:
-    images: torch.Tensor  # uint8 [N, 3, H, W]
-    prompts: list[str]
+    images: torch.Tensor  # uint8 [N * frames, 3, H, W]: image by image (video by video, frame by frame)
+    prompts: list[str]  # per image or video
     seeds: list[int]
     settings: dict[str, Any] = field(default_factory=dict)
+    frames: int = 1  # frames per video; 1 for images
+
+    def samples(self) -> list[torch.Tensor]:
+        """Per prompt x seed: [3, H, W] for an image, [frames, 3, H, W] for a video."""
+        if self.frames == 1:
+            return list(self.images)
+        return list(self.images.reshape(len(self.prompts), self.frames, *self.images.shape[1:]))
 
 
 def space_for_schedule(schedule: Schedule, space_name: str | None = None, model: str | None = None):
@@ -71,6 +80,7 @@ def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_nam
     pipe.set_progress_bar_config(disable=True)
     load_s = time.perf_counter() - t0
     apply_schedule(pipe, schedule)
+    adapter = space.adapter
     call = space.call_kwargs()
     call["height"] = schedule.height or call["height"]
     call["width"] = schedule.width or call["width"]
@@ -84,9 +94,11 @@ def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_nam
         for i in range(0, len(items), batch_size):
             batch = items[i: i + batch_size]
             gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
-            out, call_ms = timer(lambda: pipe([p for p, _ in batch], generator=gens, output_type="pt", **call).images)
+            out, call_ms = timer(lambda: adapter.output_images(
+                pipe([p for p, _ in batch], generator=gens, output_type="pt", **call)))
             ms.append(call_ms / len(batch))
             chunks.append(to_uint8(out).cpu())
+    images = torch.cat(chunks)
     settings = {
         "schedule": schedule.name, "space": space.name, "model": space.model, "device": dev,
         "dtype": str(pipe.transformer.dtype), "batch_size": batch_size, "steps": len(schedule.executed_steps),
@@ -94,19 +106,41 @@ def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_nam
         "call": {k: v for k, v in call.items()}, "load_seconds": round(load_s, 3),
         "ms_per_image": [round(x, 3) for x in ms],
     }
-    return GenerateResult(torch.cat(chunks), [p for p, _ in items], [s for _, s in items], settings)
+    frames = images.shape[0] // len(items)
+    if frames > 1:
+        settings["frames"] = frames
+    return GenerateResult(images, [p for p, _ in items], [s for _, s in items], settings, frames)
 
 
 def save_result(result: GenerateResult, out_dir: Path) -> list[Path]:
-    from PIL import Image
+    """One PNG per image; a video is a folder of PNG frames plus an animated WebP (GIF where
+    Pillow has no WebP) beside it. generate.json lists every file with its prompt and seed."""
+    from PIL import Image, features
+
+    def pil(frame: torch.Tensor):
+        return Image.fromarray(frame.permute(1, 2, 0).numpy())
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (img, seed) in enumerate(zip(result.images, result.seeds)):
-        path = out_dir / f"{i:04d}_seed{seed}.png"
-        Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
+    paths, entries = [], []
+    for i, (sample, prompt, seed) in enumerate(zip(result.samples(), result.prompts, result.seeds)):
+        stem = f"{i:04d}_seed{seed}"
+        if result.frames == 1:
+            path = out_dir / f"{stem}.png"
+            pil(sample).save(path)
+            entries.append({"file": path.name, "prompt": prompt, "seed": seed})
+        else:
+            (out_dir / stem).mkdir(exist_ok=True)
+            frames = [out_dir / stem / f"frame_{f:03d}.png" for f in range(len(sample))]
+            for frame, fpath in zip(sample, frames):
+                pil(frame).save(fpath)
+            webp = features.check("webp")
+            path = out_dir / f"{stem}.{'webp' if webp else 'gif'}"
+            first, *rest = [pil(frame) for frame in sample]
+            first.save(path, save_all=True, append_images=rest, duration=1000 // VIDEO_FPS, loop=0,
+                       **({"lossless": True} if webp else {}))
+            entries.append({"file": path.name, "frames": [f"{stem}/{p.name}" for p in frames], "prompt": prompt,
+                            "seed": seed})
         paths.append(path)
-    meta = {**result.settings, "images": [{"file": p.name, "prompt": pr, "seed": s}
-                                          for p, pr, s in zip(paths, result.prompts, result.seeds)]}
+    meta = {**result.settings, "images": entries}
     (out_dir / "generate.json").write_text(json.dumps(meta, indent=1) + "\n")
     return paths

@@ -254,8 +254,9 @@ def _parse(path: Path) -> SearchSpace:
     height = _positive(_get(data, "height", where, int), "height", where)
     width = _positive(_get(data, "width", where, int), "width", where)
     for key, value in (("height", height), ("width", width)):
-        if value % 16:
-            raise SpaceError(f"{where}: field {key!r} is {value}; it must be a multiple of 16 (VAE scale x patch size)")
+        if value % adapter.size_multiple:
+            raise SpaceError(f"{where}: field {key!r} is {value}; {adapter.display_name} needs a multiple of "
+                             f"{adapter.size_multiple} (VAE scale x patch size)")
     guidance_scale = _get(data, "guidance_scale", where, float)
     if not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise SpaceError(f"{where}: field 'guidance_scale' must be a finite number >= 0, got {guidance_scale}")

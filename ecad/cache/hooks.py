@@ -287,7 +287,7 @@ def _scheduled_class(cls: type) -> type:
         kwargs, context = handle.call_kwargs(self, kwargs)
         handle.refresh(self)
         state = handle.state
-        state.begin(handle.calls_per_step(kwargs))
+        state.begin(handle.calls_per_step(self, kwargs))
         try:
             with context:
                 out = cls.__call__(self, **kwargs)
@@ -342,10 +342,10 @@ class _Handle:
     def _components(self, transformer) -> list[nn.Module]:
         return [m for mods in _component_list(self.state.adapter, transformer, self.state.schedule.layout) for m in mods]
 
-    def calls_per_step(self, kwargs: dict) -> int:
+    def calls_per_step(self, pipe, kwargs: dict) -> int:
         """Transformer calls per step (the family's CFG convention: a doubled batch is one call,
         separate cond/uncond branches are two)."""
-        return self.state.adapter.calls_per_step(kwargs)
+        return self.state.adapter.calls_per_step(pipe, kwargs)
 
     def call_kwargs(self, pipe, kwargs: dict) -> tuple[dict, Any]:
         """The call's arguments with the step count (or timestep subset) the schedule was searched

@@ -131,6 +131,7 @@ class FamilyAdapter:
     vae_class: ClassVar[str] = "AutoencoderKL"
     preset_vae_scale_factor: ClassVar[int] = 8  # pixels per latent cell of the published checkpoints' VAE
     benchmark_space: ClassVar[str] = ""  # the shipped space benchmarks/ time this family in
+    size_multiple: ClassVar[int] = 16  # heights and widths its pipelines take (VAE scale x patch size)
 
     # ------------------------------------------------------------ layouts
     @property
@@ -226,7 +227,7 @@ class FamilyAdapter:
         raise NotImplementedError
 
     # ------------------------------------------------------------ pipeline calls
-    def calls_per_step(self, kwargs: Mapping[str, Any]) -> int:
+    def calls_per_step(self, pipe: Any, kwargs: Mapping[str, Any]) -> int:
         """Transformer calls per denoising step for a call with these arguments (CFG as a doubled
         batch is one call; CFG as separate branches is two: cond first, then uncond)."""
         return 1

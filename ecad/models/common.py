@@ -41,3 +41,32 @@ def adaln_chunks(norm: nn.Module, temb: torch.Tensor, n: int, which: tuple[int, 
 def clip_fp16(hidden_states: torch.Tensor) -> torch.Tensor:
     """FLUX-style blocks clip float16 residuals to the representable range."""
     return hidden_states.clip(-65504, 65504) if hidden_states.dtype == torch.float16 else hidden_states
+
+
+# --------------------------------------------- folded steps (shared-embedding modulation)
+def fold_shared_modulation(blocks, cached, ff_tokens=lambda f: f):
+    """Fold a run of fully reused steps for blocks whose modulation is `table_b + e(t)` with one
+    embedding e(t) shared by all blocks (PixArt, Sana): then
+    sum_b(g_msa_b*A_b + C_b + g_mlp_b*F_b) = K + e_msa(t)*sum(A) + e_mlp(t)*sum(F), with K and the
+    sums fixed while nothing is recomputed. In-place multiply-adds: 5 reads of a block's outputs.
+    `ff_tokens` puts a cached MLP output in token layout (Sana's conv MLP returns [B, C, H, W])."""
+    k = sa = sf = None
+    for block, c in zip(blocks, cached):
+        table = block.scale_shift_table  # (6, D): shift/scale/gate for msa, then for mlp
+        a, x, f = c["attn1"], c["attn2"], ff_tokens(c["ff"])
+        if k is None:
+            k, sa, sf = torch.addcmul(x, table[2], a), a.clone(), f.clone()
+        else:
+            k.addcmul_(table[2], a).add_(x)
+            sa.add_(a)
+            sf.add_(f)
+        k.addcmul_(table[5], f)
+    return k, sa, sf
+
+
+def apply_folded_step(kwargs, consts):
+    """A folded step's output from the first block's input: three element-wise ops."""
+    hidden_states, timestep = kwargs["hidden_states"], kwargs["timestep"]
+    k, sa, sf = consts
+    e = timestep.reshape(hidden_states.shape[0], 6, -1)
+    return (hidden_states + k).addcmul_(e[:, 2:3], sa).addcmul_(e[:, 5:6], sf)

@@ -110,7 +110,7 @@ class FluxAdapter(FamilyAdapter):
         return kwargs, outputs
 
     # ------------------------------------------------------------ pipeline calls
-    def calls_per_step(self, kwargs: Mapping[str, Any]) -> int:
+    def calls_per_step(self, pipe, kwargs: Mapping[str, Any]) -> int:
         """FluxPipeline's own condition for true CFG: two calls per step (cond, then uncond)."""
         true_cfg = kwargs.get("true_cfg_scale", 1.0) or 1.0
         has_neg = kwargs.get("negative_prompt") is not None or (

@@ -16,7 +16,7 @@ from torch import nn
 from ecad.layouts import BlockGroup, Layout
 from ecad.models.base import (BlockKind, BlockPath, FamilyAdapter, StepSelection, Tokens, TransformerDims,
                               probe_tensors)
-from ecad.models.common import TIME_PROJ, gated_add, modulate
+from ecad.models.common import TIME_PROJ, apply_folded_step, fold_shared_modulation, gated_add, modulate
 from ecad.models.tiny import TINY_PREFIX, amplify_blocks, byte_tokenizer, kl_vae, t5_encoder
 
 
@@ -94,27 +94,10 @@ class PixArtAdapter(FamilyAdapter):
         return kwargs, {name: rand(1, 4, dim) for name in COMPONENTS}
 
     def step_reuse_prepare(self, blocks, cached):
-        """Every block's gate is `table_b + e(t)` with one embedding e(t) shared by all blocks, so
-        sum_b(g_msa_b*A_b + C_b + g_mlp_b*F_b) = K + e_msa(t)*sum(A) + e_mlp(t)*sum(F), with K and the
-        sums fixed while nothing is recomputed. In-place multiply-adds: 5 reads of a block's outputs."""
-        k = sa = sf = None
-        for block, c in zip(blocks, cached):
-            table = block.scale_shift_table  # (6, D): shift/scale/gate for msa, then for mlp
-            a, x, f = c["attn1"], c["attn2"], c["ff"]
-            if k is None:
-                k, sa, sf = torch.addcmul(x, table[2], a), a.clone(), f.clone()
-            else:
-                k.addcmul_(table[2], a).add_(x)
-                sa.add_(a)
-                sf.add_(f)
-            k.addcmul_(table[5], f)
-        return k, sa, sf
+        return fold_shared_modulation(blocks, cached)
 
     def step_reuse_apply(self, blocks, kwargs, consts):
-        hidden_states, timestep = kwargs["hidden_states"], kwargs["timestep"]
-        k, sa, sf = consts
-        e = timestep.reshape(hidden_states.shape[0], 6, -1)
-        return (hidden_states + k).addcmul_(e[:, 2:3], sa).addcmul_(e[:, 5:6], sf)
+        return apply_folded_step(kwargs, consts)
 
     # ------------------------------------------------------------ pipeline calls
     def select_steps(self, pipe, selected: list[int], base_steps: int) -> StepSelection:

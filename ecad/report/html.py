@@ -34,8 +34,10 @@ def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, s
     {"prompts", "uncached": [png], "schedules": {key: [png]}, "seed"}.
     Loads the run's pipeline, so it needs the model weights (a GPU for real models)."""
     import torch
+    from PIL import Image
 
     from ecad.cache.hooks import apply_schedule, remove_schedule
+    from ecad.distributed.worker import to_uint8
     from ecad.models import load_pipeline
     from ecad.prompts import read_prompts
 
@@ -60,8 +62,11 @@ def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, s
         apply_schedule(pipe, schedule)
         gens = [torch.Generator("cpu").manual_seed(seed) for _ in prompts]
         with torch.inference_mode():
-            images = pipe(list(prompts), generator=gens, output_type="pil", **space.call_kwargs()).images
-        return [_png(im, max_size) for im in images]
+            frames = space.adapter.output_images(pipe(list(prompts), generator=gens, output_type="pt",
+                                                      **space.call_kwargs()))
+        per = frames.shape[0] // len(prompts)
+        stills = to_uint8(frames[per // 2:: per]).cpu()  # a video's middle frame stands for it
+        return [_png(Image.fromarray(im.permute(1, 2, 0).numpy()), max_size) for im in stills]
 
     try:
         out = {"prompts": prompts, "uncached": generate(space.full_schedule()), "schedules": {}, "seed": seed}

@@ -236,6 +236,8 @@ def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, titl
         legend = [Patch(color=COMPUTE, label="compute"), Patch(color=REUSE, label="reuse cache")]
         if executed != steps:
             legend.append(Patch(color=SKIPPED, label="step not run"))
+        if layout.ragged:
+            legend.append(Patch(facecolor=ABSENT, edgecolor="#9aa5b1", label="no such component"))
         fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8.5, frameon=False)
         return save_figure(fig, out_png, dpi=100)
 
