@@ -13,9 +13,10 @@ from ecad.models.base import (FamilyAdapter, ModelWeightsError, TransformerDims,
                               load_pretrained)
 from ecad.models.flux import FLUX
 from ecad.models.pixart import PIXART
+from ecad.models.sana import SANA
 from ecad.models.tiny import TINY_PREFIX
 
-ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (PIXART, FLUX)}
+ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (PIXART, FLUX, SANA)}
 FAMILIES = tuple(ADAPTERS)
 
 
