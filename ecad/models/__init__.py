@@ -15,8 +15,9 @@ from ecad.models.flux import FLUX
 from ecad.models.pixart import PIXART
 from ecad.models.sana import SANA
 from ecad.models.tiny import TINY_PREFIX
+from ecad.models.wan import WAN
 
-ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (PIXART, FLUX, SANA)}
+ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (PIXART, FLUX, SANA, WAN)}
 FAMILIES = tuple(ADAPTERS)
 
 
