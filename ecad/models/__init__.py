@@ -14,10 +14,11 @@ from ecad.models.base import (FamilyAdapter, ModelWeightsError, TransformerDims,
 from ecad.models.flux import FLUX
 from ecad.models.pixart import PIXART
 from ecad.models.sana import SANA
+from ecad.models.sd3 import SD3
 from ecad.models.tiny import TINY_PREFIX
 from ecad.models.wan import WAN
 
-ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (PIXART, FLUX, SANA, WAN)}
+ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (PIXART, FLUX, SD3, SANA, WAN)}
 FAMILIES = tuple(ADAPTERS)
 
 
