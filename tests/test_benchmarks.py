@@ -68,3 +68,22 @@ def test_roofline_recorder_counts_a_linear_and_sdpa_as_kernels(monkeypatch):
     assert lin_bytes == 2 * (20 * 64 + 64 * 32 + 32 + 20 * 32)
     assert attn_flops == 4 * 8 * 16 * 16 * 8
     assert attn_bytes == 4 * q.numel() * 2
+
+
+def test_bench_apply_times_every_family_from_its_adapter(monkeypatch, tmp_path):
+    """Nothing in the benchmark is family-specific: each registered family's tiny space runs through
+    the same script (in-process here, to skip four interpreter start-ups)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_apply
+
+    from ecad.models import FAMILIES
+
+    for family in FAMILIES:
+        out = tmp_path / f"{family}.json"
+        monkeypatch.setattr(sys, "argv", ["bench_apply.py", "--tiny", "--family", family, "--batch", "1", "--steps",
+                                          "4", "--repeats", "1", "--schedules", "every-2", "--naive", "--out", str(out)])
+        bench_apply.main()
+        result = json.loads(out.read_text())
+        assert result["family"] == family and result["space"] == f"tiny-{family}"
+        assert [r["schedule"] for r in result["rows"]] == ["no_caching", "every_2", "naive_every_2"]
+        assert result["rows"][1]["block_macs_fraction"] == result["rows"][2]["block_macs_fraction"] == 0.5

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ecad.cli import build_parser, main
+from ecad.models import FAMILIES, adapter_for
+from ecad.schedule import Schedule
+from ecad.spaces import load_space
 
 
 def test_metric_options_are_typed_so_false_means_false():
@@ -34,3 +37,17 @@ def test_macs_of_one_image_reproduces_ecads_no_caching_total(capsys):
     assert main(["macs", str(example), "--space", "pixart-alpha-256", "--ecad-convention"]) == 0
     out = capsys.readouterr().out
     assert "vs 5.714 uncached" in out and "transformer batch 2" in out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_macs_of_a_schedule_for_every_familys_spaces(family, tmp_path, capsys):
+    """`ecad macs` counts any family's schedule against its own no-caching total, tiny or full size."""
+    adapter = adapter_for(family)
+    for name in (f"tiny-{family}", adapter.benchmark_space):
+        space = load_space(name)
+        path = Schedule.every_n(space.layout, space.steps, 2).save(tmp_path / f"{name}.json")
+        assert main(["macs", str(path), "--space", name, "--images", "3"]) == 0
+        out = capsys.readouterr().out
+        ratio = float(out.split("(")[1].split("x fewer")[0])
+        assert 1.3 < ratio <= 2.0, out  # every-2 computes about half of the blocks' MACs (fixed MACs every step)
+        assert f"transformer batch {adapter.transformer_batch(3, space.guidance_scale)}" in out

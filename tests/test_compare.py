@@ -7,11 +7,15 @@ import json
 import pytest
 
 from ecad.cli import main
+from ecad.models import FAMILIES
 from ecad.schedule import Schedule
 from ecad.spaces import load_space
 
 
-@pytest.mark.parametrize("space", ["tiny-pixart", "tiny-flux"])
+PEER_GAPS = {"tiny-sd3": {"FirstBlockCache(0.05)"}, "tiny-sana": {"FirstBlockCache(0.05)", "MagCache(0.06)"}}
+
+
+@pytest.mark.parametrize("space", [f"tiny-{family}" for family in FAMILIES])
 def test_compare_runs_every_contender(space, tmp_path, capsys):
     sp = load_space(space)
     sched = Schedule.every_n(sp.layout, sp.steps, 4, name="mine_every_4")
@@ -26,7 +30,12 @@ def test_compare_runs_every_contender(space, tmp_path, capsys):
     assert {"every_2", "every_3"} <= set(names)
     peers = {r["name"]: r for r in rows if r["kind"] == "diffusers"}
     assert set(peers) == {"FirstBlockCache(0.05)", "TaylorSeer(interval 3)", "PAB(spatial 2)", "MagCache(0.06)"}
-    assert all(r["feasible"] for r in peers.values()), [r["reason"] for r in peers.values()]
+    # a peer runs, or its row says why not: diffusers' block caches (FirstBlockCache, MagCache) know only
+    # the block classes diffusers registered (not Sana's), and its FirstBlockCache trips over SD3's last
+    # block, which returns no text stream
+    failed = {n: r["reason"] for n, r in peers.items() if not r["feasible"]}
+    assert set(failed) == PEER_GAPS.get(space, set()), failed
+    assert all(reason for reason in failed.values())
     assert rows[0]["quality"] == pytest.approx(1.0)  # uncached vs its own reference
     assert rows[1]["quality"] < 1.0 and rows[1]["macs_fraction"] < 0.5
     assert (out / "compare.png").stat().st_size > 1000

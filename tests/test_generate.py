@@ -12,10 +12,11 @@ from PIL import Image
 import ecad
 from ecad.cli import main
 from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
+from ecad.models import FAMILIES
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun
 
 
-@pytest.mark.parametrize("space", ["tiny-pixart", "tiny-flux"])
+@pytest.mark.parametrize("space", [f"tiny-{family}" for family in FAMILIES])
 def test_generate_reproduces_the_search_images_for_the_same_seed(space, tmp_path):
     run = SearchRun(SearchConfig(space=space, population=6, generations=1, num_prompts=2, seeds=2, batch_size=4),
                     ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True))
@@ -33,8 +34,13 @@ def test_generate_reproduces_the_search_images_for_the_same_seed(space, tmp_path
                  "--out", str(out)]) == 0
     meta = json.loads((out / "generate.json").read_text())
     assert meta["space"] == space and len(meta["images"]) == 4
-    pngs = [torch.from_numpy(np.array(Image.open(out / m["file"]))).permute(2, 0, 1) for m in meta["images"]]
+    # an image is one PNG; a video is PNG frames (and an animation beside them), frame by frame
+    files = [f for m in meta["images"] for f in m.get("frames", [m["file"]])]
+    pngs = [torch.from_numpy(np.array(Image.open(out / f))).permute(2, 0, 1) for f in files]
     assert torch.equal(torch.stack(pngs), searched)
+    for m in meta["images"]:
+        if "frames" in m:
+            assert Image.open(out / m["file"]).n_frames == len(m["frames"]) == meta["frames"]
 
 
 def test_generate_needs_a_prompt(tmp_path, capsys):

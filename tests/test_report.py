@@ -7,10 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import ecad
+from ecad.models import FAMILIES, adapter_for
 from ecad.report import load_run, plot_schedule_heatmap, render_samples, write_report, write_run_plots
+from ecad.report.plots import schedule_image
+from ecad.spaces import load_space
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun
 from tests.conftest import SMALL
 
@@ -68,12 +72,18 @@ def test_run_plots_while_a_search_is_still_running(run_dir, tmp_path):
     assert "report-data" in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
 
 
-def test_schedule_heatmaps_for_pixart_and_flux(tmp_path):
-    pixart = ecad.Schedule.every_n(ecad.pixart_layout(), 20, 2, timesteps=list(range(0, 20, 2)) + [19])
-    flux = ecad.Schedule.every_n(ecad.flux_layout(), 20, 3)
-    for name, schedule in (("pixart", pixart), ("flux", flux)):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_schedule_heatmaps_for_every_family(family, tmp_path):
+    space = load_space(adapter_for(family).benchmark_space)
+    steps = space.steps
+    schedules = {"every": ecad.Schedule.every_n(space.layout, steps, 3),
+                 "subset": ecad.Schedule.every_n(space.layout, steps, 2, timesteps=list(range(0, steps, 2)))}
+    for name, schedule in schedules.items():
         out = plot_schedule_heatmap(schedule, tmp_path / f"{name}.png")
         assert out == tmp_path / f"{name}.png" and _is_png(out)
+    img = schedule_image(schedules["every"])  # what the panels show
+    assert (img == 3).sum() == steps * (~space.layout.cell_mask()).sum()  # padding cells drawn as absent
+    assert set(np.unique(img[0])) <= {1, 3} and 0 in img[1]
 
 
 # ------------------------------------------------------------------------ HTML in Chromium
@@ -186,3 +196,15 @@ def test_html_report_renders_and_is_interactive(run_dir, tmp_path):
         assert not severe, severe
     finally:
         driver.quit()
+
+
+def test_the_report_page_knows_a_ragged_layouts_real_cells(tmp_path):
+    """SD3's blocks have 4, 3 or 2 components: the page's heatmaps draw padding as absent and count
+    computed cells over real ones only (per-block widths travel with the layout)."""
+    root = SearchRun(SearchConfig(**{**SMALL, "space": "tiny-sd3", "generations": 1}),
+                     ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True)).run()
+    page = write_report(root).read_text()
+    data = json.loads(page.split('<script type="application/json" id="report-data">')[1].split("</script>")[0])
+    layout = load_space("tiny-sd3").layout
+    assert data["layout"]["widths"] == [len(g.components) for g, _ in layout.blocks()] == [4, 3, 3, 2]
+    assert data["layout"]["comps"] == 4
