@@ -128,6 +128,26 @@ def test_stock_blocks_pass_the_block_path_check(family, caplog):
     assert "differs" not in caplog.text
 
 
+def test_fully_reused_steps_run_no_norm_or_modulation(family):
+    """The block path, not the stock forward, runs reused blocks: the norms that only feed reused
+    components are skipped, so a step where every block is reused runs none of its blocks' norms."""
+    space, pipe = tiny(family)
+    norms = [m for g, i in space.layout.blocks() for m in getattr(pipe.transformer, g.name)[i].modules()
+             if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or type(m).__name__ == "RMSNorm"]
+    calls = [0]
+    for m in norms:
+        m.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    ecad.apply_schedule(pipe, Schedule.full(space.layout, STEPS))
+    calls[0] = 0  # applying checks block paths on probes, which runs the norms too
+    run(pipe, space, steps=None)
+    per_step = calls[0] / STEPS
+    assert per_step > 0
+    ecad.apply_schedule(pipe, Schedule.every_n(space.layout, STEPS, 3))  # steps 0 and 3 compute
+    calls[0] = 0
+    run(pipe, space, steps=None)
+    assert calls[0] == 2 * per_step
+
+
 def test_timestep_selection_runs_the_chosen_steps_of_the_base_grid(family):
     space, pipe = tiny(family)
     chosen = [0, 2, 3, 5]
