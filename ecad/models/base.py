@@ -258,8 +258,9 @@ class FamilyAdapter:
         return out.images
 
     def transformer_batch(self, batch: int, guidance_scale: float | None) -> int:
-        """Transformer rows per step for `batch` images (CFG's unconditional rows included)."""
-        return batch
+        """Transformer rows per step for `batch` images: CFG (guidance_scale > 1) adds an
+        unconditional row per image, as a doubled batch or as a second call."""
+        return 2 * batch if guidance_scale is None or guidance_scale > 1.0 else batch
 
     # ------------------------------------------------------------ MACs
     def dims_from_config(self, config: Mapping[str, Any], vae_scale_factor: int = 8,

@@ -38,6 +38,20 @@ def adaln_chunks(norm: nn.Module, temb: torch.Tensor, n: int, which: tuple[int, 
             for i in which]
 
 
+def shared_modulation(block: nn.Module, timestep: torch.Tensor, batch: int) -> tuple[torch.Tensor, ...]:
+    """PixArt's and Sana's six modulation chunks, `scale_shift_table + e(t)`: shift, scale and gate
+    of the attention, then of the MLP, each [B, 1, D]."""
+    return (block.scale_shift_table[None] + timestep.reshape(batch, 6, -1)).chunk(6, dim=1)
+
+
+def masked_caption_embeds(batch: int, text_len: int, width: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random prompt and negative-prompt embeddings with all-ones masks (T5/Gemma-captioned pipelines)."""
+    embeds, neg = (torch.randn(batch, text_len, width, generator=generator) for _ in range(2))
+    mask = torch.ones(batch, text_len, dtype=torch.long)
+    return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "negative_prompt_embeds": neg,
+            "negative_prompt_attention_mask": mask}
+
+
 def clip_fp16(hidden_states: torch.Tensor) -> torch.Tensor:
     """FLUX-style blocks clip float16 residuals to the representable range."""
     return hidden_states.clip(-65504, 65504) if hidden_states.dtype == torch.float16 else hidden_states

@@ -117,6 +117,10 @@ class FluxAdapter(FamilyAdapter):
             kwargs.get("negative_prompt_embeds") is not None and kwargs.get("negative_pooled_prompt_embeds") is not None)
         return 2 if true_cfg > 1 and has_neg else 1
 
+    def transformer_batch(self, batch: int, guidance_scale: float | None) -> int:
+        """FLUX.1-dev is guidance-distilled: the scale is embedded, no unconditional rows."""
+        return batch
+
     def select_steps(self, pipe, selected: list[int], base_steps: int) -> StepSelection:
         """FluxPipeline accepts `sigmas=`: its default grid is linspace(1, 1/N, N); take the chosen ones."""
         if getattr(pipe.scheduler.config, "use_flow_sigmas", False):

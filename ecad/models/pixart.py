@@ -16,7 +16,8 @@ from torch import nn
 from ecad.layouts import BlockGroup, Layout
 from ecad.models.base import (BlockKind, BlockPath, FamilyAdapter, StepSelection, Tokens, TransformerDims,
                               probe_tensors)
-from ecad.models.common import TIME_PROJ, apply_folded_step, fold_shared_modulation, gated_add, modulate
+from ecad.models.common import (TIME_PROJ, apply_folded_step, fold_shared_modulation, gated_add,
+                               masked_caption_embeds, modulate, shared_modulation)
 from ecad.models.tiny import TINY_PREFIX, amplify_blocks, byte_tokenizer, kl_vae, t5_encoder
 
 
@@ -72,11 +73,7 @@ class PixArtAdapter(FamilyAdapter):
         return SD_VAE_CONFIG
 
     def random_prompt_kwargs(self, pipe, batch: int, text_len: int, generator) -> dict[str, Any]:
-        width = pipe.transformer.config.caption_channels
-        embeds, neg = (torch.randn(batch, text_len, width, generator=generator) for _ in range(2))
-        mask = torch.ones(batch, text_len, dtype=torch.long)
-        return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "negative_prompt_embeds": neg,
-                "negative_prompt_attention_mask": mask}
+        return masked_caption_embeds(batch, text_len, pipe.transformer.config.caption_channels, generator)
 
     # ------------------------------------------------------------ block path
     def block_path(self, block: nn.Module, group: BlockGroup) -> BlockPath | None:
@@ -117,9 +114,6 @@ class PixArtAdapter(FamilyAdapter):
 
     def embeds_call_kwargs(self) -> dict[str, Any]:
         return {"negative_prompt": None}  # the pipeline would otherwise encode "" again
-
-    def transformer_batch(self, batch: int, guidance_scale: float | None) -> int:
-        return 2 * batch if guidance_scale is None or guidance_scale > 1.0 else batch
 
     # ------------------------------------------------------------ MACs
     def dims_from_config(self, config: Mapping[str, Any], vae_scale_factor: int = 8,
@@ -186,9 +180,7 @@ def _compose_block(block, kwargs, cached, exact):
     modulation feeding a reused term are skipped. `exact` keeps the stock block's op order."""
     hidden_states, timestep = kwargs["hidden_states"], kwargs["timestep"]
     batch = hidden_states.shape[0]
-    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
-        block.scale_shift_table[None] + timestep.reshape(batch, 6, -1)
-    ).chunk(6, dim=1)
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = shared_modulation(block, timestep, batch)
     attn_kwargs = kwargs.get("cross_attention_kwargs") or {}
     attn = cached.get("attn1")
     if attn is None:

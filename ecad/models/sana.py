@@ -17,7 +17,8 @@ from torch import nn
 from ecad.layouts import BlockGroup, Layout
 from ecad.models.base import (BlockKind, BlockPath, FamilyAdapter, Tokens, TransformerDims, UnsupportedModelError,
                               probe_tensors, signature_default)
-from ecad.models.common import TIME_PROJ, apply_folded_step, fold_shared_modulation, gated_add, modulate
+from ecad.models.common import (TIME_PROJ, apply_folded_step, fold_shared_modulation, gated_add,
+                               masked_caption_embeds, modulate, shared_modulation)
 from ecad.models.tiny import TINY_PREFIX, TINY_VOCAB, amplify_blocks, byte_tokenizer
 
 COMPONENTS = ("attn1", "attn2", "ff")
@@ -110,15 +111,8 @@ class SanaAdapter(FamilyAdapter):
     def embeds_call_kwargs(self) -> dict[str, Any]:
         return {"negative_prompt": None}  # SanaPipeline refuses a negative prompt next to its embeddings
 
-    def transformer_batch(self, batch: int, guidance_scale: float | None) -> int:
-        return 2 * batch if guidance_scale is None or guidance_scale > 1.0 else batch
-
     def random_prompt_kwargs(self, pipe, batch: int, text_len: int, generator) -> dict[str, Any]:
-        width = pipe.transformer.config.caption_channels
-        embeds, neg = (torch.randn(batch, text_len, width, generator=generator) for _ in range(2))
-        mask = torch.ones(batch, text_len, dtype=torch.long)
-        return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "negative_prompt_embeds": neg,
-                "negative_prompt_attention_mask": mask}
+        return masked_caption_embeds(batch, text_len, pipe.transformer.config.caption_channels, generator)
 
     # ------------------------------------------------------------ MACs
     def dims_from_config(self, config: Mapping[str, Any], vae_scale_factor: int = 32,
@@ -183,9 +177,7 @@ def _compose_block(block, kwargs, cached, exact):
     modulation feeding a reused term are skipped. `exact` keeps the stock block's op order."""
     hidden_states, timestep = kwargs["hidden_states"], kwargs["timestep"]
     batch = hidden_states.shape[0]
-    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
-        block.scale_shift_table[None] + timestep.reshape(batch, 6, -1)
-    ).chunk(6, dim=1)
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = shared_modulation(block, timestep, batch)
     attn = cached.get("attn1")
     if attn is None:
         norm = modulate(block.norm1(hidden_states), scale_msa, shift_msa, exact).to(hidden_states.dtype)

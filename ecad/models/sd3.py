@@ -103,9 +103,6 @@ class SD3Adapter(FamilyAdapter):
         return {"prompt_embeds": pe, "negative_prompt_embeds": ne, "pooled_prompt_embeds": pooled,
                 "negative_pooled_prompt_embeds": neg_pooled}
 
-    def transformer_batch(self, batch: int, guidance_scale: float | None) -> int:
-        return 2 * batch if guidance_scale is None or guidance_scale > 1.0 else batch
-
     def random_prompt_kwargs(self, pipe, batch: int, text_len: int, generator) -> dict[str, Any]:
         config = pipe.transformer.config
         length = getattr(pipe, "tokenizer_max_length", 77) + text_len

@@ -103,9 +103,6 @@ class WanAdapter(FamilyAdapter):
         """Every frame of every video, video by video: [videos * frames, 3, H, W]."""
         return out.frames.flatten(0, 1)
 
-    def transformer_batch(self, batch: int, guidance_scale: float | None) -> int:
-        return 2 * batch if guidance_scale is None or guidance_scale > 1.0 else batch
-
     def random_prompt_kwargs(self, pipe, batch: int, text_len: int, generator) -> dict[str, Any]:
         width = pipe.transformer.config.text_dim
         return {"prompt_embeds": torch.randn(batch, text_len, width, generator=generator),
