@@ -208,3 +208,23 @@ def test_the_report_page_knows_a_ragged_layouts_real_cells(tmp_path):
     layout = load_space("tiny-sd3").layout
     assert data["layout"]["widths"] == [len(g.components) for g, _ in layout.blocks()] == [4, 3, 3, 2]
     assert data["layout"]["comps"] == 4
+    front = json.loads((root / "frontier" / "frontier.json").read_text())["points"]
+    target = front[0]
+    want = ecad.load_schedule(root / "frontier" / target["schedule"]).compute_fraction()
+
+    driver = _browser(tmp_path)  # skips without Chromium
+    try:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as EC
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver.get((root / "report.html").resolve().as_uri())
+        WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "frontier-svg")))
+        driver.find_element(By.CSS_SELECTOR, f'#frontier-svg .pt[data-key="{target["key"]}"]').click()
+        details = driver.find_element(By.ID, "details-body")
+        assert details.find_elements(By.TAG_NAME, "canvas")
+        assert f"{100 * want:.1f}% computed" in details.text, details.text  # over real cells, not padding
+        severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not severe, severe
+    finally:
+        driver.quit()
