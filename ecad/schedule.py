@@ -337,7 +337,8 @@ def _from_ecad(data: dict, where: str) -> Schedule:
 
     num_steps = _require(cs, "num_inference_steps", w, int)
     sched = _require(cs, "schedule", w, dict)
-    adapter = next(a for a in ADAPTERS.values() if a.ecad_count_keys and a.ecad_claims(cs))
+    ecad_families = sorted((a for a in ADAPTERS.values() if a.ecad_count_keys), key=lambda a: -len(a.ecad_count_keys))
+    adapter = next(a for a in ecad_families if a.ecad_claims(cs))  # the most specific first
     counts = [_require(cs, key, w, int) for key in adapter.ecad_count_keys]
     try:
         layout = adapter.layout(counts)

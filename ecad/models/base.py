@@ -354,7 +354,8 @@ class FamilyAdapter:
     ecad_count_keys: ClassVar[tuple[str, ...]] = ()
 
     def ecad_claims(self, cache_schedule: Mapping[str, Any]) -> bool:
-        """Whether an ECAD `cache_schedule` (of unknown pipeline) is of this family."""
+        """Whether an ECAD `cache_schedule` is of this family (families with more block kinds are
+        asked first)."""
         return False
 
     def ecad_block_counts(self, layout: Layout) -> dict[str, int]:
