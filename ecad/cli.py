@@ -95,7 +95,8 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ecad.cache.macs import dims_for_space, schedule_macs, transformer_batch
-    from ecad.frontier import baseline_quality, export_frontier, frontier, load_run, macs_of, pick, schedule_of
+    from ecad.frontier import baseline_quality, frontier, frontier_entries, macs_of, pick, schedule_of
+    from ecad.runs import FRONTIER_DIR, load_run, write_frontier_dir
     from ecad.search.nsga2 import Evaluation, hypervolume
     from ecad.spaces import load_space
 
@@ -116,9 +117,11 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     speed = "measured" if config["cost"] == "latency" else "est."
     print(f"{'rank':>4} {config['metric']:>12} {'MACs/img':>10} {speed + ' speedup':>15}" + (f" {'ms/img':>8}" if has_latency else "")
           + "  label / schedule")
-    folder = ("frontier" if args.format == "native" else "frontier_ecad") + ("_merged" if len(runs) > 1 else "")
+    folder = (FRONTIER_DIR if args.format == "native" else f"{FRONTIER_DIR}_ecad") + ("_merged" if len(runs) > 1 else "")
     out_dir = Path(args.export) if args.export else runs[0].root / folder
-    paths = export_frontier(points, config, out_dir, "ecad" if args.format == "ecad" else "ecad-schedule")
+    files = write_frontier_dir(out_dir, frontier_entries(points, config, space), {"metric": config["metric"],
+                               "cost": config["cost"]}, "ecad" if args.format == "ecad" else "ecad-schedule")
+    paths = [out_dir / files[p.key] for p in points]
     for rank, (p, path) in enumerate(zip(points, paths)):
         lat = f" {p.latency_ms:>8.2f}" if has_latency and p.latency_ms is not None else (" " * 9 if has_latency else "")
         print(f"{rank:>4} {p.quality:>12.5f} {_si(macs_of(p) * full_macs):>10} {p.speedup:>14.2f}x{lat}  "

@@ -20,7 +20,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from ecad.cache.hooks import remove_schedule
 from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
-from ecad.files import atomic_write_json, json_safe
+from ecad.files import atomic_write_json
 from ecad.schedule import Schedule, load_schedule
 from ecad.search.seeds import heuristic_grids
 
@@ -244,5 +244,5 @@ def plot_compare(rows: list[dict[str, Any]], metric: str, out_png: Path) -> None
 
 
 def write_compare(rows: list[dict[str, Any]], metric: str, out_dir: Path, settings: dict[str, Any]) -> None:
-    atomic_write_json(out_dir / "compare.json", json_safe({"settings": settings, "rows": rows}))  # NaN -> null
+    atomic_write_json(out_dir / "compare.json", {"settings": settings, "rows": rows})
     plot_compare(rows, metric, out_dir / "compare.png")

@@ -23,9 +23,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    """As json.dump writes it (NaN stays NaN, which Python reads back); pass `json_safe(data)` for
-    files other tools parse."""
-    return atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    """Strict JSON (NaN and infinities become null: JSON.parse and other tools reject them)."""
+    return atomic_write_text(path, json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
 
 
 def json_safe(x: Any) -> Any:

@@ -11,7 +11,8 @@ import pytest
 
 import ecad
 from ecad.cli import main
-from ecad.frontier import FrontierError, Point, frontier, load_run, pareto_indices, pick
+from ecad.frontier import FrontierError, Point, frontier, pareto_indices, pick
+from ecad.runs import load_run
 from ecad.search.nsga2 import Evaluation, hypervolume
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun
 from tests.conftest import SMALL

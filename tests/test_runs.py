@@ -21,6 +21,10 @@ def _lines(run_dir: Path) -> list[str]:
     return (run_dir / "evaluations.jsonl").read_text().splitlines()
 
 
+def _record(key: str, evaluation: Evaluation, generation: int, genome: str) -> dict:
+    return {"key": key, "generation": generation, "genome": genome, **evaluation.to_json()}
+
+
 def _resume(run_dir: Path) -> SearchRun:
     return SearchRun(resume_config(str(run_dir), {}), ExecConfig(out=str(run_dir), workers=0, quiet=True), resume=True)
 
@@ -83,29 +87,29 @@ def test_force_replaces_an_earlier_run_whole(run_copy):
     (run_copy / "stale.txt").write_text("from the old run")
     store = RunStore(run_copy)
     store.create({"population": 6}, force=True)
-    assert sorted(p.name for p in run_copy.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in run_copy.iterdir()) == [".lock", "config.json"]  # the lock file stays, unheld
 
 
 # ------------------------------------------------------------- torn log lines
 def test_a_torn_last_line_cannot_swallow_the_next_record(tmp_path):
     store = RunStore(tmp_path)
-    store.append_evaluation("a", Evaluation((0.9, 0.5)), 0, "00")
+    store.append_evaluation(_record("a", Evaluation((0.9, 0.5)), 0, "00"))
     with open(store.evaluations_path, "a") as f:
         f.write('{"key": "torn", "generation": 0, "val')  # the run was killed mid-write
-    assert list(store.load_evaluations()) == ["a"]  # what every run start does before appending
-    store.append_evaluation("b", Evaluation((0.8, 0.4)), 1, "01")
+    assert [r["key"] for r in store.load_evaluation_records()] == ["a"]  # what every run start does before appending
+    store.append_evaluation(_record("b", Evaluation((0.8, 0.4)), 1, "01"))
     assert [r["key"] for r in read_evaluation_records(store.evaluations_path)] == ["a", "b"]
     assert all(json.loads(line) for line in store.evaluations_path.read_text().splitlines())
 
 
 def test_a_whole_last_record_without_its_newline_is_kept(tmp_path):
     store = RunStore(tmp_path)
-    store.append_evaluation("a", Evaluation((0.9, 0.5)), 0, "00")
+    store.append_evaluation(_record("a", Evaluation((0.9, 0.5)), 0, "00"))
     text = store.evaluations_path.read_text()
     store.evaluations_path.write_text(text.rstrip("\n"))  # killed between the record and its newline
-    assert list(store.load_evaluations()) == ["a"]
-    store.append_evaluation("b", Evaluation((0.8, 0.4)), 1, "01")
-    assert list(store.load_evaluations()) == ["a", "b"]
+    assert [r["key"] for r in store.load_evaluation_records()] == ["a"]
+    store.append_evaluation(_record("b", Evaluation((0.8, 0.4)), 1, "01"))
+    assert [r["key"] for r in store.load_evaluation_records()] == ["a", "b"]
 
 
 def test_resume_after_a_torn_line_evaluates_the_lost_candidate_again(run_copy):
@@ -159,3 +163,32 @@ def test_resume_of_a_run_without_fingerprints_still_checks_the_genome_size(input
     inputs["space"].write_text(inputs["space"].read_text().replace("steps = 8", "steps = 6"))
     with pytest.raises(RunError, match="checkpoint holds genomes of 96 bits, but the space now makes 72"):
         _resume(run_copy)
+
+
+# --------------------------------------------------------------------- lock
+def test_a_run_being_written_is_refused_to_a_second_search(run_copy):
+    """Two searches on one directory would interleave their records: the second is refused, naming
+    the first, and the directory can be written again once the first lets go."""
+    store = RunStore(run_copy)
+    with store.lock():
+        with pytest.raises(RunError, match=r"being written by another ecad search \(pid \d+\); wait for it"):
+            _resume(run_copy).run()
+    _resume(run_copy).run()  # released: the resume goes ahead
+    assert (run_copy / "frontier" / "frontier.json").exists()
+
+
+def test_the_search_builds_what_it_reports_from_memory_the_same_as_a_reader(inputs):
+    """The frontier, plots and summary of a finished search come from what it held in memory; a
+    reader of its directory sees the same run."""
+    from ecad.files import json_safe
+    from ecad.runs import load_run
+
+    run = SearchRun(SearchConfig(**{**SMALL, "generations": 1}), ExecConfig(out=str(inputs["run"].parent / "mem"),
+                                                                              workers=0, quiet=True))
+    root = run.run()
+    mine, read = run.run_data(), load_run(root)
+    assert [p.key for p in mine.points] == [p.key for p in read.points]
+    assert [p.key for p in mine.frontier] == [p.key for p in read.frontier] and mine.frontier_files == read.frontier_files
+    as_written = json.loads(json.dumps(json_safe(mine.generations)))  # NaN -> null, as the files hold it
+    assert as_written == read.generations and mine.higher_is_better is read.higher_is_better is True
+    assert run.summary().count(".json") == min(len(mine.frontier), 10)

@@ -152,6 +152,13 @@ def registered_class(name: str) -> type[QualityMetric] | None:
     return _CLASSES.get(name)
 
 
+def higher_is_better(name: str) -> bool | None:
+    """Which way metric `name` is better, from the registry (None for a name it does not know): the
+    one place a run, its frontier and its report take the direction from."""
+    cls = registered_class(name)
+    return None if cls is None else bool(cls.higher_is_better)
+
+
 def list_metrics() -> dict[str, str]:
     _load_builtins()
     return dict(sorted(_DESCRIPTIONS.items()))

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ecad.files import atomic_write_text, json_safe
-from ecad.frontier import RunData, as_run, frontier_schedules, run_space, seed_family
+from ecad.frontier import seed_family
+from ecad.runs import FRONTIER_DIR, RunData, as_run, frontier_schedules, run_space
 
 SAMPLES_HOWTO = ("ecad report {run} --samples 3",
                  "python -c \"from ecad.report import render_samples, write_report; "
@@ -117,7 +118,7 @@ def _layout_info(run: RunData) -> dict[str, Any] | None:
         if name is None:
             return None
         try:
-            sched = load_schedule(run.root / "frontier" / name)
+            sched = load_schedule(run.root / FRONTIER_DIR / name)
         except ScheduleError:
             return None
         layout, steps = sched.layout, sched.num_steps
@@ -221,7 +222,7 @@ def write_report(run_dir: str | os.PathLike | RunData, out_html: str | os.PathLi
     samples: {"prompts": [str], "uncached": [png bytes per prompt], "schedules": {key: [png bytes
     per prompt]}} as `render_samples` returns; without it the page says how to make them."""
     run = as_run(run_dir)
-    out = Path(out_html) if out_html is not None else run.root / "report.html"
+    out = Path(out_html) if out_html is not None else run.report_path
     data = _page_data(run, samples)
     title = f"ecad report — {run.root.name}"
     subtitle = " · ".join(str(x) for x in (run.config.get("space", "?"), f"{run.metric} vs {run.cost_kind}",

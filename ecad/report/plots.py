@@ -21,7 +21,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from ecad.frontier import RunData, as_run, frontier_schedules, seed_family
+from ecad.frontier import seed_family
+from ecad.runs import RunData, as_run, frontier_schedules
 
 if TYPE_CHECKING:
     from ecad.schedule import Schedule
@@ -264,7 +265,7 @@ def write_run_plots(run_dir: str | os.PathLike | RunData) -> Path:
     frontier schedule. Heatmaps already drawn for the same schedule are kept (renamed when a
     frontier rank shifts), so repeated calls during a search only draw what changed."""
     run = as_run(run_dir)
-    out = run.root / "plots"
+    out = run.plots_dir
     plot_frontier(run, out / "frontier.png")
     plot_hypervolume(run, out / "hypervolume.png")
     heat = out / "heatmaps"

@@ -15,8 +15,8 @@ import moocore
 import numpy as np
 from deap import base, creator, tools
 
-from ecad.search.genome import (GenomeSpec, crossover_steps, crossover_uniform, genome_hash, mutate_bits,
-                                mutate_structured)
+from ecad.search.genome import (GenomeSpec, bits_to_hex, crossover_steps, crossover_uniform, genome_hash,
+                                hex_to_bits, mutate_bits, mutate_structured)
 
 WORST = 1e12  # objective value of an infeasible candidate: dominated by every feasible one
 
@@ -104,6 +104,23 @@ class EngineState:
     rng_state: dict[str, Any]
     hv_ref: list[float] | None = None
     hv_history: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint's content: genomes as hex, so it is plain JSON."""
+        return {
+            "generation": self.generation,
+            "population": [bits_to_hex(g) for g in self.population],
+            "genome_size": int(self.population[0].size) if self.population else 0,
+            "labels": self.labels,
+            "rng_state": self.rng_state,
+            "hv_ref": self.hv_ref,
+            "hv_history": self.hv_history,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "EngineState":
+        return cls(d["generation"], [hex_to_bits(h, d["genome_size"]) for h in d["population"]], d["labels"],
+                   d["rng_state"], d["hv_ref"], d["hv_history"])
 
 
 Evaluator = Callable[[list[np.ndarray], int], list[Evaluation]]

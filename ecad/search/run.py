@@ -20,9 +20,9 @@ import numpy as np
 from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.pool import make_pool
 from ecad.distributed.worker import WorkerConfig
-from ecad.frontier import Point, pareto_front
+from ecad.frontier import Point, frontier_entries, pareto_front
 from ecad.prompts import read_prompts
-from ecad.runs import RunError, RunStore, sha256_text
+from ecad.runs import RunData, RunError, RunStore, config_hash, run_data, sha256_text
 from ecad.search.genome import GenomeSpec, bits_to_hex, genome_hash
 from ecad.search.nsga2 import NSGA2, EngineConfig, EngineState, Evaluation
 from ecad.search.seeds import initial_population, load_seed_schedules
@@ -152,9 +152,18 @@ class SearchRun:
         # seeds only shape generation 0: a resume never reads them (the files may have moved since)
         self.extra_seeds = load_seed_schedules(config.seed_from, self.space) if config.seed_from and not resume else []
         self.progress = Progress(config.generations, exec_config.quiet)
-        self.weights: tuple[float, float] = (1.0, -1.0)
+        from ecad.metrics import higher_is_better
+
+        # quality's direction is the metric's (registry), cost is always minimised
+        self.weights: tuple[float, float] = (1.0 if higher_is_better(config.metric) is not False else -1.0, -1.0)
         self.pool = None
         self.engine: NSGA2 | None = None
+        # what the run directory holds, kept in memory as it is written: the frontier, the plots
+        # and the summary are built from these, never read back from disk
+        self.records: list[dict[str, Any]] = []  # evaluations.jsonl
+        self.generation_records: list[dict[str, Any]] = []  # gen_NNN.json
+        self.frontier_files: dict[str, str] = {}
+        self.frontier_rows: list[dict[str, Any]] = []
 
     def _inputs(self) -> dict[str, str]:
         """Fingerprints of what the config names but does not contain: the prompts actually
@@ -187,7 +196,7 @@ class SearchRun:
                                 f"constraint: MACs {frac:.1%} of no-caching > {self.config.max_macs_fraction:.0%}",
                                 {"macs_fraction": frac})
                 results[key] = ev
-                self.store.append_evaluation(key, ev, generation, hexes[key])
+                self._log(key, ev, generation, hexes[key])
                 continue
             tasks.append((key, schedule.to_json()))
 
@@ -200,7 +209,7 @@ class SearchRun:
             else:
                 ev = Evaluation((float("nan"), frac), False, r.get("reason", "unknown failure"), details)
             results[key] = ev
-            self.store.append_evaluation(key, ev, generation, hexes[key])
+            self._log(key, ev, generation, hexes[key])
             self.progress.evals += 1
 
         def on_progress() -> None:
@@ -210,6 +219,10 @@ class SearchRun:
         self.pool.evaluate(tasks, on_result, on_progress)
         return [results[genome_hash(g)] for g in genomes]
 
+    def _log(self, key: str, evaluation: Evaluation, generation: int, genome: str) -> None:
+        record = {"key": key, "generation": generation, "genome": genome, **evaluation.to_json()}
+        self.records.append(self.store.append_evaluation(record))
+
     # ------------------------------------------------------------------ run
     def run(self) -> Path:
         cfg = self.config
@@ -218,37 +231,44 @@ class SearchRun:
             metric_options=cfg.metric_options, cost=cfg.cost, batch_size=cfg.batch_size, device=self.exec.device,
         )
         self.pool = make_pool(worker_config, self.exec.workers, self.exec.ray_address)
-        if not self.resume:
-            self.store.create(cfg.to_json(), force=self.exec.force, inputs=self.inputs)
         try:
-            direction = self.pool.workers[0].info.get("higher_is_better", True)
-            self.weights = (1.0 if direction else -1.0, -1.0)
-            self.engine = NSGA2(self.spec, EngineConfig(population=cfg.population,
-                                                        seed=cfg.seed, weights=self.weights), self._evaluate)
-            cached = self.store.load_evaluations()
-            checkpoint = self.store.load_checkpoint() if self.resume else None
-            if checkpoint is not None:
-                self.engine.resume(checkpoint, cached)
-            else:
-                self.engine.evals = dict(cached)
-                # the engine's own generator (seeded with cfg.seed): one random stream for the whole run
-                genomes, labels = initial_population(self.space, self.spec, cfg.population, self.engine.rng,
-                                                     self.extra_seeds)
-                t0 = time.perf_counter()
-                state = self.engine.start(genomes, labels)
-                self._record(state, time.perf_counter() - t0, [genome_hash(g) for g in genomes])
-            while self.engine.state.generation < cfg.generations:
-                t0 = time.perf_counter()
-                before = set(self.engine.evals)
-                state = self.engine.step()
-                self._record(state, time.perf_counter() - t0, sorted(set(self.engine.evals) - before))
-            if self.progress.tty:
-                self.progress.update(final=True)
-            self.write_frontier()
-            self._write_plots()  # once, after frontier/ exists: the last generation skipped them
+            with self.store.lock():
+                if not self.resume:
+                    self.store.create(cfg.to_json(), force=self.exec.force, inputs=self.inputs)
+                self._run()
         finally:
             self.pool.shutdown()
         return self.store.root
+
+    def _run(self) -> None:
+        cfg = self.config
+        self.engine = NSGA2(self.spec, EngineConfig(population=cfg.population, seed=cfg.seed, weights=self.weights),
+                            self._evaluate)
+        self.records = self.store.load_evaluation_records()
+        cached = {d["key"]: Evaluation.from_json(d) for d in self.records}
+        checkpoint = self.store.read_checkpoint() if self.resume else None
+        if checkpoint is not None:
+            self.generation_records = [g for g in self.store.read_generations()
+                                       if g.get("generation", 0) <= checkpoint["generation"]]
+        if checkpoint is not None:
+            self.engine.resume(EngineState.from_json(checkpoint), cached)
+        else:
+            self.engine.evals = dict(cached)
+            # the engine's own generator (seeded with cfg.seed): one random stream for the whole run
+            genomes, labels = initial_population(self.space, self.spec, cfg.population, self.engine.rng,
+                                                 self.extra_seeds)
+            t0 = time.perf_counter()
+            state = self.engine.start(genomes, labels)
+            self._record(state, time.perf_counter() - t0, [genome_hash(g) for g in genomes])
+        while self.engine.state.generation < cfg.generations:
+            t0 = time.perf_counter()
+            before = set(self.engine.evals)
+            state = self.engine.step()
+            self._record(state, time.perf_counter() - t0, sorted(set(self.engine.evals) - before))
+        if self.progress.tty:
+            self.progress.update(final=True)
+        self.write_frontier()
+        self._write_plots()  # once, after frontier/ exists: the last generation skipped them
 
     def _record(self, state: EngineState, seconds: float, new_keys: list[str]) -> None:
         evals = self.engine.evals
@@ -258,13 +278,14 @@ class SearchRun:
             ev = evals[key]
             members.append({"key": key, "genome": bits_to_hex(bits), "label": label, **ev.to_json()})
         front = self.frontier_keys()
-        self.store.write_generation(state.generation, {
+        record = {
             "generation": state.generation, "population": members, "evaluated": new_keys,
             "hypervolume": state.hv_history[-1], "hv_ref": state.hv_ref, "seconds": round(seconds, 3),
             "frontier": front,
             "workers": [dataclasses.asdict(w) for w in self.pool.workers],
-        })
-        self.store.write_checkpoint(state)
+        }
+        self.generation_records.append(self.store.write_generation(state.generation, record))
+        self.store.write_checkpoint(state.to_json())
         self.progress.gen = state.generation
         self.progress.gen_times.append(seconds)
         self.progress.frontier = len(front)
@@ -274,12 +295,18 @@ class SearchRun:
             self._write_plots()
         self.progress.update(final=not self.progress.tty)
 
+    def run_data(self) -> RunData:
+        """The run as the plots, the report and `ecad frontier` see it, from what this search holds."""
+        config = self.config.to_json()
+        return run_data(self.store.root, config, config_hash(config), self.generation_records, self.records,
+                        self.frontier_files)
+
     def _write_plots(self) -> None:
         """PNG plots after every generation, so a running search can be watched."""
         try:
             from ecad.report import write_run_plots
 
-            write_run_plots(self.store.root)
+            write_run_plots(self.run_data())
         except Exception as exc:  # noqa: BLE001 - plots are a convenience: never stop a search for them
             print(f"ecad search: warning: plots not written ({exc})", file=sys.stderr)
 
@@ -292,15 +319,15 @@ class SearchRun:
 
     def write_frontier(self) -> None:
         """Every non-dominated schedule of the run as its own JSON file, plus frontier.json
-        (written by export_frontier, labels as `ecad frontier` and the report show them)."""
-        from ecad.frontier import export_frontier, load_run
-
-        run = load_run(self.store.root)
-        export_frontier(run.frontier, run.config, self.store.root / "frontier")
+        (labels as `ecad frontier` and the report show them)."""
+        run = self.run_data()
+        entries = frontier_entries(run.frontier, run.config, self.space)
+        self.frontier_files = self.store.write_frontier(entries, {"metric": self.config.metric, "cost": self.config.cost})
+        self.frontier_rows = [{**row, "schedule": self.frontier_files[p.key]} for p, _, row in entries]
 
     def summary(self) -> str:
         evals = self.engine.evals
-        front = json.loads((self.store.root / "frontier" / "frontier.json").read_text())["points"]
+        front = self.frontier_rows
         lines = [
             f"run        {self.store.root}",
             f"space      {self.space.name} ({self.space.model}), {len(self.prompts)} prompts x {self.config.seeds} seeds",
@@ -309,7 +336,7 @@ class SearchRun:
             f"in {time.perf_counter() - self.progress.t0:.0f} s",
             f"objectives {self.config.metric} ({'max' if self.weights[0] > 0 else 'min'}) vs {self.config.cost} (min)",
             f"hypervolume {self.engine.state.hv_history[0]:.4f} -> {self.engine.state.hv_history[-1]:.4f}",
-            f"frontier   {len(front)} schedules in {self.store.root / 'frontier'}",
+            f"frontier   {len(front)} schedules in {self.store.frontier_dir}",
             f"  {'rank':>4} {self.config.metric:>12} {'MACs':>7} {'speedup':>8}  schedule",
         ]
         for row in front[:: max(1, len(front) // 8)][:10]:

@@ -74,19 +74,15 @@ def random_genomes(spec: GenomeSpec, rng: np.random.Generator, n: int) -> list[n
 
 def load_seed_schedules(paths: list[str | Path], space) -> list[Schedule]:
     """Schedules from files, directories of schedule JSONs, or a previous run (its frontier)."""
+    from ecad.runs import schedule_files
+
     found: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            frontier = p / "frontier"
-            found += sorted((frontier if frontier.is_dir() else p).glob("*.json"))
-        elif p.exists():
-            found.append(p)
-        else:
+        if not p.exists():
             raise ScheduleError(f"--seed-from {p}: no such file or directory")
+        found += schedule_files(p)
     out = []
     for f in found:
-        if f.name in ("frontier.json", "config.json", "checkpoint.json") or f.name.startswith("gen_"):
-            continue
         s = load_schedule(f)
         space.check_schedule(s)
         out.append(s)
