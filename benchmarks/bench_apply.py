@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import ecad
+from ecad.cache.hooks import listen_for_branches
 from ecad.cache.macs import TransformerDims, block_macs
 from ecad.layouts import Layout
 from ecad.models import FAMILIES, adapter_for, adapter_for_pipeline
@@ -99,33 +100,39 @@ class BlockTimer:
 
 class NaiveCache:
     """The baseline issue 2 measured: each component's latest output kept for the whole call,
-    reused by replacing the module's forward; norms, modulation and gating run as in the stock block."""
+    reused by replacing the module's forward; norms, modulation and gating run as in the stock
+    block. Steps count per guidance branch (the caller's cache context), as ecad's do."""
 
-    def __init__(self, pipe, schedule: Schedule, calls_per_step: int = 1):
+    def __init__(self, pipe, schedule: Schedule):
         adapter = adapter_for_pipeline(pipe)
-        self.grid, self.calls, self.store, self.patched = schedule.executed_grid(), -1, {}, []
-        self.calls_per_step = calls_per_step  # CFG as separate cond/uncond calls: a cache per branch
-        self.handle = pipe.transformer.register_forward_pre_hook(lambda m, a: self._next_call())
+        self.transformer = pipe.transformer
+        self.grid, self.store, self.patched = schedule.executed_grid(), {}, []
+        self.steps: dict[str, int] = {}
+        self.step, self.branch = 0, ""
+        self.listener = listen_for_branches(self.transformer, "bench.naive_branch")
+        self.handle = self.transformer.register_forward_pre_hook(lambda m, a: self._next_call())
         for b, (group, i) in enumerate(schedule.layout.blocks()):
-            mods = adapter.component_modules(getattr(pipe.transformer, group.name)[i], group)
+            mods = adapter.component_modules(getattr(self.transformer, group.name)[i], group)
             for c, name in enumerate(group.components):
                 module = mods[name]
                 self.patched.append((module, module.forward))
                 module.forward = self._wrap(module.forward, b, c)
 
     def _next_call(self):
-        self.calls = (self.calls + 1) % (len(self.grid) * self.calls_per_step)
+        self.branch = self.listener.branch()
+        self.step = self.steps.get(self.branch, 0) % len(self.grid)  # a new pipeline call starts over
+        self.steps[self.branch] = self.step + 1
 
     def _wrap(self, forward, b, c):
         def cached_forward(*args, **kwargs):
-            step, branch = divmod(self.calls, self.calls_per_step)
-            if self.grid[step, b, c]:
-                self.store[(b, c, branch)] = forward(*args, **kwargs)
-            return self.store[(b, c, branch)]
+            if self.grid[self.step, b, c]:
+                self.store[(b, c, self.branch)] = forward(*args, **kwargs)
+            return self.store[(b, c, self.branch)]
         return cached_forward
 
     def remove(self):
         self.handle.remove()
+        self.transformer._diffusers_hook.remove_hook("bench.naive_branch", recurse=False)
         for module, forward in self.patched:
             module.forward = forward
 
@@ -203,7 +210,6 @@ def main() -> None:
     layout = adapter_for_pipeline(pipe).layout_of(pipe.transformer)
     dims = adapter.dims_for_pipeline(pipe, space) if space.is_tiny else adapter.preset_dims(space)
     kwargs = call_kwargs(pipe, space, args.batch, size, text_len, device, dtype)
-    calls_per_step = adapter.calls_per_step(pipe, kwargs)
 
     with torch.inference_mode():
         stock_call = {**kwargs, "num_inference_steps": steps}
@@ -239,7 +245,7 @@ def main() -> None:
             measure(schedule.name, schedule, kwargs)  # the schedule sets the step count
         ecad.remove_schedule(pipe)
         for schedule in schedules[1:] if args.naive else []:
-            naive = NaiveCache(pipe, schedule, calls_per_step)
+            naive = NaiveCache(pipe, schedule)
             try:
                 measure(f"naive_{schedule.name}", schedule, {**kwargs, "num_inference_steps": steps})
             finally:

@@ -167,12 +167,11 @@ def record_family(family: str, batch: int, height: int, steps: int, modes=("exac
     pipe.set_progress_bar_config(disable=True)
     layout = adapter_for_pipeline(pipe).layout_of(pipe.transformer)
     kwargs = {**call_kwargs(pipe, space, batch, height, text_len, "meta", dtype), "num_inference_steps": steps}
-    calls_per_step = space.adapter.calls_per_step(pipe, kwargs)
     schedules = schedules_for(layout, steps, names)
     recorded: dict[str, tuple[np.ndarray, float]] = {}
     fractions = {s.name: block_mac_fraction(s, dims, height, text_len) for s in schedules}
     for schedule in schedules[1:] if naive else []:  # the naive baseline first, on the stock pipeline
-        cache = NaiveCache(pipe, schedule, calls_per_step)
+        cache = NaiveCache(pipe, schedule)
         try:
             recorded[f"naive_{schedule.name}"] = record(pipe, kwargs, layout), fractions[schedule.name]
         finally:

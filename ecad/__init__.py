@@ -1,6 +1,7 @@
 """ecad: search and apply caching/timestep schedules for diffusion transformers."""
 
-from ecad.cache.hooks import apply_schedule, current_schedule, remove_schedule
+from ecad.cache.hooks import reset_schedule
+from ecad.cache.pipeline import apply_schedule, current_schedule, remove_schedule
 from ecad.layouts import Layout
 from ecad.models.flux import flux_layout
 from ecad.models.pixart import pixart_layout
@@ -18,4 +19,5 @@ __all__ = [
     "load_schedule",
     "pixart_layout",
     "remove_schedule",
+    "reset_schedule",
 ]

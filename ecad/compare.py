@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from ecad.cache.hooks import remove_schedule
+from ecad.cache.pipeline import remove_schedule
 from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
 from ecad.files import atomic_write_json

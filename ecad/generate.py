@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ecad.cache.hooks import apply_schedule
+from ecad.cache.pipeline import apply_schedule
 from ecad.distributed.worker import to_uint8
 from ecad.metrics.latency import CallTimer
 from ecad.schedule import Schedule, ScheduleError

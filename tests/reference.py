@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import contextlib
 
+from ecad.cache.hooks import listen_for_branches
 from ecad.models import adapter_for_pipeline
 from ecad.schedule import Schedule
 
 
 @contextlib.contextmanager
-def hand_cached(pipe, schedule: Schedule, calls_per_step: int = 1):
+def hand_cached(pipe, schedule: Schedule):
     """Reference semantics written by hand, independent of ecad's hooks: wrap each component's
-    forward, keep every output it computes, return the last one when the grid says reuse."""
+    forward, keep every output it computes, return the last one when the grid says reuse. Steps
+    are counted per guidance branch, the branch being the caller's diffusers cache context."""
     adapter = adapter_for_pipeline(pipe)
     t = pipe.transformer
-    calls = {"n": 0}
+    listener = listen_for_branches(t, "reference.branch")  # receives cache_context(name), nothing else
+    steps: dict[str, int] = {}
+    now = {"step": 0, "branch": ""}
     grid = schedule.executed_grid()  # rows of the steps that run, in order
     store: dict = {}
     saved = []
     orig_t = t.forward
 
     def t_forward(*a, **k):
-        calls["n"] += 1
+        branch = listener.branch()
+        now.update(step=steps.get(branch, 0), branch=branch)
+        steps[branch] = now["step"] + 1
         return orig_t(*a, **k)
 
     t.forward = t_forward
@@ -33,11 +39,11 @@ def hand_cached(pipe, schedule: Schedule, calls_per_step: int = 1):
             m = mods[name]
             orig = m.forward
 
-            def fwd(*a, _m=m, _orig=orig, _b=b, _c=c, **k):
-                step, branch = divmod(calls["n"] - 1, calls_per_step)
-                if grid[step, _b, _c]:
-                    store[(_b, _c, branch)] = _orig(*a, **k)
-                return store[(_b, _c, branch)]
+            def fwd(*a, _orig=orig, _b=b, _c=c, **k):
+                key = (_b, _c, now["branch"])
+                if grid[now["step"], _b, _c]:
+                    store[key] = _orig(*a, **k)
+                return store[key]
 
             m.forward = fwd
             saved.append((m, orig))
@@ -46,3 +52,4 @@ def hand_cached(pipe, schedule: Schedule, calls_per_step: int = 1):
     finally:
         for m, orig in saved:
             m.forward = orig
+        t._diffusers_hook.remove_hook("reference.branch", recurse=False)

@@ -17,6 +17,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import ecad
+from ecad.cache.hooks import listen_for_branches
 from ecad.cache.macs import block_macs, fixed_macs, full_macs, schedule_macs
 from ecad.models import FAMILIES, adapter_for, adapter_for_pipeline, load_pipeline
 from ecad.models.base import TransformerDims, checked_block_path
@@ -99,8 +100,7 @@ def test_schedules_equal_hand_written_reuse(family, kind):
     space, pipe = tiny(family)
     schedule = (Schedule.every_n(space.layout, STEPS, 3) if kind == "every_3"
                 else random_schedule(space.layout, STEPS, float(kind.split("_")[1]), seed=len(kind)))
-    calls = space.adapter.calls_per_step(pipe, call_of(space))
-    with hand_cached(pipe, schedule, calls_per_step=calls):
+    with hand_cached(pipe, schedule):
         reference = run(pipe, space)
     stock = run(pipe, space)
     ecad.apply_schedule(pipe, schedule, exact=True)
@@ -152,16 +152,18 @@ def test_timestep_selection_runs_the_chosen_steps_of_the_base_grid(family):
     space, pipe = tiny(family)
     chosen = [0, 2, 3, 5]
     seen: list = []
+    listener = listen_for_branches(pipe.transformer, "test.branch")
     pipe.transformer.register_forward_pre_hook(
-        lambda m, a, k: seen.append(float(k["timestep"].flatten()[0])), with_kwargs=True)
+        lambda m, a, k: seen.append((listener.branch(), float(k["timestep"].flatten()[0]))), with_kwargs=True)
     run(pipe, space)
-    calls = space.adapter.calls_per_step(pipe, call_of(space))
-    full = seen[::calls]
+    full, branches = [t for _, t in seen[:: len({b for b, _ in seen})]], {b for b, _ in seen}
     seen.clear()
     schedule = Schedule.full(space.layout, STEPS, timesteps=chosen)
     ecad.apply_schedule(pipe, schedule)
     run(pipe, space, steps=None)
-    assert seen[::calls] == [full[i] for i in chosen] and len(seen) == len(chosen) * calls
+    for branch in branches:  # every guidance branch ran the chosen steps, and only those
+        assert [t for b, t in seen if b == branch] == [full[i] for i in chosen]
+    assert len(seen) == len(chosen) * len(branches)
 
 
 # ----------------------------------------------------------------------- MACs

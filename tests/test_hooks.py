@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import ecad
-from ecad.cache.hooks import CachePlan, COMPONENT_HOOK
+from ecad.cache.hooks import COMPONENT_HOOK
+from ecad.cache.plan import CachePlan
 from ecad.models.flux import flux_layout
 from ecad.models.pixart import pixart_layout
 from ecad.models import adapter_for_pipeline
@@ -160,7 +161,7 @@ def test_cfg_with_several_prompts_and_images_per_prompt(tiny_pixart):
 def test_flux_true_cfg_keeps_one_cache_per_branch(tiny_flux):
     schedule = Schedule.every_n(_layout(tiny_flux), STEPS, 2)
     kw = dict(true_cfg_scale=2.0, negative_prompt="blurry")
-    with hand_cached(tiny_flux, schedule, calls_per_step=2):
+    with hand_cached(tiny_flux, schedule):
         reference = generate(tiny_flux, num_inference_steps=STEPS, **kw)
     apply_exact(tiny_flux, schedule)
     assert torch.equal(generate(tiny_flux, **kw), reference)
@@ -340,7 +341,7 @@ def test_swapping_schedules_gives_each_schedules_output(tiny_flux):
 
 # ------------------------------------------------------------------- errors
 def test_wrong_family_is_refused(tiny_pixart):
-    with pytest.raises(ScheduleError, match="'flux' family but the pipeline is 'pixart'"):
+    with pytest.raises(ScheduleError, match="'flux' family but the model is 'pixart'"):
         ecad.apply_schedule(tiny_pixart, Schedule.full(flux_layout(2, 2), STEPS))
 
 
@@ -459,3 +460,44 @@ def test_a_flux_block_that_differs_from_its_path_keeps_the_stock_forward(tiny_fl
     assert paths[2] is None and None not in paths[:2] + paths[3:]  # 2 double blocks, then single block 0
     assert "ChangedSingleBlock.forward differs" in caplog.text
     assert torch.equal(generate(tiny_flux), reference)
+
+
+# ---------------------------------------------------------------- transformer-level API
+@pytest.mark.parametrize("fixture", ["tiny_pixart", "tiny_flux"])
+def test_a_transformer_follows_a_schedule_in_any_denoising_loop(fixture, request):
+    """apply_schedule(transformer, s) for users with their own loop: here the stock pipeline's loop,
+    which is not wrapped; each generation is one step count per branch, and the next one starts after
+    ecad.reset_schedule or diffusers' own reset_stateful_hooks (ecad's step hook is stateful)."""
+    pipe = request.getfixturevalue(fixture)
+    schedule = random_schedule(_layout(pipe), STEPS, 0.4, seed=7)
+    apply_exact(pipe, schedule)
+    wanted = generate(pipe)
+    ecad.remove_schedule(pipe)
+    t = pipe.transformer
+    ecad.apply_schedule(t, schedule, exact=True)
+    assert ecad.current_schedule(t) is schedule and type(pipe).__name__ == type(pipe).__name__
+    assert torch.equal(generate(pipe, num_inference_steps=STEPS), wanted)
+    if hasattr(t, "enable_cache"):  # diffusers' CacheMixin: the pipeline resets stateful hooks after each call
+        assert torch.equal(generate(pipe, num_inference_steps=STEPS), wanted)
+    else:
+        with pytest.raises(ScheduleError, match="more than the schedule's 6 steps.*ecad.reset_schedule"):
+            generate(pipe, num_inference_steps=STEPS)  # a second generation without a reset
+    ecad.reset_schedule(t)
+    assert torch.equal(generate(pipe, num_inference_steps=STEPS), wanted)
+    t._diffusers_hook.reset_stateful_hooks()
+    assert torch.equal(generate(pipe, num_inference_steps=STEPS), wanted)
+    with pytest.raises(ScheduleError, match="applied to the transformer itself"):
+        ecad.apply_schedule(pipe, schedule)
+    ecad.remove_schedule(t)
+    assert _hook_count(pipe) == 0 and ecad.current_schedule(t) is None
+
+
+def test_the_branch_is_the_callers_cache_context(tiny_flux):
+    """FLUX's true CFG calls the transformer inside cache_context('cond') then ('uncond'): each
+    branch counts its own steps and keeps its own cache, with no CFG rule of ecad's own."""
+    ecad.apply_schedule(tiny_flux, Schedule.every_n(_layout(tiny_flux), STEPS, 2))
+    state = tiny_flux._ecad_handle.state
+    seen = []
+    tiny_flux.transformer.register_forward_hook(lambda m, a, o: seen.append((state.branch, state.step)))
+    generate(tiny_flux, true_cfg_scale=2.0, negative_prompt="blurry")
+    assert seen == [(b, s) for s in range(STEPS) for b in ("cond", "uncond")]

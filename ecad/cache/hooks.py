@@ -1,27 +1,37 @@
-"""Apply a `Schedule` to a stock diffusers pipeline through diffusers' hook registry.
+"""Hooks that make a transformer follow a `Schedule`, through diffusers' hook registry.
 
-Three named hooks, all sharing one `ScheduleState` that belongs to the pipeline instance:
-`ecad.step` on the transformer counts denoising steps, `ecad.block` on each block takes the
-family's block path when some component is reused (skipping norms and modulation that only
-feed reused components), and `ecad.component` on each cached sub-module computes-and-stores or
-returns its cached output (taken before the adaLN gate, so gates, norms and modulation of
-computed components are recomputed: a cached output re-gated with this step's modulation).
+Three named hooks share one `ScheduleState` that belongs to the transformer instance:
+`ecad.step` on the transformer counts denoising steps per guidance branch, `ecad.block` on each
+block takes the family's block path when some component is reused (skipping norms and
+modulation that only feed reused components), and `ecad.component` on each cached sub-module
+computes-and-stores or returns its cached output (taken before the adaLN gate, so gates, norms
+and modulation of computed components are recomputed: a cached output is re-gated with this
+step's modulation).
+
+The branch of a call is the name of diffusers' cache context when the caller sets one
+(`with transformer.cache_context("uncond")`, as FLUX and Wan pipelines do around each of their
+CFG calls); calls outside any context are one branch (CFG as a doubled batch). Each branch counts
+its own steps and keeps its own cache. `ecad.step` is stateful: diffusers'
+`reset_stateful_hooks()` (or `reset_schedule`) starts the next generation.
+
+`apply_schedule_to_transformer` is for users with their own denoising loop; `ecad.apply_schedule`
+on a pipeline (ecad.cache.pipeline) installs the same hooks and sets the step count for each call.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
 from torch import nn
 
-from ecad.models import FamilyAdapter, adapter_for_pipeline
+from ecad.cache.plan import CachePlan
+from ecad.models import FamilyAdapter, adapter_for_transformer
 from ecad.models.base import BlockPath, checked_block_path
 from ecad.schedule import Schedule, ScheduleError
 
@@ -30,63 +40,24 @@ logger = logging.getLogger(__name__)
 STEP_HOOK = "ecad.step"
 BLOCK_HOOK = "ecad.block"
 COMPONENT_HOOK = "ecad.component"
-
-
-@dataclass(frozen=True)
-class CachePlan:
-    """Per executed step: what to compute, what to keep for later, what to drop after use.
-
-    Keeping only outputs that the next step reuses (and dropping each after its last reuse)
-    bounds memory by what the schedule needs instead of by everything ever computed.
-    """
-
-    compute: np.ndarray  # [S, B, C] bool, executed steps only
-    keep: np.ndarray  # computed at s and reused at s+1
-    drop: np.ndarray  # reused at s and not reused at s+1 (last reuse)
-    block_reused: np.ndarray  # [S, B] every component reused
-    any_reused: np.ndarray  # [S, B] some component reused
-    step_reused: np.ndarray  # [S] every block fully reused
-    reused_run: np.ndarray  # [S] length of the run of fully reused steps that step s belongs to (0: none)
-
-    @classmethod
-    def from_schedule(cls, schedule: Schedule) -> "CachePlan":
-        g = schedule.executed_grid()  # padding cells (ragged layouts) always compute
-        reused_next = np.zeros_like(g)
-        reused_next[:-1] = ~g[1:]
-        block_reused = ~(g & schedule.layout.cell_mask()[None]).any(axis=2)
-        step_reused = block_reused.all(axis=1)
-        run, start = np.zeros(len(g), dtype=int), 0
-        for reused, steps in itertools.groupby(step_reused):
-            n = len(list(steps))
-            run[start:start + n] = n if reused else 0
-            start += n
-        return cls(compute=g, keep=g & reused_next, drop=~g & ~reused_next, block_reused=block_reused,
-                   any_reused=~g.all(axis=2), step_reused=step_reused, reused_run=run)
-
-    @property
-    def num_steps(self) -> int:
-        return int(self.compute.shape[0])
-
-    def max_live(self) -> int:
-        """Most cached outputs alive at the end of a step (per CFG branch). Within a step a block
-        can keep its new output before a later block drops its old one, so the peak may be higher
-        by up to the outputs of one step."""
-        live = np.cumsum(self.keep.sum(axis=(1, 2)) - self.drop.sum(axis=(1, 2)))
-        return int(live.max()) if live.size else 0
+DEFAULT_BRANCH = "default"  # calls made outside any cache context
 
 
 class ScheduleState:
-    """Mutable per-pipeline state: the plan, where the current call is, and the cache."""
+    """Mutable per-transformer state: the plan, where the current generation is, and the cache.
+    `active`: whether calls follow the schedule (a pipeline's wrapper turns it on for its calls;
+    a transformer scheduled directly is always active)."""
 
-    def __init__(self, schedule: Schedule, adapter: FamilyAdapter, exact: bool = False):
-        self.adapter = adapter
+    def __init__(self, schedule: Schedule, adapter: FamilyAdapter, exact: bool = False, always_active: bool = False):
+        self.adapter, self.always_active = adapter, always_active
         self.paths: list[BlockPath | None] = [None] * schedule.layout.num_blocks  # per block; set on install
         self.set_schedule(schedule, exact)
-        self.cache: dict[tuple[int, int, int], Any] = {}
-        self.fused: dict[int, Any] = {}  # branch -> sums folded for the next (fully reused) step
-        self.active = False
-        self.calls = 0
-        self.calls_per_step = 1
+        self.cache: dict[tuple[int, int, str], Any] = {}
+        self.fused: dict[str, Any] = {}  # branch -> sums folded for the next (fully reused) step
+        self.steps_done: dict[str, int] = {}  # branch -> transformer calls so far in this generation
+        self.last_steps_done: dict[str, int] = {}
+        self.active = always_active
+        self.step, self.branch = 0, DEFAULT_BRANCH
 
     def set_schedule(self, schedule: Schedule, exact: bool) -> None:
         self.schedule, self.exact = schedule, exact
@@ -113,31 +84,75 @@ class ScheduleState:
         key = (b, c, self.branch)
         return self.cache.pop(key) if self.plan.drop[self.step, b, c] else self.cache[key]
 
-    def begin(self, calls_per_step: int) -> None:
-        self.reset()
-        self.calls_per_step = calls_per_step
-        self.active = True
-
-    def reset(self) -> None:
+    def clear(self) -> None:
+        """Forget the current generation: cache, folded sums, step counts (the counts stay readable
+        as `last_steps_done`: pipelines reset stateful hooks at the end of their own call)."""
         self.cache.clear()
         self.fused.clear()
-        self.active = False
-        self.calls = 0
-        self.step = 0
-        self.branch = 0
+        if self.steps_done:
+            self.last_steps_done = dict(self.steps_done)
+        self.steps_done.clear()
+        self.step, self.branch = 0, DEFAULT_BRANCH
 
-    def on_transformer_call(self) -> None:
-        self.step, self.branch = divmod(self.calls, self.calls_per_step)
-        self.calls += 1
-        if self.step >= self.plan.num_steps:
+    def begin(self) -> None:
+        self.clear()
+        self.last_steps_done: dict[str, int] = {}
+        self.active = True
+
+    def end(self) -> None:
+        self.clear()
+        self.active = self.always_active
+
+    def on_transformer_call(self, branch: str) -> None:
+        step = self.steps_done.get(branch, 0)
+        if step >= self.plan.num_steps:
             raise ScheduleError(
-                f"the pipeline ran more than the schedule's {self.plan.num_steps} steps; call it with "
-                f"num_inference_steps={self.plan.num_steps} (or let ecad set it: do not pass it)"
+                f"the transformer was called for more than the schedule's {self.plan.num_steps} steps"
+                + ("" if branch == DEFAULT_BRANCH else f" in cache context {branch!r}")
+                + "; run exactly that many steps (a scheduled pipeline sets the count itself: do not pass "
+                "num_inference_steps), and start each generation of your own loop with ecad.reset_schedule"
+                "(transformer) or the registry's reset_stateful_hooks()"
             )
+        self.steps_done[branch] = step + 1
+        self.step, self.branch = step, branch
 
 
-class TransformerStepHook(ModelHook):
-    """Advances the step counter once per transformer call; clears the cache if a call raises."""
+class _ContextReceiver(BaseState):
+    """Nothing to keep: the step hook's StateManager only receives diffusers' cache context."""
+
+    def reset(self, *args, **kwargs) -> None:
+        pass
+
+
+class CacheContextListener(ModelHook):
+    """Knows the guidance branch of the current call: diffusers' `cache_context(name)` sets the
+    caller's context on every stateful hook's StateManager, this one's included. Register one
+    (`listen_for_branches`) to count steps per branch outside ecad's own hooks."""
+
+    _is_stateful = True
+
+    def __init__(self):
+        super().__init__()
+        self.context = StateManager(_ContextReceiver)
+
+    def branch(self) -> str:
+        try:
+            return self.context.context.name
+        except ValueError:  # no cache context set
+            return DEFAULT_BRANCH
+
+    def reset_state(self, module: nn.Module) -> nn.Module:
+        return module
+
+
+def listen_for_branches(transformer: nn.Module, name: str) -> CacheContextListener:
+    listener = CacheContextListener()
+    HookRegistry.check_if_exists_or_initialize(transformer).register_hook(listener, name)
+    return listener
+
+
+class TransformerStepHook(CacheContextListener):
+    """Advances the step counter of the call's branch; clears the state if a call raises."""
 
     def __init__(self, state: ScheduleState):
         super().__init__()
@@ -148,11 +163,15 @@ class TransformerStepHook(ModelHook):
         if not state.active:
             return self.fn_ref.original_forward(*args, **kwargs)
         try:
-            state.on_transformer_call()
+            state.on_transformer_call(self.branch())
             return self.fn_ref.original_forward(*args, **kwargs)
         except BaseException:
-            state.reset()
+            state.clear()
             raise
+
+    def reset_state(self, module: nn.Module) -> nn.Module:
+        self.state.clear()
+        return module
 
 
 class BlockReuseHook(ModelHook):
@@ -218,172 +237,75 @@ class ComponentCacheHook(ModelHook):
 
 # ----------------------------------------------------------------------- install
 @dataclass
-class _Installed:
-    """What apply_schedule hooked, so remove and re-install touch exactly that."""
+class Installation:
+    """What a schedule hooked on one transformer (kept on it as `_ecad_installation`), so removing
+    and re-installing touch exactly that."""
 
     transformer: nn.Module
-    modules: list[tuple[nn.Module, str]]  # (module, hook name)
-    components: list[nn.Module]  # in (block, component) order, to notice swapped-in modules (LoRA)
+    state: ScheduleState
+    by_pipeline: bool = False  # applied through a pipeline (which brackets its calls), else to the transformer
+    modules: list[tuple[nn.Module, str]] = field(default_factory=list)  # (module, hook name)
+    components: list[list[nn.Module]] = field(default_factory=list)  # per block: swapped-in modules show
 
+    def component_modules(self) -> list[list[nn.Module]]:
+        adapter, layout = self.state.adapter, self.state.schedule.layout
+        out = []
+        for group, i in layout.blocks():
+            mods = adapter.component_modules(getattr(self.transformer, group.name)[i], group)
+            out.append([mods[name] for name in group.components])
+        return out
 
-def _component_list(adapter: FamilyAdapter, transformer: nn.Module, layout) -> list[list[nn.Module]]:
-    out = []
-    for group, i in layout.blocks():
-        block = getattr(transformer, group.name)[i]
-        mods = adapter.component_modules(block, group)
-        out.append([mods[name] for name in group.components])
-    return out
+    def install(self) -> "Installation":
+        state, transformer = self.state, self.transformer
+        adapter, layout = state.adapter, state.schedule.layout
 
+        def register(module: nn.Module, hook: ModelHook, name: str) -> None:
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+            self.modules.append((module, name))
 
-def _install(state: ScheduleState, transformer: nn.Module) -> _Installed:
-    adapter, layout = state.adapter, state.schedule.layout
-    hooked: list[tuple[nn.Module, str]] = []
+        register(transformer, TransformerStepHook(state), STEP_HOOK)
+        self.components = self.component_modules()
+        blocks = [getattr(transformer, group.name)[i] for group, i in layout.blocks()]
+        paths = [checked_block_path(adapter, blocks[b], group) for b, (group, _) in enumerate(layout.blocks())]
+        state.set_paths(paths)
+        for b, block in enumerate(blocks):
+            arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]
+            register(block, BlockReuseHook(state, b, paths[b], arg_names, blocks), BLOCK_HOOK)
+            for c, module in enumerate(self.components[b]):
+                register(module, ComponentCacheHook(state, b, c), COMPONENT_HOOK)
+        HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+        transformer._ecad_installation = self
+        return self
 
-    def register(module: nn.Module, hook: ModelHook, name: str) -> None:
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
-        hooked.append((module, name))
-
-    register(transformer, TransformerStepHook(state), STEP_HOOK)
-    components = _component_list(adapter, transformer, layout)
-    blocks = [getattr(transformer, group.name)[i] for group, i in layout.blocks()]
-    paths = [checked_block_path(adapter, blocks[b], group) for b, (group, _) in enumerate(layout.blocks())]
-    state.set_paths(paths)
-    for b, block in enumerate(blocks):
-        arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]
-        register(block, BlockReuseHook(state, b, paths[b], arg_names, blocks), BLOCK_HOOK)
-        for c, module in enumerate(components[b]):
-            register(module, ComponentCacheHook(state, b, c), COMPONENT_HOOK)
-    HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
-    return _Installed(transformer, hooked, [m for mods in components for m in mods])
-
-
-def _uninstall(installed: _Installed) -> None:
-    for module, name in installed.modules:
-        registry = getattr(module, "_diffusers_hook", None)
+    def uninstall(self) -> None:
+        for module, name in self.modules:
+            registry = getattr(module, "_diffusers_hook", None)
+            if registry is not None:
+                registry.remove_hook(name, recurse=False)
+        self.modules.clear()
+        registry = getattr(self.transformer, "_diffusers_hook", None)
         if registry is not None:
-            registry.remove_hook(name, recurse=False)
-    registry = getattr(installed.transformer, "_diffusers_hook", None)
-    if registry is not None:
-        registry.invalidate_child_registries_cache()
+            registry.invalidate_child_registries_cache()
+        if getattr(self.transformer, "_ecad_installation", None) is self:
+            del self.transformer._ecad_installation
+
+    def refresh(self) -> None:
+        """Re-install if a component module was replaced (e.g. a LoRA loaded after the schedule
+        wraps Linear layers), so the hooks sit on what runs."""
+        now = self.component_modules()
+        if any(a is not b for new, old in zip(now, self.components) for a, b in zip(new, old)):
+            self.uninstall()
+            self.install()
 
 
-# ------------------------------------------------------------- pipeline wrapper
-_WRAPPED_CLASSES: dict[type, type] = {}
+def installation_of(transformer: nn.Module) -> Installation | None:
+    return getattr(transformer, "_ecad_installation", None)
 
 
-def _scheduled_class(cls: type) -> type:
-    """A same-named subclass of the *pipeline* whose __call__ brackets every call with the
-    schedule's state (reset on entry and exit, also on error). Cached per class, so swapping
-    schedules a thousand times creates nothing new."""
-    if cls in _WRAPPED_CLASSES:
-        return _WRAPPED_CLASSES[cls]
-
-    signature = inspect.signature(cls.__call__)
-
-    def __call__(self, *args, **kwargs):
-        handle: _Handle = self._ecad_handle
-        if args:  # by name, so the step count and CFG checks see every argument
-            kwargs = _as_kwargs(signature, self, args, kwargs)
-        kwargs, context = handle.call_kwargs(self, kwargs)
-        handle.refresh(self)
-        state = handle.state
-        state.begin(handle.calls_per_step(self, kwargs))
-        try:
-            with context:
-                out = cls.__call__(self, **kwargs)
-            expected = state.plan.num_steps * state.calls_per_step
-            if state.calls != expected:
-                logger.warning("the pipeline made %d transformer calls where the schedule expects %d (%d steps x %d); "
-                               "its steps did not line up with the schedule's", state.calls, expected,
-                               state.plan.num_steps, state.calls_per_step)
-            return out
-        finally:
-            state.reset()
-
-    __call__.__doc__ = cls.__call__.__doc__
-    __call__.__signature__ = signature  # type: ignore[attr-defined]
-    wrapped = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__, "_ecad_base": cls})
-    wrapped.__qualname__ = cls.__qualname__
-    _WRAPPED_CLASSES[cls] = wrapped
-    return wrapped
-
-
-def _as_kwargs(signature: inspect.Signature, pipe, args: tuple, kwargs: dict) -> dict:
-    bound = signature.bind_partial(pipe, *args, **kwargs).arguments
-    out: dict = {}
-    for name, value in list(bound.items())[1:]:  # without self
-        kind = signature.parameters[name].kind
-        if kind is inspect.Parameter.VAR_POSITIONAL:
-            raise ScheduleError(f"pass {name} by name to a scheduled pipeline")
-        if kind is inspect.Parameter.VAR_KEYWORD:
-            out.update(value)
-        else:
-            out[name] = value
-    return out
-
-
-class _Handle:
-    """Everything apply_schedule attached to one pipeline."""
-
-    def __init__(self, state: ScheduleState, installed: _Installed):
-        self.state, self.installed = state, installed
-
-    def refresh(self, pipe) -> None:
-        """Re-install if the transformer or a component module was replaced (e.g. a LoRA
-        loaded after apply_schedule wraps Linear layers), so the hooks sit on what runs."""
-        transformer = pipe.transformer
-        if transformer is not self.installed.transformer or any(
-            a is not b for a, b in zip(self._components(transformer), self.installed.components)
-        ):
-            _uninstall(self.installed)
-            _check_layout(self.state.adapter, transformer, self.state.schedule)
-            self.installed = _install(self.state, transformer)
-
-    def _components(self, transformer) -> list[nn.Module]:
-        return [m for mods in _component_list(self.state.adapter, transformer, self.state.schedule.layout) for m in mods]
-
-    def calls_per_step(self, pipe, kwargs: dict) -> int:
-        """Transformer calls per step (the family's CFG convention: a doubled batch is one call,
-        separate cond/uncond branches are two)."""
-        return self.state.adapter.calls_per_step(pipe, kwargs)
-
-    def call_kwargs(self, pipe, kwargs: dict) -> tuple[dict, Any]:
-        """The call's arguments with the step count (or timestep subset) the schedule was searched
-        for, and the context to run the call in (a scheduler that keeps only the chosen steps)."""
-        self.state.adapter.check_call(pipe, kwargs)
-        schedule = self.state.schedule
-        n_exec = len(schedule.executed_steps)
-        user_steps = kwargs.get("num_inference_steps")
-        if schedule.timesteps is not None:
-            for k in ("timesteps", "sigmas"):
-                if kwargs.get(k) is not None:
-                    raise ScheduleError(
-                        f"the schedule selects its own timesteps ({schedule.timesteps} of {schedule.num_steps}); "
-                        f"do not pass {k}="
-                    )
-            if user_steps not in (None, schedule.num_steps, n_exec):
-                raise ScheduleError(
-                    f"num_inference_steps={user_steps} conflicts with the schedule's {schedule.num_steps}-step base "
-                    f"grid; leave it out"
-                )
-            selection = self.state.adapter.select_steps(pipe, schedule.executed_steps, schedule.num_steps)
-            return {**kwargs, **selection.kwargs}, selection.context()
-        given = kwargs.get("timesteps") if kwargs.get("timesteps") is not None else kwargs.get("sigmas")
-        n_given = len(given) if given is not None else user_steps
-        if n_given is not None and n_given != schedule.num_steps:
-            raise ScheduleError(
-                f"the schedule was made for {schedule.num_steps} steps but this call runs {n_given}; "
-                f"pass num_inference_steps={schedule.num_steps} or leave it out"
-            )
-        if given is None:
-            kwargs = {**kwargs, "num_inference_steps": schedule.num_steps}
-        return kwargs, contextlib.nullcontext()
-
-
-def _check_layout(adapter: FamilyAdapter, transformer: nn.Module, schedule: Schedule) -> None:
+def check_layout(adapter: FamilyAdapter, transformer: nn.Module, schedule: Schedule) -> None:
     if schedule.family != adapter.family:
         raise ScheduleError(
-            f"this schedule is for the {schedule.family!r} family but the pipeline is {adapter.family!r}; "
+            f"this schedule is for the {schedule.family!r} family but the model is {adapter.family!r}; "
             f"load a schedule searched for this model"
         )
     actual = adapter.layout_of(transformer)
@@ -394,46 +316,36 @@ def _check_layout(adapter: FamilyAdapter, transformer: nn.Module, schedule: Sche
         )
 
 
-# --------------------------------------------------------------------- public API
-def apply_schedule(pipe, schedule: Schedule, exact: bool = False):
-    """Make every later `pipe(...)` call follow `schedule`. Applying again swaps the schedule in
-    place (no new hooks); `remove_schedule` restores the stock pipeline. Returns `pipe`.
-
-    By default reused outputs are added back with fused multiply-adds, and on PixArt a run of two
-    or more steps where every block is fully reused becomes a few element-wise ops on sums folded
-    once per run (same maths; results differ from block-by-block reuse only by float rounding).
-    `exact=True` keeps the stock block's op order: results bit-identical to running diffusers'
-    blocks with the cached outputs."""
-    adapter = adapter_for_pipeline(pipe)
-    _check_layout(adapter, pipe.transformer, schedule)
-    handle: _Handle | None = getattr(pipe, "_ecad_handle", None)
-    if handle is not None and handle.state.adapter is adapter:
-        handle.state.set_schedule(schedule, exact)
-        handle.refresh(pipe)
-        return pipe
-    if handle is not None:
-        remove_schedule(pipe)
-    registry = getattr(pipe.transformer, "_diffusers_hook", None)
-    if registry is not None and registry.get_hook(STEP_HOOK) is not None:
-        raise ScheduleError("this pipeline's transformer already follows a schedule applied to another pipeline "
-                            "that shares it; call ecad.remove_schedule on that pipeline first")
-    state = ScheduleState(schedule, adapter, exact)
-    pipe._ecad_handle = _Handle(state, _install(state, pipe.transformer))
-    pipe.__class__ = _scheduled_class(type(pipe))
-    return pipe
+# -------------------------------------------------------------- transformer API
+def apply_schedule_to_transformer(transformer: nn.Module, schedule: Schedule, exact: bool = False) -> nn.Module:
+    """Make the transformer follow `schedule` in your own denoising loop: call it once per step
+    (per guidance branch: inside `transformer.cache_context(name)` where the model has it, or the
+    CFG rows in one batch), then `reset_schedule(transformer)` before the next generation.
+    Applying again swaps the schedule in place. Returns the transformer."""
+    adapter = adapter_for_transformer(transformer)
+    check_layout(adapter, transformer, schedule)
+    installed = installation_of(transformer)
+    if installed is not None and installed.by_pipeline:
+        raise ScheduleError("this transformer follows a schedule applied to its pipeline; call ecad.remove_schedule "
+                            "on that pipeline first")
+    if installed is not None:
+        installed.state.set_schedule(schedule, exact)
+        installed.state.clear()
+        installed.refresh()
+        return transformer
+    Installation(transformer, ScheduleState(schedule, adapter, exact, always_active=True)).install()
+    return transformer
 
 
-def remove_schedule(pipe) -> None:
-    """Remove ecad's hooks and wrapper; a pipeline with no schedule is left as it is."""
-    handle: _Handle | None = getattr(pipe, "_ecad_handle", None)
-    if handle is None:
-        return
-    handle.state.reset()
-    _uninstall(handle.installed)
-    pipe.__class__ = getattr(type(pipe), "_ecad_base", type(pipe))
-    del pipe._ecad_handle
+def reset_schedule(transformer: nn.Module) -> None:
+    """Start the next generation: forget cached outputs and step counts."""
+    installed = installation_of(transformer)
+    if installed is not None:
+        installed.state.clear()
 
 
-def current_schedule(pipe) -> Schedule | None:
-    handle = getattr(pipe, "_ecad_handle", None)
-    return handle.state.schedule if handle is not None else None
+def remove_schedule_from_transformer(transformer: nn.Module) -> None:
+    installed = installation_of(transformer)
+    if installed is not None:
+        installed.state.clear()
+        installed.uninstall()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecad.cache.hooks import apply_schedule
+from ecad.cache.pipeline import apply_schedule
 from ecad.schedule import load_schedule
 
 

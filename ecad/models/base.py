@@ -227,11 +227,6 @@ class FamilyAdapter:
         raise NotImplementedError
 
     # ------------------------------------------------------------ pipeline calls
-    def calls_per_step(self, pipe: Any, kwargs: Mapping[str, Any]) -> int:
-        """Transformer calls per denoising step for a call with these arguments (CFG as a doubled
-        batch is one call; CFG as separate branches is two: cond first, then uncond)."""
-        return 1
-
     def check_call(self, pipe: Any, kwargs: Mapping[str, Any]) -> None:
         """Raise UnsupportedModelError for pipeline options under which a schedule cannot run
         as searched (extra transformer calls per step, a second transformer)."""

@@ -110,13 +110,6 @@ class FluxAdapter(FamilyAdapter):
         return kwargs, outputs
 
     # ------------------------------------------------------------ pipeline calls
-    def calls_per_step(self, pipe, kwargs: Mapping[str, Any]) -> int:
-        """FluxPipeline's own condition for true CFG: two calls per step (cond, then uncond)."""
-        true_cfg = kwargs.get("true_cfg_scale", 1.0) or 1.0
-        has_neg = kwargs.get("negative_prompt") is not None or (
-            kwargs.get("negative_prompt_embeds") is not None and kwargs.get("negative_pooled_prompt_embeds") is not None)
-        return 2 if true_cfg > 1 and has_neg else 1
-
     def transformer_batch(self, batch: int, guidance_scale: float | None) -> int:
         """FLUX.1-dev is guidance-distilled: the scale is embedded, no unconditional rows."""
         return batch

@@ -77,13 +77,6 @@ class WanAdapter(FamilyAdapter):
         return kwargs, {name: rand(1, 4, dim) for name in COMPONENTS}
 
     # ------------------------------------------------------------ pipeline calls
-    def calls_per_step(self, pipe, kwargs: Mapping[str, Any]) -> int:
-        """WanPipeline's own condition: guidance_scale > 1 adds an unconditional call per step."""
-        scale = kwargs.get("guidance_scale")
-        if scale is None:
-            scale = signature_default(type(pipe).__call__, "guidance_scale")
-        return 2 if scale > 1.0 else 1
-
     def check_call(self, pipe, kwargs: Mapping[str, Any]) -> None:
         if getattr(pipe, "transformer_2", None) is not None:
             raise UnsupportedModelError("this Wan pipeline has a second transformer (Wan 2.2's low-noise expert); "

@@ -37,7 +37,7 @@ def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, s
     import torch
     from PIL import Image
 
-    from ecad.cache.hooks import apply_schedule, remove_schedule
+    from ecad.cache.pipeline import apply_schedule, remove_schedule
     from ecad.distributed.worker import to_uint8
     from ecad.models import load_pipeline
     from ecad.prompts import read_prompts
