@@ -17,7 +17,6 @@ from typing import Any, Callable
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from ecad.cache.pipeline import remove_schedule
 from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
 from ecad.files import atomic_write_json
@@ -37,28 +36,31 @@ class Contender:
 
 
 class PeerContextHook(ModelHook):
-    """PixArt pipelines set neither a cache context nor the current timestep, which diffusers'
-    cache hooks need: this hook sets both on every transformer call."""
+    """Pipelines whose transformer has no CacheMixin (PixArt, SD3, Sana) set neither a cache
+    context nor the current timestep, which diffusers' cache hooks need: this hook sets both on
+    every transformer call, through CacheMixin's own context manager. Stateful, so the renderer's
+    reset before each pipeline call starts its step count over."""
+
+    _is_stateful = True
 
     def __init__(self, num_steps: int):
         super().__init__()
         self.num_steps, self.calls, self.timestep = num_steps, 0, None
 
-    def reset(self) -> None:
+    def reset_state(self, module):
         self.calls, self.timestep = 0, None
+        return module
 
     def new_forward(self, module, *args, **kwargs):
-        from diffusers.hooks.hooks import CacheContext, _set_cache_context
+        from diffusers.models.cache_utils import CacheMixin
 
         t = kwargs.get("timestep")
         self.timestep = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else t
-        _set_cache_context(module, CacheContext("cond_uncond", step_index=self.calls,
-                                                num_inference_steps=self.num_steps, timestep=self.timestep))
+        context = CacheMixin.cache_context(module, "cond_uncond", step_index=self.calls,
+                                           num_inference_steps=self.num_steps, timestep=self.timestep)
         self.calls += 1
-        try:
+        with context:
             return self.fn_ref.original_forward(*args, **kwargs)
-        finally:
-            _set_cache_context(module, None)
 
 
 def _peer_configs(steps: int, timestep_fn: Callable[[], Any], mag_ratios: list[float] | None):
@@ -127,7 +129,7 @@ def calibrate_mag_cache(evaluator: CandidateEvaluator, steps: int) -> list[float
     try:
         _apply_peer(transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps))
         with contextlib.redirect_stdout(io.StringIO()):
-            evaluator._generate_batch(evaluator.items[:1])
+            evaluator.renderer.images(evaluator.items[:1])
     finally:
         _remove_peer(transformer)
         logger.removeHandler(handler)
@@ -164,13 +166,12 @@ def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, pro
         macs = schedule_macs(c.schedule, dims, height=space.height, width=space.width)
         rows.append(_row(c.name, c.kind, r, evaluator.reference_ms, macs.total / macs.full))
     if baselines:
-        remove_schedule(evaluator.pipe)
+        evaluator.renderer.remove()
         transformer = evaluator.pipe.transformer
         context = None
         if not hasattr(transformer, "enable_cache"):
             context = PeerContextHook(space.steps)
             HookRegistry.check_if_exists_or_initialize(transformer).register_hook(context, CONTEXT_HOOK)
-            evaluator.before_call.append(context.reset)
         timestep_fn = (lambda: context.timestep) if context else (lambda: evaluator.pipe.current_timestep)
         try:
             ratios, calibration = space.adapter.mag_ratios(space.steps) or calibrate_mag_cache(evaluator, space.steps), None

@@ -1,4 +1,5 @@
-"""Files are written atomically (temp file, fsync, rename); `json_safe` makes data strict JSON."""
+"""Files are written atomically (temp file, fsync, rename), the cache has one root, and `json_safe`
+makes data strict JSON."""
 
 from __future__ import annotations
 
@@ -6,20 +7,41 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """A reader (or a killed writer) never sees half a file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Every file ecad writes goes through here: `write(tmp)` fills a temporary file beside `path`,
+    which then replaces `path` in one rename, so a reader (or a killed writer) never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def move(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Rename a finished file in one step (the target is never half there)."""
+    os.replace(source, target)
+    return Path(target)
+
+
+def cache_dir(*parts: str) -> Path:
+    """ecad's one cache root: $ECAD_CACHE, else $XDG_CACHE_HOME/ecad, else ~/.cache/ecad (reference
+    images, FID statistics, ...)."""
+    root = os.environ.get("ECAD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ecad"
+    return Path(root).joinpath(*parts)
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -3,17 +3,14 @@ what was searched is exactly what runs in production."""
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ecad.cache.pipeline import apply_schedule
-from ecad.distributed.worker import to_uint8
-from ecad.metrics.latency import CallTimer
+from ecad.files import atomic_write, atomic_write_json
+from ecad.generation import Renderer
 from ecad.schedule import Schedule, ScheduleError
 
 VIDEO_FPS = 16  # Wan 2.1's frame rate
@@ -65,51 +62,33 @@ def space_for_schedule(schedule: Schedule, space_name: str | None = None, model:
 def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_name: str | None = None,
              model: str | None = None, device: str | None = None, batch_size: int = 4,
              guidance_scale: float | None = None) -> GenerateResult:
-    """Images for every prompt x seed with `schedule` applied, one CPU generator per image (the
-    same noise the search used for that seed), plus timing and settings."""
+    """Images for every prompt x seed with `schedule` applied, rendered the way the search
+    rendered them (one CPU generator per image: the same noise the search used for that seed),
+    plus timing and settings."""
     import dataclasses
-
-    from ecad.models import load_pipeline
 
     space = space_for_schedule(schedule, space_name, model)
     if model:
         space = dataclasses.replace(space, hub_id=model)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    t0 = time.perf_counter()
-    pipe = load_pipeline(space, device=dev)
-    pipe.set_progress_bar_config(disable=True)
-    load_s = time.perf_counter() - t0
-    apply_schedule(pipe, schedule)
-    adapter = space.adapter
-    call = space.call_kwargs()
-    call["height"] = schedule.height or call["height"]
-    call["width"] = schedule.width or call["width"]
+    overrides: dict[str, Any] = {"height": schedule.height or space.height, "width": schedule.width or space.width}
     for value in (schedule.guidance_scale, guidance_scale):  # 0 is a valid guidance scale
         if value is not None:
-            call["guidance_scale"] = value
-    items = [(p, s) for p in prompts for s in seeds]
-    chunks, ms = [], []
-    timer = CallTimer(dev)
-    with torch.inference_mode():
-        for i in range(0, len(items), batch_size):
-            batch = items[i: i + batch_size]
-            gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
-            out, call_ms = timer(lambda: adapter.output_images(
-                pipe([p for p, _ in batch], generator=gens, output_type="pt", **call)))
-            ms.append(call_ms / len(batch))
-            chunks.append(to_uint8(out).cpu())
-    images = torch.cat(chunks)
+            overrides["guidance_scale"] = value
+    renderer = Renderer(space, prompts, device, call=overrides)
+    renderer.apply(schedule)
+    items = renderer.items(seeds)
+    rendered = renderer.render(items, batch_size)
     settings = {
-        "schedule": schedule.name, "space": space.name, "model": space.model, "device": dev,
-        "dtype": str(pipe.transformer.dtype), "batch_size": batch_size, "steps": len(schedule.executed_steps),
-        "timesteps": schedule.timesteps, "compute_fraction": schedule.compute_fraction(),
-        "call": {k: v for k, v in call.items()}, "load_seconds": round(load_s, 3),
-        "ms_per_image": [round(x, 3) for x in ms],
+        "schedule": schedule.name, "space": space.name, "model": space.model, "device": str(renderer.device),
+        "dtype": str(renderer.pipe.transformer.dtype), "batch_size": batch_size,
+        "steps": len(schedule.executed_steps), "timesteps": schedule.timesteps,
+        "compute_fraction": schedule.compute_fraction(), "call": dict(renderer.call),
+        "load_seconds": round(renderer.load_seconds, 3), "ms_per_image": [round(x, 3) for x in rendered.ms_per_item],
     }
-    frames = images.shape[0] // len(items)
-    if frames > 1:
-        settings["frames"] = frames
-    return GenerateResult(images, [p for p, _ in items], [s for _, s in items], settings, frames)
+    if rendered.frames > 1:
+        settings["frames"] = rendered.frames
+    return GenerateResult(rendered.images.cpu(), [prompts[p] for p, _ in items], [s for _, s in items], settings,
+                          rendered.frames)
 
 
 def save_result(result: GenerateResult, out_dir: Path) -> list[Path]:
@@ -126,21 +105,22 @@ def save_result(result: GenerateResult, out_dir: Path) -> list[Path]:
         stem = f"{i:04d}_seed{seed}"
         if result.frames == 1:
             path = out_dir / f"{stem}.png"
-            pil(sample).save(path)
+            atomic_write(path, lambda tmp, im=pil(sample): im.save(tmp, format="PNG"))
             entries.append({"file": path.name, "prompt": prompt, "seed": seed})
         else:
             (out_dir / stem).mkdir(exist_ok=True)
             frames = [out_dir / stem / f"frame_{f:03d}.png" for f in range(len(sample))]
             for frame, fpath in zip(sample, frames):
-                pil(frame).save(fpath)
+                atomic_write(fpath, lambda tmp, im=pil(frame): im.save(tmp, format="PNG"))
             webp = features.check("webp")
             path = out_dir / f"{stem}.{'webp' if webp else 'gif'}"
             first, *rest = [pil(frame) for frame in sample]
-            first.save(path, save_all=True, append_images=rest, duration=1000 // VIDEO_FPS, loop=0,
-                       **({"lossless": True} if webp else {}))
+            atomic_write(path, lambda tmp: first.save(tmp, format="WEBP" if webp else "GIF", save_all=True,
+                                                      append_images=rest, duration=1000 // VIDEO_FPS, loop=0,
+                                                      **({"lossless": True} if webp else {})))
             entries.append({"file": path.name, "frames": [f"{stem}/{p.name}" for p in frames], "prompt": prompt,
                             "seed": seed})
         paths.append(path)
     meta = {**result.settings, "images": entries}
-    (out_dir / "generate.json").write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write_json(out_dir / "generate.json", meta)
     return paths

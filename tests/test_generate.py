@@ -25,8 +25,8 @@ def test_generate_reproduces_the_search_images_for_the_same_seed(space, tmp_path
     schedule = ecad.load_schedule(schedule_path)
     # the images the search scored for this schedule, from a worker like the search's
     worker = CandidateEvaluator(WorkerConfig(space, run.prompts, (0, 1), batch_size=4))
-    ecad.apply_schedule(worker.pipe, schedule)
-    searched, _, _ = worker._generate_all()
+    worker.renderer.apply(schedule)
+    searched = worker.renderer.render(worker.items, 4).images
     out = tmp_path / "gen"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(run.prompts) + "\n")

@@ -42,7 +42,7 @@ def test_scores_of_uint8_images_equal_those_of_the_float_images(tmp_path):
     w = CandidateEvaluator(WorkerConfig("tiny-pixart", PROMPTS, (0, 1), batch_size=4, reference_cache=str(tmp_path)))
     schedule = Schedule.every_n(w.space.layout, w.space.steps, 3)
     r = w.evaluate(schedule.to_json())
-    images, _, _ = w._generate_all()  # the schedule is still applied
+    images = w.renderer.render(w.items, 4).images  # the schedule is still applied
     prompts = [PROMPTS[p] for p, _ in w.items]
     as_float = w.metric.score(images.float() / 255.0, prompts, w.references.float() / 255.0)
     assert r["quality"] == as_float.summary

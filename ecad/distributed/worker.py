@@ -8,7 +8,6 @@ disk cache), and then only swaps schedules.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
@@ -21,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecad.cache.pipeline import apply_schedule
+from ecad.files import atomic_write, cache_dir
+from ecad.generation import Renderer
 from ecad.schedule import load_schedule
 
 
@@ -37,64 +37,37 @@ class WorkerConfig:
     cost: str = "macs"  # or "latency"
     batch_size: int = 8
     device: str | None = None  # None: cuda if available, else cpu
-    reference_cache: str | None = None  # directory; None: ~/.cache/ecad/references
+    reference_cache: str | None = None  # directory; None: references/ in ecad's cache root (ecad.files.cache_dir)
     threads: int = 1  # torch threads per CPU worker
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ECAD_CACHE", Path.home() / ".cache" / "ecad"))
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images as they are saved: 8-bit. Metrics compare these, so an uncached candidate
-    reproduces its reference exactly."""
-    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 class CandidateEvaluator:
-    """Evaluate schedules (JSON dicts) on one device. Plain class; `ray.remote` wraps it."""
+    """Evaluate schedules (JSON dicts) on one device: a `Renderer` for the images, a metric for
+    their score. Plain class; `ray.remote` wraps it."""
 
     def __init__(self, config: WorkerConfig):
         from ecad.metrics import get_metric
-        from ecad.models import load_pipeline
         from ecad.spaces import load_space
 
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        diffusers_logging.set_verbosity_error()  # per-prompt truncation warnings are noise here
-        transformers_logging.set_verbosity_error()
         t0 = time.perf_counter()
-        self.before_call: list = []
         self.config = config
-        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.device.type == "cpu":
+        device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cpu":
             torch.set_num_threads(max(1, config.threads))
         self.space = load_space(config.space)
-        self.pipe = load_pipeline(self.space, device=str(self.device))
-        self.pipe.set_progress_bar_config(disable=True)
-        self.items = [(p, s) for p in range(len(config.prompts)) for s in config.seeds]
-        self._embeds = self._encode_prompts()
+        self.renderer = Renderer(self.space, config.prompts, device)
+        self.device = self.renderer.device
+        self.items = self.renderer.items(config.seeds)
         self.metric = get_metric(config.metric, device=self.device, **config.metric_options)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
         self.references, self.reference_ms = self._references()
         self.init_seconds = time.perf_counter() - t0
 
-    # ------------------------------------------------------------ set-up
-    def _encode_prompts(self) -> dict[str, torch.Tensor]:
-        """Encode each prompt once, then drop the text encoders: they are the largest part of
-        PixArt (T5-XXL) and are never needed again."""
-        pipe, prompts = self.pipe, list(self.config.prompts)
-        with torch.inference_mode():
-            embeds = self.space.adapter.encode_prompts(pipe, prompts, self.space.call_kwargs(), self.device)
-        for name in [n for n in pipe.components if n.startswith("text_encoder")]:
-            if getattr(pipe, name, None) is not None:
-                setattr(pipe, name, None)
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        return embeds
+    @property
+    def pipe(self):
+        return self.renderer.pipe
 
+    # ------------------------------------------------------------ set-up
     def _weights_fingerprint(self) -> str:
         """Cheap identity of the loaded weights (a strided sample of every tensor), so cached
         references never outlive a change of weights behind the same model id."""
@@ -105,7 +78,7 @@ class CandidateEvaluator:
                     flat = p.reshape(-1)
                     sample = flat[:: max(1, flat.numel() // 64)].double().cpu().numpy()
                     h.update(name.encode() + str(tuple(p.shape)).encode() + sample.tobytes())
-            for name, e in sorted(self._embeds.items()):  # tokenizer + text encoder, through their output
+            for name, e in sorted(self.renderer.embeds.items()):  # tokenizer + text encoder, through their output
                 h.update(name.encode() + e.reshape(-1)[:: max(1, e.numel() // 256)].double().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
 
@@ -139,51 +112,25 @@ class CandidateEvaluator:
 
         if not self.metric.needs_reference and self.config.cost != "latency":
             return None, float("nan")
-        directory = Path(self.config.reference_cache) if self.config.reference_cache else default_cache_dir() / "references"
+        directory = Path(self.config.reference_cache) if self.config.reference_cache else cache_dir("references")
         path = directory / f"{self._reference_key()}.safetensors"
-        apply_schedule(self.pipe, self.space.full_schedule())
+        self.renderer.apply(self.space.full_schedule())
         if self.config.cost == "latency":  # warm kernels before the run that sets the yardstick
-            self._generate_batch(self.items[: self.config.batch_size])
+            self.renderer.images(self.items[: self.config.batch_size])
         if path.exists() and self.config.cost != "latency":
             return load_file(str(path))["images"].to(self.device), float("nan")
-        images, ms, _ = self._generate_all()
+        images, ms, _ = self._render_all(self.config.batch_size)
         if not path.exists():
-            directory.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-            save_file({"images": images.cpu().contiguous()}, str(tmp), metadata={"space": self.space.name})
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp: save_file({"images": images.cpu().contiguous()}, str(tmp),
+                                                     metadata={"space": self.space.name}))
         return (images if self.metric.needs_reference else None), (ms if self.config.cost == "latency" else float("nan"))
 
-    # ------------------------------------------------------------ generation
-    def _generate_batch(self, items: list[tuple[int, int]]) -> torch.Tensor:
-        idx = torch.tensor([p for p, _ in items], device=self.device)
-        kwargs = {k: v[idx] for k, v in self._embeds.items()}
-        generators = [torch.Generator("cpu").manual_seed(s) for _, s in items]
-        call = {**self.space.call_kwargs(), **self.space.adapter.embeds_call_kwargs()}
-        call.pop("max_sequence_length", None)
-        for hook in self.before_call:  # e.g. resetting a peer cache's per-call state (ecad compare)
-            hook()
-        with torch.inference_mode():
-            out = self.pipe(generator=generators, output_type="pt", **call, **kwargs)
-        return self.space.adapter.output_images(out)  # video: every frame, video by video
-
-    def _generate_all(self, batch_size: int | None = None) -> tuple[torch.Tensor, float, bool]:
-        """All prompts x seeds in batches: uint8 images on the worker's device (scored there, no
-        host round trip), median ms per image over full batches (CUDA events on GPU), and whether
-        every image was finite."""
-        from ecad.metrics.latency import CallTimer
-
-        bs = batch_size or self.config.batch_size
-        timer = CallTimer(self.device)
-        chunks, per_image, finite = [], [], True
-        for i in range(0, len(self.items), bs):
-            batch = self.items[i: i + bs]
-            images, ms = timer(lambda batch=batch: self._generate_batch(batch))
-            finite &= bool(torch.isfinite(images).all())
-            chunks.append(to_uint8(images))
-            if len(batch) == bs or not per_image:
-                per_image.append(ms / len(batch))
-        return torch.cat(chunks), float(np.median(per_image)), finite
+    def _render_all(self, batch_size: int) -> tuple[torch.Tensor, float, bool]:
+        """Every prompt x seed: 8-bit images on the worker's device, the median ms per image over
+        full batches (the first batch when none is full), and whether every image was finite."""
+        rendered = self.renderer.render(self.items, batch_size)
+        full = [ms for ms, whole in zip(rendered.ms_per_item, rendered.full_batches) if whole]
+        return rendered.images, float(np.median(full or rendered.ms_per_item[:1])), rendered.finite
 
     # ------------------------------------------------------------ evaluation
     def ready(self) -> dict[str, Any]:
@@ -197,7 +144,7 @@ class CandidateEvaluator:
     def evaluate(self, schedule_json: dict[str, Any], warmup: bool = False) -> dict[str, Any]:
         """Apply, generate every prompt x seed, score. Failures come back as infeasible results
         with a reason (NaN images, OOM even at batch 1), never as exceptions."""
-        apply_schedule(self.pipe, load_schedule(schedule_json))
+        self.renderer.apply(load_schedule(schedule_json))
         return self.evaluate_current(warmup)
 
     def evaluate_current(self, warmup: bool = False) -> dict[str, Any]:
@@ -207,10 +154,10 @@ class CandidateEvaluator:
         t0 = time.perf_counter()
         bs = self.config.batch_size
         if warmup:
-            self._generate_batch(self.items[:bs])
+            self.renderer.images(self.items[:bs])
         while True:
             try:
-                images, ms, finite = self._generate_all(bs)
+                images, ms, finite = self._render_all(bs)
                 break
             except torch.OutOfMemoryError:
                 if self.device.type == "cuda":

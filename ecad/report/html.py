@@ -34,12 +34,9 @@ def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, s
     schedule, same seed for all. Returns the `samples` argument of `write_report`:
     {"prompts", "uncached": [png], "schedules": {key: [png]}, "seed"}.
     Loads the run's pipeline, so it needs the model weights (a GPU for real models)."""
-    import torch
     from PIL import Image
 
-    from ecad.cache.pipeline import apply_schedule, remove_schedule
-    from ecad.distributed.worker import to_uint8
-    from ecad.models import load_pipeline
+    from ecad.generation import Renderer, to_uint8
     from ecad.prompts import read_prompts
 
     run = as_run(run_dir)
@@ -50,31 +47,19 @@ def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, s
     prompts = read_prompts(run.config["prompts"], max(1, num_prompts),
                            fix=f"{run.root} names it relative to the directory the search ran in: run from there")
     wanted = frontier_schedules(run, space)
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    renderer = Renderer(space, prompts, device)
+    items = [(p, seed) for p in range(len(prompts))]
 
-    diffusers_logging.set_verbosity_error()  # per-prompt truncation warnings are noise here
-    transformers_logging.set_verbosity_error()
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = load_pipeline(space, device=dev)
-    pipe.set_progress_bar_config(disable=True)
-
-    def generate(schedule) -> list[bytes]:
-        apply_schedule(pipe, schedule)
-        gens = [torch.Generator("cpu").manual_seed(seed) for _ in prompts]
-        with torch.inference_mode():
-            frames = space.adapter.output_images(pipe(list(prompts), generator=gens, output_type="pt",
-                                                      **space.call_kwargs()))
-        per = frames.shape[0] // len(prompts)
+    def render(schedule) -> list[bytes]:
+        renderer.apply(schedule)
+        frames = renderer.images(items)
+        per = frames.shape[0] // len(items)
         stills = to_uint8(frames[per // 2:: per]).cpu()  # a video's middle frame stands for it
         return [_png(Image.fromarray(im.permute(1, 2, 0).numpy()), max_size) for im in stills]
 
-    try:
-        out = {"prompts": prompts, "uncached": generate(space.full_schedule()), "schedules": {}, "seed": seed}
-        for _, point, schedule in wanted:
-            out["schedules"][point.key] = generate(schedule)
-    finally:
-        remove_schedule(pipe)
+    out = {"prompts": prompts, "uncached": render(space.full_schedule()), "schedules": {}, "seed": seed}
+    for _, point, schedule in wanted:
+        out["schedules"][point.key] = render(schedule)
     return out
 
 
