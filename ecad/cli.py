@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -309,7 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The command line is an application, so it may choose process defaults the library must not:
+# no Ray usage-stats prompt, no token-auth warning on a local cluster (set them yourself to change).
+APP_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for key, value in APP_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -120,8 +120,6 @@ class RayPool:
         import ray
 
         self.ray, self.config = ray, config
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         if not ray.is_initialized():
             if address:
                 check_ray_address(address)

@@ -9,7 +9,7 @@ not to rank candidates inside a search (use ``fidelity``, ``clip``, ``pickscore`
 References are a directory of images (PNG/JPG, e.g. a real-image set; sizes may differ) or a
 tensor of images (e.g. the uncached model's outputs for the same prompts). Reference statistics
 ``(mu, sigma, n)`` are cached on disk as safetensors (never pickle) under
-``~/.cache/ecad/fid`` (``cache_dir=``), keyed by the SHA-256 of the reference image bytes and the
+``fid/`` under ecad's cache root (``ECAD_CACHE``, default ``~/.cache/ecad``; ``cache_dir=``), keyed by the SHA-256 of the reference image bytes and the
 feature extractor's identity, so they are computed once. Within one metric object that digest is
 itself memoised: for a directory on (resolved path, each file's name, size and mtime), for a tensor
 on the tensor object and its in-place version counter, so repeated calls hash nothing.
@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecad.files import atomic_write
+from ecad.files import cache_dir as ecad_cache_dir
 from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, _check_images, register_metric
 from ecad.metrics.images import list_image_files, load_image
 
@@ -45,8 +47,7 @@ STATS_FORMAT = "ecad-fid-stats/1"
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "ecad" / "fid"
+    return ecad_cache_dir("fid")
 
 
 class TorchvisionInceptionFeatures(nn.Module):
@@ -135,7 +136,7 @@ class FIDMetric(QualityMetric):
             feature: a feature extractor module (float images in [0, 1] -> [N, D]); default InceptionV3.
             weights: local InceptionV3 checkpoint file (torchvision's or torch-fidelity's FID weights).
             feature_id: identity of `feature` for the statistics cache (default: class + weight hash).
-            cache_dir: where reference statistics are cached (default ~/.cache/ecad/fid).
+            cache_dir: where reference statistics are cached (default fid/ under ecad's cache root).
             batch_size: images per feature-extractor call.
             use_cache: read/write cached reference statistics.
         """
@@ -284,12 +285,10 @@ class FIDMetric(QualityMetric):
         from safetensors.torch import save_file
 
         mu, sigma, n = stats
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"mu": mu.contiguous(), "sigma": sigma.contiguous(), "n": torch.tensor([n], dtype=torch.int64)},
-                  str(tmp), metadata={"format": STATS_FORMAT, "feature_extractor": self.feature_id,
-                                      "reference_sha256": digest, "num_images": str(n)})
-        os.replace(tmp, path)
+        tensors = {"mu": mu.contiguous(), "sigma": sigma.contiguous(), "n": torch.tensor([n], dtype=torch.int64)}
+        metadata = {"format": STATS_FORMAT, "feature_extractor": self.feature_id, "reference_sha256": digest,
+                    "num_images": str(n)}
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @staticmethod
     def _read_stats(path: Path) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -12,7 +12,6 @@ the same number of images with the same file order, FID takes any reference set.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ecad.files import atomic_write_json
 from ecad.metrics.base import (MetricError, MetricResult, UnknownOptionError, get_metric, prompts_required_message,
                                registered_class)
 from ecad.metrics.images import list_image_files, load_image
@@ -122,8 +122,7 @@ def _run(args: argparse.Namespace) -> int:
             payload["prompts"] = prompts
         if args.reference is not None:
             payload["reference"] = str(args.reference)
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(args.json_out, payload)
         print(f"wrote {args.json_out}")
     return 0
 

@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
+from ecad.files import atomic_write, atomic_write_json, move
 from ecad.frontier import seed_family
 from ecad.runs import RunData, as_run, frontier_schedules
 
@@ -36,17 +37,9 @@ STYLE = {"font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10.5, "axes.sp
 
 
 def save_figure(fig: Figure, out_png: str | os.PathLike, dpi: int = 110) -> Path:
-    """Write atomically: temp file in the same directory, then rename over the target."""
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+    """A PNG written atomically (ecad.files.atomic_write)."""
+    return atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight",
+                                                         facecolor="white"))
 
 
 def _run_title(run: RunData) -> str:
@@ -297,7 +290,7 @@ def write_run_plots(run_dir: str | os.PathLike | RunData) -> Path:
         moved = next((name for name, s in index.items() if s == sig and name != target.name
                       and name not in wanted and (heat / name).exists()), None)
         if moved is not None:
-            os.replace(heat / moved, target)
+            move(heat / moved, target)
             index.pop(moved)
         else:
             plot_schedule_heatmap(schedule, target, title=title, note=note)
@@ -305,7 +298,5 @@ def write_run_plots(run_dir: str | os.PathLike | RunData) -> Path:
     for stale in heat.glob("*.png"):
         if stale.name not in wanted:
             stale.unlink()
-    tmp = index_path.with_name(f".index.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(new_index, indent=1))
-    os.replace(tmp, index_path)
+    atomic_write_json(index_path, new_index)
     return out
