@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -205,12 +206,16 @@ def test_the_report_page_knows_a_ragged_layouts_real_cells(tmp_path):
                      ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True)).run()
     page = write_report(root).read_text()
     data = json.loads(page.split('<script type="application/json" id="report-data">')[1].split("</script>")[0])
-    layout = load_space("tiny-sd3").layout
-    assert data["layout"]["widths"] == [len(g.components) for g, _ in layout.blocks()] == [4, 3, 3, 2]
     assert data["layout"]["comps"] == 4
     front = json.loads((root / "frontier" / "frontier.json").read_text())["points"]
     target = front[0]
-    want = ecad.load_schedule(root / "frontier" / target["schedule"]).compute_fraction()
+    schedule = ecad.load_schedule(root / "frontier" / target["schedule"])
+    want = schedule.compute_fraction()
+    # the page draws Python's decoded cells (padding as 3, "no such component"), 4 per byte
+    cells = next(p["s"] for p in data["points"] if p["k"] == target["key"])
+    packed = np.frombuffer(base64.b64decode(cells["cells"]), dtype=np.uint8)
+    codes = np.stack([(packed >> shift) & 3 for shift in (6, 4, 2, 0)], axis=1).reshape(-1)[: schedule.grid.size]
+    assert np.array_equal(codes.reshape(schedule.grid.shape), schedule_image(schedule)) and cells["computed"] == want
 
     driver = _browser(tmp_path)  # skips without Chromium
     try:
@@ -228,3 +233,10 @@ def test_the_report_page_knows_a_ragged_layouts_real_cells(tmp_path):
         assert not severe, severe
     finally:
         driver.quit()
+
+
+def test_a_run_named_like_a_placeholder_keeps_its_name(run_dir, tmp_path):
+    """The page is filled in one pass: a run called %%DATA%% is shown by name, not filled with data."""
+    odd = Path(shutil.copytree(run_dir, tmp_path / "%%DATA%%", ignore=shutil.ignore_patterns("plots", "report.html")))
+    page = write_report(odd).read_text()
+    assert "<h1>%%DATA%%</h1>" in page and page.count('id="report-data"') == 1

@@ -1,4 +1,4 @@
-"""Shipped search spaces and prompts are found in a checkout and after a wheel install."""
+"""Shipped search spaces, prompts and report assets are found in a checkout and after a wheel install."""
 
 from __future__ import annotations
 
@@ -32,10 +32,12 @@ def test_wheel_install_ships_spaces_and_prompts(tmp_path):
     Path(site, "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
                     *map(str, wheels.glob("ecad-*.whl"))], check=True, capture_output=True, timeout=300)
-    probe = ("import ecad, ecad.spaces as s, ecad.prompts as p; print(ecad.__file__); "
-             "print(s.load_space('tiny-pixart').source); print(p.resolve_prompts('calibration_prompts/parti.txt'))")
+    probe = ("import ecad, ecad.spaces as s, ecad.prompts as p, ecad.report.html as h; print(ecad.__file__); "
+             "print(s.load_space('tiny-pixart').source); print(p.resolve_prompts('calibration_prompts/parti.txt')); "
+             "print(len(h.asset('report.js')) > 1000 and 'report-data' in h.asset('report.html'))")
     out = subprocess.run([str(python), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path,
                          timeout=300).stdout.split()
     assert out[0].startswith(site)  # the installed copy, not this checkout
     assert out[1] == str(venv / "share" / "ecad" / "search_spaces" / "tiny-pixart.toml")
     assert out[2] == str(venv / "share" / "ecad" / "calibration_prompts" / "parti.txt")
+    assert out[3] == "True"  # the report page's assets ship as package data
