@@ -5,13 +5,17 @@ BIN := $(VENV)/bin
 # Pinned versions that resolve together; on a GPU machine the same torch pin is the CUDA build.
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: install test test-all search clean
+.PHONY: install lint test test-all search clean
 
 install:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -c $(CONSTRAINTS) -e ".[dev]"
 	@echo "installed: run 'make test', or '$(BIN)/ecad search' for the offline demo search"
+
+lint:
+	$(BIN)/ruff check ecad tests benchmarks
+	$(BIN)/ruff format --check ecad tests benchmarks
 
 test:
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -rs

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_io import write_result
 
 import ecad
 from ecad.cache.hooks import listen_for_branches
@@ -31,8 +32,6 @@ from ecad.layouts import Layout
 from ecad.models import FAMILIES, adapter_for, adapter_for_pipeline
 from ecad.schedule import Schedule
 from ecad.spaces import SearchSpace, load_space
-
-from bench_io import write_result
 
 SCHEDULES = ("every-2", "every-3", "every-5", "random-20")
 
@@ -60,8 +59,15 @@ def call_kwargs(pipe, space: SearchSpace, batch: int, size: int, text_len: int, 
     prompts = adapter.random_prompt_kwargs(pipe, batch, text_len, g)
     prompts = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in prompts.items()}
     call = {k: v for k, v in space.call_kwargs().items() if k not in ("num_inference_steps", "max_sequence_length")}
-    return {**call, "height": size, "width": size, "output_type": "pt", "return_dict": True, **prompts,
-            **adapter.embeds_call_kwargs()}
+    return {
+        **call,
+        "height": size,
+        "width": size,
+        "output_type": "pt",
+        "return_dict": True,
+        **prompts,
+        **adapter.embeds_call_kwargs(),
+    }
 
 
 class BlockTimer:
@@ -128,6 +134,7 @@ class NaiveCache:
             if self.grid[self.step, b, c]:
                 self.store[(b, c, self.branch)] = forward(*args, **kwargs)
             return self.store[(b, c, self.branch)]
+
         return cached_forward
 
     def remove(self):
@@ -175,24 +182,39 @@ def schedules_for(layout: Layout, steps: int, names=SCHEDULES) -> list[Schedule]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", choices=FAMILIES, default="pixart",
-                    help="time this family in its benchmark space (or its tiny space with --tiny)")
+    ap.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="pixart",
+        help="time this family in its benchmark space (or its tiny space with --tiny)",
+    )
     ap.add_argument("--space", default=None, help="a search space instead of the family's benchmark space")
-    ap.add_argument("--schedules", default=",".join(SCHEDULES),
-                    help=f"comma-separated every-N / random-P schedules to time after no caching (default {','.join(SCHEDULES)})")
+    ap.add_argument(
+        "--schedules",
+        default=",".join(SCHEDULES),
+        help=f"comma-separated every-N / random-P schedules to time after no caching (default {','.join(SCHEDULES)})",
+    )
     ap.add_argument("--tiny", action="store_true", help="tiny random model on CPU: checks the script runs")
-    ap.add_argument("--tiny-blocks", type=int, default=None,
-                    help="blocks of the tiny model (28 = PixArt's depth: a dispatch-bound stand-in for batch 1)")
+    ap.add_argument(
+        "--tiny-blocks",
+        type=int,
+        default=None,
+        help="blocks of the tiny model (28 = PixArt's depth: a dispatch-bound stand-in for batch 1)",
+    )
     ap.add_argument("--height", type=int, default=None, help="default: the space's")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--steps", type=int, default=None, help="default: the space's")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--text-len", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--naive", action="store_true",
-                    help="also time a naive keep-everything cache (the baseline issue 2 measured) per schedule")
-    ap.add_argument("--exact", action="store_true",
-                    help="apply_schedule(exact=True): the stock block's op order, no folded steps")
+    ap.add_argument(
+        "--naive",
+        action="store_true",
+        help="also time a naive keep-everything cache (the baseline issue 2 measured) per schedule",
+    )
+    ap.add_argument(
+        "--exact", action="store_true", help="apply_schedule(exact=True): the stock block's op order, no folded steps"
+    )
     args = ap.parse_args()
 
     cuda = torch.cuda.is_available() and not args.tiny
@@ -233,10 +255,18 @@ def main() -> None:
             f = block_mac_fraction(schedule, dims, size, text_len)
             ref = rows[0]["ms_per_call"] if rows else ms
             limit = t_full / (t_fixed + f * t_blocks)
-            rows.append(dict(schedule=name, block_macs_fraction=round(f, 4), ms_per_call=round(ms, 2),
-                             ms_per_image=round(ms / args.batch, 3), speedup=round(ref / ms, 3),
-                             limit_speedup=round(limit, 3), of_limit=round(ref / ms / limit, 3),
-                             peak_gib=round(peak, 2)))
+            rows.append(
+                dict(
+                    schedule=name,
+                    block_macs_fraction=round(f, 4),
+                    ms_per_call=round(ms, 2),
+                    ms_per_image=round(ms / args.batch, 3),
+                    speedup=round(ref / ms, 3),
+                    limit_speedup=round(limit, 3),
+                    of_limit=round(ref / ms / limit, 3),
+                    peak_gib=round(peak, 2),
+                )
+            )
             print(json.dumps(rows[-1]))
 
         schedules = schedules_for(layout, steps, [n for n in args.schedules.split(",") if n])
@@ -251,12 +281,28 @@ def main() -> None:
             finally:
                 naive.remove()
     result = dict(
-        device=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu", torch=torch.__version__,
-        family=space.family, space=space.name, tiny=args.tiny, dtype=str(dtype), resolution=size, batch=args.batch,
-        steps=steps, cfg=adapter.transformer_batch(1, kwargs.get("guidance_scale")) > 1, exact=args.exact, text_len=text_len, repeats=args.repeats, naive=args.naive,
-        tiny_blocks=layout.num_blocks if args.tiny else None, blocks=layout.num_blocks, t_stock_ms=round(t_stock, 2),
-        hook_overhead=round(rows[0]["ms_per_call"] / t_stock - 1, 4), t_full_ms=round(t_full, 2),
-        t_blocks_ms=round(t_blocks, 2), t_fixed_ms=round(t_fixed, 2), rows=rows,
+        device=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+        torch=torch.__version__,
+        family=space.family,
+        space=space.name,
+        tiny=args.tiny,
+        dtype=str(dtype),
+        resolution=size,
+        batch=args.batch,
+        steps=steps,
+        cfg=adapter.transformer_batch(1, kwargs.get("guidance_scale")) > 1,
+        exact=args.exact,
+        text_len=text_len,
+        repeats=args.repeats,
+        naive=args.naive,
+        tiny_blocks=layout.num_blocks if args.tiny else None,
+        blocks=layout.num_blocks,
+        t_stock_ms=round(t_stock, 2),
+        hook_overhead=round(rows[0]["ms_per_call"] / t_stock - 1, 4),
+        t_full_ms=round(t_full, 2),
+        t_blocks_ms=round(t_blocks, 2),
+        t_fixed_ms=round(t_fixed, 2),
+        rows=rows,
     )
     write_result(result, args.out)
 

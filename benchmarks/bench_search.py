@@ -62,10 +62,10 @@ def save_random_pixart(directory: Path, text_length: int = 120) -> Path:
     Transformer and VAE come from bench_apply's builder, so both GPU benchmarks time the same model
     (real configs); the text encoder is a one-layer T5 with the real output width (4096) and the
     byte tokenizer of ecad.models.tiny, so prompts encode offline."""
+    from bench_apply import build_pipeline
     from diffusers import PixArtAlphaPipeline
     from transformers import T5Config, T5EncoderModel
 
-    from bench_apply import build_pipeline
     from ecad.models.tiny import TINY_VOCAB, byte_tokenizer
 
     if (directory / "model_index.json").exists():
@@ -75,12 +75,27 @@ def save_random_pixart(directory: Path, text_length: int = 120) -> Path:
     from ecad.spaces import load_space
 
     base = build_pipeline(load_space(GPU_SPACE), device="cpu", dtype=torch.float32)
-    text_encoder = T5EncoderModel(T5Config(
-        vocab_size=TINY_VOCAB, d_model=4096, d_kv=64, d_ff=256, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-    )).eval()
-    pipe = PixArtAlphaPipeline(tokenizer=byte_tokenizer(text_length), text_encoder=text_encoder,
-                               vae=base.vae.eval(), transformer=base.transformer.eval(), scheduler=base.scheduler)
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=TINY_VOCAB,
+            d_model=4096,
+            d_kv=64,
+            d_ff=256,
+            num_layers=1,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    ).eval()
+    pipe = PixArtAlphaPipeline(
+        tokenizer=byte_tokenizer(text_length),
+        text_encoder=text_encoder,
+        vae=base.vae.eval(),
+        transformer=base.transformer.eval(),
+        scheduler=base.scheduler,
+    )
     pipe.to(torch.float16)  # half the disk; the space loads fp16 on GPU (fp32 on CPU) anyway
     tmp = directory.with_name(directory.name + f".{os.getpid()}.tmp")
     pipe.save_pretrained(tmp, safe_serialization=True)
@@ -93,8 +108,8 @@ def write_random_space(workdir: Path, model_dir: Path) -> Path:
     from ecad.resources import shipped_dir
 
     text = (shipped_dir("search_spaces") / f"{GPU_SPACE}.toml").read_text()
-    text = re.sub(r'(?m)^name = .*$', f'name = "{GPU_SPACE}-random"', text, count=1)  # not [[blocks]] name
-    text = re.sub(r'(?m)^hub_id = .*$', lambda _: f"hub_id = {json.dumps(str(model_dir.resolve()))}", text, count=1)
+    text = re.sub(r"(?m)^name = .*$", f'name = "{GPU_SPACE}-random"', text, count=1)  # not [[blocks]] name
+    text = re.sub(r"(?m)^hub_id = .*$", lambda _: f"hub_id = {json.dumps(str(model_dir.resolve()))}", text, count=1)
     path = workdir / f"{GPU_SPACE}-random.toml"
     path.write_text(text)
     return path
@@ -115,22 +130,46 @@ def check_gpu_setup(space_path: Path, prompts: tuple[str, ...], run_call: bool) 
     assert layout == space.layout, (layout.describe(), space.layout.describe())
     params = sum(p.numel() for p in pipe.transformer.parameters())
     with torch.inference_mode():
-        pe, pm, ne, nm = pipe.encode_prompt(list(prompts[:2]), do_classifier_free_guidance=True, negative_prompt="",
-                                            device="cpu", clean_caption=False,
-                                            max_sequence_length=space.text_length)
+        pe, pm, ne, nm = pipe.encode_prompt(
+            list(prompts[:2]),
+            do_classifier_free_guidance=True,
+            negative_prompt="",
+            device="cpu",
+            clean_caption=False,
+            max_sequence_length=space.text_length,
+        )
     assert pe.shape == (2, space.text_length, 4096), pe.shape
-    out = {"space": space.name, "hub_id": space.hub_id, "transformer_params": params,
-           "layout": space.layout.describe(), "prompt_embeds": list(pe.shape), "load_s": round(time.perf_counter() - t0, 1)}
+    out = {
+        "space": space.name,
+        "hub_id": space.hub_id,
+        "transformer_params": params,
+        "layout": space.layout.describe(),
+        "prompt_embeds": list(pe.shape),
+        "load_s": round(time.perf_counter() - t0, 1),
+    }
     if run_call:
         t1 = time.perf_counter()
-        call = {**space.call_kwargs(), "num_inference_steps": 2}  # diffusers' 1-step PixArt path expects a DMD scheduler
+        call = {
+            **space.call_kwargs(),
+            "num_inference_steps": 2,
+        }  # diffusers' 1-step PixArt path expects a DMD scheduler
         call.pop("max_sequence_length")
         with torch.inference_mode():
-            images = pipe(prompt_embeds=pe[:1], prompt_attention_mask=pm[:1], negative_prompt_embeds=ne[:1],
-                          negative_prompt_attention_mask=nm[:1], negative_prompt=None, output_type="pt",
-                          generator=torch.Generator().manual_seed(0), **call).images
-        out.update(two_step_image=list(images.shape), two_step_finite=bool(torch.isfinite(images).all()),
-                   two_step_s=round(time.perf_counter() - t1, 1))
+            images = pipe(
+                prompt_embeds=pe[:1],
+                prompt_attention_mask=pm[:1],
+                negative_prompt_embeds=ne[:1],
+                negative_prompt_attention_mask=nm[:1],
+                negative_prompt=None,
+                output_type="pt",
+                generator=torch.Generator().manual_seed(0),
+                **call,
+            ).images
+        out.update(
+            two_step_image=list(images.shape),
+            two_step_finite=bool(torch.isfinite(images).all()),
+            two_step_s=round(time.perf_counter() - t1, 1),
+        )
     return out
 
 
@@ -177,14 +216,18 @@ def _pass(pool, tasks, workers: int) -> dict:
     if ticks0 and ticks1 and ticks1[1] > ticks0[1]:
         machine = round((ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1]), 3)
     return dict(
-        wall_s=round(wall, 3), per_hour=round(len(tasks) / wall * 3600, 1),
-        busy_share=round(busy / capacity, 4), generate_share=round(gen / capacity, 4),
-        score_share=round(score / capacity, 4), dispatch_share=round((busy - gen - score) / capacity, 4),
+        wall_s=round(wall, 3),
+        per_hour=round(len(tasks) / wall * 3600, 1),
+        busy_share=round(busy / capacity, 4),
+        generate_share=round(gen / capacity, 4),
+        score_share=round(score / capacity, 4),
+        dispatch_share=round((busy - gen - score) / capacity, 4),
         idle_share=round(1 - busy / capacity, 4),
         candidate_s_mean=round(float(np.mean(per_candidate)), 4),
         candidate_s_min_max=[round(float(np.min(per_candidate)), 4), round(float(np.max(per_candidate)), 4)],
         feasible=sum(bool(r.get("feasible")) for r in results.values()),
-        done_per_worker=[w.done for w in pool.workers], busy_s_per_worker=[round(w.busy_s, 3) for w in pool.workers],
+        done_per_worker=[w.done for w in pool.workers],
+        busy_s_per_worker=[round(w.busy_s, 3) for w in pool.workers],
         # share of all the machine's CPUs busy during the pass (every process): on a quiet 2-core
         # machine ~workers/2; more means other processes competed with the workers
         machine_cpu_busy=machine,
@@ -207,27 +250,44 @@ def measure(config, workers: int, tasks, warmup, use_gpu: bool, repeats: int) ->
     finally:
         pool.shutdown()
     best = min(passes, key=lambda p: p["wall_s"])
-    return dict(workers=workers, candidates=len(tasks), **best,
-                per_hour_median=round(float(np.median([p["per_hour"] for p in passes])), 1),
-                pool_start_s=round(start_s, 2), worker_init_s=init,
-                passes=[{k: p[k] for k in ("wall_s", "per_hour", "busy_share", "machine_cpu_busy")} for p in passes])
+    return dict(
+        workers=workers,
+        candidates=len(tasks),
+        **best,
+        per_hour_median=round(float(np.median([p["per_hour"] for p in passes])), 1),
+        pool_start_s=round(start_s, 2),
+        worker_init_s=init,
+        passes=[{k: p[k] for k in ("wall_s", "per_hour", "busy_share", "machine_cpu_busy")} for p in passes],
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny-pixart on CPU (default when no GPU)")
-    ap.add_argument("--workers", type=int, nargs="+", default=None,
-                    help="pool sizes to measure (default: 1 2 on CPU; 1 and the GPU count on GPU)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="pool sizes to measure (default: 1 2 on CPU; 1 and the GPU count on GPU)",
+    )
     ap.add_argument("--prompts", type=int, default=None, help="N prompts (default 16 tiny, 32 GPU)")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per prompt (default 4 tiny, 2 GPU)")
     ap.add_argument("--candidates", type=int, default=None, help="M candidates per pool size (default 48 tiny, 16 GPU)")
     ap.add_argument("--batch", type=int, default=None, help="generation batch size (default 16 tiny, 64 GPU)")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per pool size; the fastest is reported")
-    ap.add_argument("--model-dir", type=Path, default=None,
-                    help="GPU mode: where the random-weight pipeline is saved/reused (default: a temporary directory)")
-    ap.add_argument("--dry-run-gpu-setup", action="store_true",
-                    help="build, save and load the GPU mode's random full-size pipeline on CPU, encode prompts, "
-                         "run two 256 px steps, and exit (no Ray, no timing)")
+    ap.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="GPU mode: where the random-weight pipeline is saved/reused (default: a temporary directory)",
+    )
+    ap.add_argument(
+        "--dry-run-gpu-setup",
+        action="store_true",
+        help="build, save and load the GPU mode's random full-size pipeline on CPU, encode prompts, "
+        "run two 256 px steps, and exit (no Ray, no timing)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -263,10 +323,18 @@ def main() -> None:
             ray.init(num_gpus=ngpu, num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         else:
             ray.init(num_cpus=max(2, max(sizes)), include_dashboard=False, log_to_driver=False)
-        config = WorkerConfig(space=space, prompts=prompts, seeds=tuple(range(n_seeds)), metric="fidelity",
-                              cost="macs", batch_size=batch, reference_cache=str(tmp / "references"), threads=1)
+        config = WorkerConfig(
+            space=space,
+            prompts=prompts,
+            seeds=tuple(range(n_seeds)),
+            metric="fidelity",
+            cost="macs",
+            batch_size=batch,
+            reference_cache=str(tmp / "references"),
+            threads=1,
+        )
         tasks = make_tasks(space, n_cand + max(sizes), seed=0)
-        warmup, tasks = tasks[-max(sizes):], tasks[: n_cand]
+        warmup, tasks = tasks[-max(sizes) :], tasks[:n_cand]
         rows = []
         try:
             for w in sizes:
@@ -280,18 +348,32 @@ def main() -> None:
     speedup_median = round(by[2]["per_hour_median"] / by[1]["per_hour_median"], 3) if speedup else None
     result = dict(
         device=torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine() or "cpu"),
-        cpu_count=os.cpu_count(), torch=torch.__version__, ray=ray.__version__,
+        cpu_count=os.cpu_count(),
+        torch=torch.__version__,
+        ray=ray.__version__,
         mode="gpu" if cuda else "tiny-cpu",
-        settings=dict(space=GPU_SPACE + "-random" if cuda else space, prompts=n_prompts, seeds=n_seeds,
-                      images_per_candidate=n_prompts * n_seeds, batch_size=batch, candidates=n_cand,
-                      metric="fidelity", torch_threads_per_worker=1, pool="RayPool",
-                      repeats=args.repeats,
-                      timing="worker start-up and one warm-up candidate per worker excluded; rows give the "
-                             "fastest of `repeats` passes"),
-        rows=rows, speedup_2_vs_1=speedup, speedup_2_vs_1_median_passes=speedup_median,
+        settings=dict(
+            space=GPU_SPACE + "-random" if cuda else space,
+            prompts=n_prompts,
+            seeds=n_seeds,
+            images_per_candidate=n_prompts * n_seeds,
+            batch_size=batch,
+            candidates=n_cand,
+            metric="fidelity",
+            torch_threads_per_worker=1,
+            pool="RayPool",
+            repeats=args.repeats,
+            timing="worker start-up and one warm-up candidate per worker excluded; rows give the "
+            "fastest of `repeats` passes",
+        ),
+        rows=rows,
+        speedup_2_vs_1=speedup,
+        speedup_2_vs_1_median_passes=speedup_median,
         targets=dict(busy_share=TARGET_BUSY, speedup_2_vs_1=TARGET_SPEEDUP),
-        met=dict(busy_share=all(r["busy_share"] >= TARGET_BUSY for r in rows),
-                 speedup_2_vs_1=None if speedup is None else speedup >= TARGET_SPEEDUP),
+        met=dict(
+            busy_share=all(r["busy_share"] >= TARGET_BUSY for r in rows),
+            speedup_2_vs_1=None if speedup is None else speedup >= TARGET_SPEEDUP,
+        ),
     )
     write_result(result, args.out)
 

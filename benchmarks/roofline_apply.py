@@ -32,10 +32,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ecad  # noqa: E402
+from bench_apply import (
+    SCHEDULES,
+    NaiveCache,
+    bench_space,
+    block_mac_fraction,
+    build_pipeline,  # noqa: E402
+    call_kwargs,
+    schedules_for,
+)
 from bench_io import write_result  # noqa: E402
-from bench_apply import (SCHEDULES, NaiveCache, bench_space, block_mac_fraction, build_pipeline,  # noqa: E402
-                         call_kwargs, schedules_for)
+
+import ecad  # noqa: E402
 from ecad.models import FAMILIES, adapter_for_pipeline  # noqa: E402
 
 KERNEL_GAP_S = 2e-6  # back-to-back kernel gap on the GPU (launch latency hidden by async dispatch)
@@ -157,8 +165,9 @@ def calibrate(full: np.ndarray, naive_every: np.ndarray, ms_per_call: float) -> 
     return Gpu("calibrated to issue 2's H100 numbers", fit_flops(bw), bw)
 
 
-def record_family(family: str, batch: int, height: int, steps: int, modes=("exact", "fast"), naive=True,
-                  names=SCHEDULES):
+def record_family(
+    family: str, batch: int, height: int, steps: int, modes=("exact", "fast"), naive=True, names=SCHEDULES
+):
     """Records of the naive baseline and of ecad (per mode) for each bench_apply schedule."""
     space = bench_space(family, tiny=False)
     dtype, text_len = space.torch_dtype, space.text_length
@@ -194,24 +203,41 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--height", type=int, default=256)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--schedules", default=",".join(SCHEDULES),
-                    help="comma-separated every-N / random-P schedules (a FLUX-size one takes minutes on 2 cores)")
+    ap.add_argument(
+        "--schedules",
+        default=",".join(SCHEDULES),
+        help="comma-separated every-N / random-P schedules (a FLUX-size one takes minutes on 2 cores)",
+    )
     args = ap.parse_args()
 
     # The calibration always uses issue 2's PixArt setting (where its numbers were measured).
     issue = record_family("pixart", 100, 256, 20, modes=("exact",), naive=True)
     calibrated = calibrate(issue["no_caching"][0], issue["naive_every_2"][0], ISSUE_MS_PER_IMAGE * 100)
     recorded = issue if (args.family, args.batch, args.height, args.steps) == ("pixart", 100, 256, 20) else {}
-    recorded.update(record_family(args.family, args.batch, args.height, args.steps,
-                                  names=[n for n in args.schedules.split(",") if n]))
+    recorded.update(
+        record_family(
+            args.family, args.batch, args.height, args.steps, names=[n for n in args.schedules.split(",") if n]
+        )
+    )
     full = recorded["no_caching"][0]
     space = bench_space(args.family, tiny=False)
     result = dict(
         model="roofline over aten ops dispatched on meta tensors (prediction, not a measurement)",
-        setting=dict(family=args.family, space=space.name, dtype=space.dtype, resolution=args.height,
-                     batch=args.batch, cfg=space.adapter.transformer_batch(1, space.guidance_scale) > 1,
-                     steps=args.steps, text_len=space.text_length, vae_decode=True),
-        kernel_gap_us=KERNEL_GAP_S * 1e6, gpus=[], rows=[])
+        setting=dict(
+            family=args.family,
+            space=space.name,
+            dtype=space.dtype,
+            resolution=args.height,
+            batch=args.batch,
+            cfg=space.adapter.transformer_batch(1, space.guidance_scale) > 1,
+            steps=args.steps,
+            text_len=space.text_length,
+            vae_decode=True,
+        ),
+        kernel_gap_us=KERNEL_GAP_S * 1e6,
+        gpus=[],
+        rows=[],
+    )
     for gpu in (H100_SPEC, calibrated):
         t_full = seconds(full, gpu)
         t_blocks = seconds(full, gpu, full[:, 0] == 1)
@@ -219,10 +245,16 @@ def main() -> None:
         for name, (rows, f) in recorded.items():
             t = seconds(rows, gpu)
             limit = t_full / (t_full - t_blocks + f * t_blocks)
-            row = dict(gpu=gpu.name.split(",")[0], schedule=name, block_macs_fraction=round(f, 4),
-                       kernels=len(rows), ms_per_image=round(t * 1e3 / args.batch, 2),
-                       speedup=round(t_full / t, 3), limit_speedup=round(limit, 3),
-                       of_limit=round(t_full / t / limit, 3))
+            row = dict(
+                gpu=gpu.name.split(",")[0],
+                schedule=name,
+                block_macs_fraction=round(f, 4),
+                kernels=len(rows),
+                ms_per_image=round(t * 1e3 / args.batch, 2),
+                speedup=round(t_full / t, 3),
+                limit_speedup=round(limit, 3),
+                of_limit=round(t_full / t / limit, 3),
+            )
             result["rows"].append(row)
             print(json.dumps(row))
     write_result(result, args.out)

@@ -14,8 +14,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     schedule = load_schedule(args.input)
     fmt = "ecad" if args.to == "ecad" else "ecad-schedule"
     out = schedule.save(args.output, format=fmt)
-    print(f"wrote {out} ({'ECAD layout' if fmt == 'ecad' else 'ecad-schedule/1'}, {schedule.num_steps} steps, "
-          f"{schedule.compute_fraction():.1%} of components computed)")
+    print(
+        f"wrote {out} ({'ECAD layout' if fmt == 'ecad' else 'ecad-schedule/1'}, {schedule.num_steps} steps, "
+        f"{schedule.compute_fraction():.1%} of components computed)"
+    )
     return 0
 
 
@@ -33,8 +35,10 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
     for name in list_spaces():
         space = load_space(name)
         frames = f" x {space.frames} frames" if space.frames else ""
-        print(f"{name:22s} {space.family:7s} {space.layout.num_blocks:3d} blocks  {space.steps:3d} steps  "
-              f"{space.height}x{space.width}{frames}  {space.model}")
+        print(
+            f"{name:22s} {space.family:7s} {space.layout.num_blocks:3d} blocks  {space.steps:3d} steps  "
+            f"{space.height}x{space.width}{frames}  {space.model}"
+        )
     return 0
 
 
@@ -46,11 +50,19 @@ def _cmd_macs(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     space.check_schedule(schedule)
     batch = transformer_batch(space.family, args.images, space.guidance_scale)
-    report = schedule_macs(schedule, dims_for_space(space), height=space.height, width=space.width, batch=batch,
-                           attention_matmuls=not args.ecad_convention)
-    print(f"{schedule.name or args.schedule}: {report.total / 1e12:.3f} TMACs vs {report.full / 1e12:.3f} uncached "
-          f"({report.speedup_bound:.2f}x fewer), {args.images} image(s) = transformer batch {batch}, "
-          f"{space.height}x{space.width}")
+    report = schedule_macs(
+        schedule,
+        dims_for_space(space),
+        height=space.height,
+        width=space.width,
+        batch=batch,
+        attention_matmuls=not args.ecad_convention,
+    )
+    print(
+        f"{schedule.name or args.schedule}: {report.total / 1e12:.3f} TMACs vs {report.full / 1e12:.3f} uncached "
+        f"({report.speedup_bound:.2f}x fewer), {args.images} image(s) = transformer batch {batch}, "
+        f"{space.height}x{space.width}"
+    )
     return 0
 
 
@@ -58,9 +70,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from ecad.search.run import ExecConfig, SearchConfig, SearchRun, resume_config
 
     overrides = {
-        "space": args.space, "prompts": args.prompts, "num_prompts": args.num_prompts, "seeds": args.seeds,
-        "metric": args.metric, "cost": args.cost, "population": args.population, "generations": args.generations,
-        "seed": args.seed, "batch_size": args.batch_size, "max_macs_fraction": args.max_macs_fraction,
+        "space": args.space,
+        "prompts": args.prompts,
+        "num_prompts": args.num_prompts,
+        "seeds": args.seeds,
+        "metric": args.metric,
+        "cost": args.cost,
+        "population": args.population,
+        "generations": args.generations,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "max_macs_fraction": args.max_macs_fraction,
         "seed_from": args.seed_from,
     }
     if args.metric_option:
@@ -73,12 +93,20 @@ def _cmd_search(args: argparse.Namespace) -> int:
             overrides["num_prompts"] = 0  # a given prompt file is used whole unless --num-prompts says otherwise
         config = SearchConfig(**{k: v for k, v in overrides.items() if v is not None})
         out = args.out
-    exec_config = ExecConfig(out=out, workers=args.workers if args.workers is not None else 2,
-                             ray_address=args.ray_address, device=args.device, force=args.force, quiet=args.quiet)
+    exec_config = ExecConfig(
+        out=out,
+        workers=args.workers if args.workers is not None else 2,
+        ray_address=args.ray_address,
+        device=args.device,
+        force=args.force,
+        quiet=args.quiet,
+    )
     run = SearchRun(config, exec_config, resume=bool(args.resume))
-    print(f"ecad search: {config.space}, {config.metric} vs {config.cost}, population {config.population}, "
-          f"{config.generations} generations, {exec_config.workers or 'in-process'} workers -> {run.store.root}",
-          file=sys.stderr)
+    print(
+        f"ecad search: {config.space}, {config.metric} vs {config.cost}, population {config.population}, "
+        f"{config.generations} generations, {exec_config.workers or 'in-process'} workers -> {run.store.root}",
+        file=sys.stderr,
+    )
     run.run()
     print(run.summary())
     return 0
@@ -105,28 +133,42 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     config = runs[0].config
     points = frontier(runs)
     space = load_space(config["space"])
-    full_macs = schedule_macs(space.full_schedule(), dims_for_space(space),
-                              batch=transformer_batch(space.family, 1, space.guidance_scale)).total
+    full_macs = schedule_macs(
+        space.full_schedule(), dims_for_space(space), batch=transformer_batch(space.family, 1, space.guidance_scale)
+    ).total
     weights = (1.0 if runs[0].higher_is_better else -1.0, -1.0)
     # each run's reference point is fixed at its generation 0; merged runs take the loosest of them
     hv_ref = np.max([r.generations[0]["hv_ref"] for r in runs], axis=0)
     hv = hypervolume([Evaluation((p.quality, p.cost)) for p in points], weights, hv_ref)
     base = baseline_quality(runs)
-    print(f"frontier of {', '.join(str(r.root) for r in runs)}: {len(points)} schedules, {config['metric']} vs "
-          f"{config['cost']}, hypervolume {hv:.4f}" + (f", no-caching quality {base:.5g}" if base is not None else ""))
+    print(
+        f"frontier of {', '.join(str(r.root) for r in runs)}: {len(points)} schedules, {config['metric']} vs "
+        f"{config['cost']}, hypervolume {hv:.4f}" + (f", no-caching quality {base:.5g}" if base is not None else "")
+    )
     has_latency = any(p.latency_ms is not None for p in points)
     speed = "measured" if config["cost"] == "latency" else "est."
-    print(f"{'rank':>4} {config['metric']:>12} {'MACs/img':>10} {speed + ' speedup':>15}" + (f" {'ms/img':>8}" if has_latency else "")
-          + "  label / schedule")
-    folder = (FRONTIER_DIR if args.format == "native" else f"{FRONTIER_DIR}_ecad") + ("_merged" if len(runs) > 1 else "")
+    print(
+        f"{'rank':>4} {config['metric']:>12} {'MACs/img':>10} {speed + ' speedup':>15}"
+        + (f" {'ms/img':>8}" if has_latency else "")
+        + "  label / schedule"
+    )
+    folder = (FRONTIER_DIR if args.format == "native" else f"{FRONTIER_DIR}_ecad") + (
+        "_merged" if len(runs) > 1 else ""
+    )
     out_dir = Path(args.export) if args.export else runs[0].root / folder
-    files = write_frontier_dir(out_dir, frontier_entries(points, config, space), {"metric": config["metric"],
-                               "cost": config["cost"]}, "ecad" if args.format == "ecad" else "ecad-schedule")
+    files = write_frontier_dir(
+        out_dir,
+        frontier_entries(points, config, space),
+        {"metric": config["metric"], "cost": config["cost"]},
+        "ecad" if args.format == "ecad" else "ecad-schedule",
+    )
     paths = [out_dir / files[p.key] for p in points]
     for rank, (p, path) in enumerate(zip(points, paths)):
         lat = f" {p.latency_ms:>8.2f}" if has_latency and p.latency_ms is not None else (" " * 9 if has_latency else "")
-        print(f"{rank:>4} {p.quality:>12.5f} {_si(macs_of(p) * full_macs):>10} {p.speedup:>14.2f}x{lat}  "
-              f"{p.label:12s} {path}")
+        print(
+            f"{rank:>4} {p.quality:>12.5f} {_si(macs_of(p) * full_macs):>10} {p.speedup:>14.2f}x{lat}  "
+            f"{p.label:12s} {path}"
+        )
     if args.pick:
         chosen = pick(points, args.pick, base, runs[0].higher_is_better)
         out = Path(args.out) if args.out else runs[0].root / "picked.json"
@@ -148,16 +190,26 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     prompts = [args.prompt] if args.prompt else list(read_prompts(args.prompts))
     seeds = list(range(args.seed, args.seed + args.num_seeds))
-    result = generate(schedule, prompts, seeds, space_name=args.space, model=args.model, device=args.device,
-                      batch_size=args.batch_size, guidance_scale=args.guidance_scale)
+    result = generate(
+        schedule,
+        prompts,
+        seeds,
+        space_name=args.space,
+        model=args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        guidance_scale=args.guidance_scale,
+    )
     paths = save_result(result, Path(args.out))
     ms = sorted(result.settings["ms_per_image"])
     noun = "image" if result.frames == 1 else "video"
     frames = "" if result.frames == 1 else f" of {result.frames} frames"
-    print(f"wrote {len(paths)} {noun}{'s' if len(paths) != 1 else ''}{frames} and generate.json to {args.out} "
-          f"({result.settings['space']}, {result.settings['steps']} steps, "
-          f"{result.settings['compute_fraction']:.1%} computed, {ms[len(ms) // 2]:.1f} ms/{noun} on "
-          f"{result.settings['device']}, median of {len(ms)} batch{'es' if len(ms) != 1 else ''})")
+    print(
+        f"wrote {len(paths)} {noun}{'s' if len(paths) != 1 else ''}{frames} and generate.json to {args.out} "
+        f"({result.settings['space']}, {result.settings['steps']} steps, "
+        f"{result.settings['compute_fraction']:.1%} computed, {ms[len(ms) // 2]:.1f} ms/{noun} on "
+        f"{result.settings['device']}, median of {len(ms)} batch{'es' if len(ms) != 1 else ''})"
+    )
     return 0
 
 
@@ -167,12 +219,23 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     prompts = read_prompts(args.prompts, args.num_prompts)
     seeds = tuple(range(args.seeds))
-    rows = run_compare(args.space, args.schedules or [], args.baselines, prompts, seeds, args.metric,
-                       args.batch_size, args.device)
+    rows = run_compare(
+        args.space, args.schedules or [], args.baselines, prompts, seeds, args.metric, args.batch_size, args.device
+    )
     print(format_table(rows, args.metric))
     out = Path(args.out)
-    write_compare(rows, args.metric, out, {"space": args.space, "prompts": list(prompts), "seeds": list(seeds),
-                                           "metric": args.metric, "batch_size": args.batch_size})
+    write_compare(
+        rows,
+        args.metric,
+        out,
+        {
+            "space": args.space,
+            "prompts": list(prompts),
+            "seeds": list(seeds),
+            "metric": args.metric,
+            "batch_size": args.batch_size,
+        },
+    )
     print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
     return 0
 
@@ -218,18 +281,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a schedule between ecad-schedule/1 and ECAD's JSON layout")
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
-    p.add_argument("--to", choices=["ecad", "native"], default="native",
-                   help="ecad = ECAD's layout (cache_schedule/config/metrics); native = ecad-schedule/1 (default)")
+    p.add_argument(
+        "--to",
+        choices=["ecad", "native"],
+        default="native",
+        help="ecad = ECAD's layout (cache_schedule/config/metrics); native = ecad-schedule/1 (default)",
+    )
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("search", help="search schedules with NSGA-II (no arguments: offline demo on tiny-pixart)")
     p.add_argument("--space", help="search space name or .toml path (default tiny-pixart; see `ecad spaces`)")
-    p.add_argument("--prompts", help="prompt file, one per line (default: 4 of calibration_prompts/image_reward_100.txt)")
+    p.add_argument(
+        "--prompts", help="prompt file, one per line (default: 4 of calibration_prompts/image_reward_100.txt)"
+    )
     p.add_argument("--num-prompts", type=_positive_int, help="use only the first N prompts of the file")
     p.add_argument("--seeds", type=_positive_int, help="images per prompt (seeds 0..N-1; default 2)")
     p.add_argument("--metric", help="quality metric (default fidelity; see `ecad metrics`)")
-    p.add_argument("--metric-option", action="append", type=_metric_option, metavar="KEY=VALUE",
-                   help="metric option, e.g. weights=PATH or batch_size=8 (values read as JSON where they parse)")
+    p.add_argument(
+        "--metric-option",
+        action="append",
+        type=_metric_option,
+        metavar="KEY=VALUE",
+        help="metric option, e.g. weights=PATH or batch_size=8 (values read as JSON where they parse)",
+    )
     p.add_argument("--cost", choices=["macs", "latency"], help="cost objective (default macs)")
     p.add_argument("--population", type=int, help="population size (default 12; ECAD used 72)")
     p.add_argument("--generations", type=int, help="generations after the initial one (default 4)")
@@ -237,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, help="images per pipeline call on a worker (default 8)")
     p.add_argument("--max-macs-fraction", type=float, help="constraint: MACs <= this share of no caching")
     p.add_argument("--seed-from", action="append", help="schedule file, directory or previous run to seed from")
-    p.add_argument("--workers", type=int, help="Ray workers (one per GPU, else per CPU slot; 0 = in-process; default 2)")
+    p.add_argument(
+        "--workers", type=int, help="Ray workers (one per GPU, else per CPU slot; 0 = in-process; default 2)"
+    )
     p.add_argument("--ray-address", help="join an existing Ray cluster (HOST:PORT); default: start a local one")
     p.add_argument("--device", help="worker device (default cuda if available, else cpu)")
     p.add_argument("--out", help="run directory (default results/search-TIMESTAMP)")
@@ -251,7 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pick", help='constraint(s), e.g. "speedup>=2" or "quality>=0.95*baseline,macs<=0.5"')
     p.add_argument("--out", help="where --pick writes the chosen schedule (default RUN/picked.json)")
     p.add_argument("--format", choices=["native", "ecad"], default="native", help="schedule file format")
-    p.add_argument("--export", help="directory for the frontier's schedule files (default RUN/frontier[_ecad], or FIRST_RUN/frontier[_ecad]_merged for several runs)")
+    p.add_argument(
+        "--export",
+        help="directory for the frontier's schedule files (default RUN/frontier[_ecad], or "
+        "FIRST_RUN/frontier[_ecad]_merged for several runs)",
+    )
     p.set_defaults(func=_cmd_frontier)
 
     p = sub.add_parser("generate", help="generate images with a saved schedule applied")
@@ -271,8 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="schedules vs heuristic baselines and diffusers' caches, same prompts/seeds")
     p.add_argument("--space", required=True)
     p.add_argument("--schedules", nargs="*", help="schedule files to compare")
-    p.add_argument("--baselines", action="store_true",
-                   help="add every-n / T-GATE-like baselines and diffusers' FirstBlockCache, TaylorSeer, PAB, MagCache")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="add every-n / T-GATE-like baselines and diffusers' FirstBlockCache, TaylorSeer, PAB, MagCache",
+    )
     p.add_argument("--prompts", default="calibration_prompts/image_reward_100.txt")
     p.add_argument("--num-prompts", type=_positive_int, default=4)
     p.add_argument("--seeds", type=_positive_int, default=2)
@@ -285,8 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="self-contained HTML report of a search run (plus its PNG plots)")
     p.add_argument("run", type=Path)
     p.add_argument("--out", type=Path, help="HTML file (default RUN/report.html)")
-    p.add_argument("--samples", type=int, default=0, metavar="N",
-                   help="render the first N prompts uncached and with each frontier schedule (loads the model)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="render the first N prompts uncached and with each frontier schedule (loads the model)",
+    )
     p.add_argument("--device", help="device for --samples (default cuda if available)")
     p.set_defaults(func=_cmd_report)
 
@@ -299,8 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("macs", help="MACs of a schedule in a search space, against no caching")
     p.add_argument("schedule", type=Path)
     p.add_argument("--space", required=True)
-    p.add_argument("--images", type=_positive_int, default=1,
-                   help="images per call (default 1; the transformer batch doubles where the family runs CFG as an unconditional branch)")
+    p.add_argument(
+        "--images",
+        type=_positive_int,
+        default=1,
+        help="images per call (default 1; the transformer batch doubles where the family runs CFG as an "
+        "unconditional branch)",
+    )
     p.add_argument("--ecad-convention", action="store_true", help="count Linear layers only, as ECAD does")
     p.set_defaults(func=_cmd_macs)
 

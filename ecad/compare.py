@@ -10,9 +10,10 @@ import contextlib
 import io
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -56,24 +57,32 @@ class PeerContextHook(ModelHook):
 
         t = kwargs.get("timestep")
         self.timestep = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else t
-        context = CacheMixin.cache_context(module, "cond_uncond", step_index=self.calls,
-                                           num_inference_steps=self.num_steps, timestep=self.timestep)
+        context = CacheMixin.cache_context(
+            module, "cond_uncond", step_index=self.calls, num_inference_steps=self.num_steps, timestep=self.timestep
+        )
         self.calls += 1
         with context:
             return self.fn_ref.original_forward(*args, **kwargs)
 
 
 def _peer_configs(steps: int, timestep_fn: Callable[[], Any], mag_ratios: list[float] | None):
-    from diffusers.hooks import (FirstBlockCacheConfig, MagCacheConfig, PyramidAttentionBroadcastConfig,
-                                 TaylorSeerCacheConfig)
+    from diffusers.hooks import (
+        FirstBlockCacheConfig,
+        MagCacheConfig,
+        PyramidAttentionBroadcastConfig,
+        TaylorSeerCacheConfig,
+    )
 
     configs = {
         "FirstBlockCache(0.05)": FirstBlockCacheConfig(threshold=0.05),
-        "TaylorSeer(interval 3)": TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=2, max_order=1,
-                                                        taylor_factors_dtype=torch.float32),
+        "TaylorSeer(interval 3)": TaylorSeerCacheConfig(
+            cache_interval=3, disable_cache_before_step=2, max_order=1, taylor_factors_dtype=torch.float32
+        ),
         "PAB(spatial 2)": PyramidAttentionBroadcastConfig(
-            spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(100, 800),
-            current_timestep_callback=timestep_fn),
+            spatial_attention_block_skip_range=2,
+            spatial_attention_timestep_skip_range=(100, 800),
+            current_timestep_callback=timestep_fn,
+        ),
     }
     if mag_ratios is not None:
         configs["MagCache(0.06)"] = MagCacheConfig(threshold=0.06, num_inference_steps=steps, mag_ratios=mag_ratios)
@@ -85,13 +94,23 @@ def _apply_peer(transformer, config) -> None:
     if hasattr(transformer, "enable_cache"):
         transformer.enable_cache(config)
         return
-    from diffusers.hooks import (FirstBlockCacheConfig, MagCacheConfig, PyramidAttentionBroadcastConfig,
-                                 TaylorSeerCacheConfig, apply_first_block_cache, apply_mag_cache,
-                                 apply_pyramid_attention_broadcast, apply_taylorseer_cache)
+    from diffusers.hooks import (
+        FirstBlockCacheConfig,
+        MagCacheConfig,
+        PyramidAttentionBroadcastConfig,
+        TaylorSeerCacheConfig,
+        apply_first_block_cache,
+        apply_mag_cache,
+        apply_pyramid_attention_broadcast,
+        apply_taylorseer_cache,
+    )
 
-    fn = {FirstBlockCacheConfig: apply_first_block_cache, MagCacheConfig: apply_mag_cache,
-          PyramidAttentionBroadcastConfig: apply_pyramid_attention_broadcast,
-          TaylorSeerCacheConfig: apply_taylorseer_cache}[type(config)]
+    fn = {
+        FirstBlockCacheConfig: apply_first_block_cache,
+        MagCacheConfig: apply_mag_cache,
+        PyramidAttentionBroadcastConfig: apply_pyramid_attention_broadcast,
+        TaylorSeerCacheConfig: apply_taylorseer_cache,
+    }[type(config)]
     fn(transformer, config)
 
 
@@ -100,8 +119,9 @@ def _remove_peer(transformer) -> None:
         transformer.disable_cache()
         return
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    for name in list(registry.hooks) + [n for m in transformer.modules() if hasattr(m, "_diffusers_hook")
-                                        for n in m._diffusers_hook.hooks]:
+    for name in list(registry.hooks) + [
+        n for m in transformer.modules() if hasattr(m, "_diffusers_hook") for n in m._diffusers_hook.hooks
+    ]:
         if not name.startswith("ecad."):
             registry.remove_hook(name, recurse=True)
     registry.invalidate_child_registries_cache()
@@ -150,15 +170,23 @@ def contenders(space, schedules: list[Schedule], baselines: bool) -> list[Conten
     return out
 
 
-def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, prompts: tuple[str, ...],
-                seeds: tuple[int, ...], metric: str = "fidelity", batch_size: int = 4,
-                device: str | None = None) -> list[dict[str, Any]]:
+def run_compare(
+    space_name: str,
+    schedule_paths: list[str],
+    baselines: bool,
+    prompts: tuple[str, ...],
+    seeds: tuple[int, ...],
+    metric: str = "fidelity",
+    batch_size: int = 4,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
     from ecad.spaces import load_space
 
     space = load_space(space_name)
     entries = contenders(space, [load_schedule(p) for p in schedule_paths], baselines)  # bad files fail before loading
-    evaluator = CandidateEvaluator(WorkerConfig(space_name, prompts, seeds, metric=metric, cost="latency",
-                                                batch_size=batch_size, device=device))
+    evaluator = CandidateEvaluator(
+        WorkerConfig(space_name, prompts, seeds, metric=metric, cost="latency", batch_size=batch_size, device=device)
+    )
     dims = dims_for_space(space)
     rows = []
     for c in entries:
@@ -174,7 +202,10 @@ def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, pro
             HookRegistry.check_if_exists_or_initialize(transformer).register_hook(context, CONTEXT_HOOK)
         timestep_fn = (lambda: context.timestep) if context else (lambda: evaluator.pipe.current_timestep)
         try:
-            ratios, calibration = space.adapter.mag_ratios(space.steps) or calibrate_mag_cache(evaluator, space.steps), None
+            ratios, calibration = (
+                space.adapter.mag_ratios(space.steps) or calibrate_mag_cache(evaluator, space.steps),
+                None,
+            )
         except Exception as exc:  # noqa: BLE001 - MagCache's row reports it
             ratios, calibration = None, f"calibration failed: {type(exc).__name__}: {exc}"[:200]
         configs: dict[str, Any] = _peer_configs(space.steps, timestep_fn, ratios or None)
@@ -200,9 +231,13 @@ def run_compare(space_name: str, schedule_paths: list[str], baselines: bool, pro
 def _row(name: str, kind: str, r: dict[str, Any], reference_ms: float, macs_fraction: float | None) -> dict[str, Any]:
     ok = r.get("feasible", False)
     return {
-        "name": name, "kind": kind, "feasible": ok, "reason": r.get("reason"),
+        "name": name,
+        "kind": kind,
+        "feasible": ok,
+        "reason": r.get("reason"),
         "quality": r.get("quality") if ok else None,
-        "extras": r.get("extras", {}), "ms_per_image": r.get("ms_per_image"),
+        "extras": r.get("extras", {}),
+        "ms_per_image": r.get("ms_per_image"),
         "speedup": (reference_ms / r["ms_per_image"]) if ok and r.get("ms_per_image") else None,
         "macs_fraction": macs_fraction,
     }
@@ -215,8 +250,10 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
             lines.append(f"{r['name']:28s} {r['kind']:11s} {'failed: ' + str(r['reason'])[:60]}")
             continue
         macs = f"{r['macs_fraction']:.1%}" if r["macs_fraction"] is not None else "dynamic"
-        lines.append(f"{r['name']:28s} {r['kind']:11s} {r['quality']:>10.4f} {r['ms_per_image']:>8.2f} "
-                     f"{r['speedup']:>7.2f}x {macs:>7s}")
+        lines.append(
+            f"{r['name']:28s} {r['kind']:11s} {r['quality']:>10.4f} {r['ms_per_image']:>8.2f} "
+            f"{r['speedup']:>7.2f}x {macs:>7s}"
+        )
     return "\n".join(lines)
 
 
@@ -234,8 +271,9 @@ def plot_compare(rows: list[dict[str, Any]], metric: str, out_png: Path) -> None
         if pts:
             ax.scatter([r["speedup"] for r in pts], [r["quality"] for r in pts], marker=marker, s=60, label=kind)
             for r in pts:
-                ax.annotate(r["name"], (r["speedup"], r["quality"]), fontsize=7, xytext=(4, 3),
-                            textcoords="offset points")
+                ax.annotate(
+                    r["name"], (r["speedup"], r["quality"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+                )
     ax.set_xlabel("measured speedup vs no caching (x)")
     ax.set_ylabel(metric)
     ax.set_title("quality vs measured speed, same prompts and seeds")

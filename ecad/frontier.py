@@ -124,21 +124,23 @@ def decode_genome(genome_hex: str, spec, space, **kw):
 COMPARABLE = ("space", "metric", "metric_options", "cost", "prompts", "num_prompts", "seeds")
 
 
-def frontier(runs: list["RunData"]) -> list[Point]:
+def frontier(runs: list[RunData]) -> list[Point]:
     """Non-dominated feasible points across runs scored alike (same space, metric, cost, prompts
     and seeds: otherwise their numbers do not compare), cheapest first."""
     for key in COMPARABLE:
         values = {json.dumps(r.config.get(key), sort_keys=True) for r in runs}
         if len(values) > 1:
-            raise FrontierError(f"runs differ in {key!r} ({', '.join(sorted(values))}); their numbers do not "
-                                "compare, so merge only runs searched with the same settings")
+            raise FrontierError(
+                f"runs differ in {key!r} ({', '.join(sorted(values))}); their numbers do not "
+                "compare, so merge only runs searched with the same settings"
+            )
     front = pareto_front([p for r in runs for p in r.points], runs[0].higher_is_better)
     if not front:
         raise FrontierError("no feasible candidate in the run(s); check the evaluations' reasons in evaluations.jsonl")
     return front
 
 
-def baseline_quality(runs: list["RunData"]) -> float | None:
+def baseline_quality(runs: list[RunData]) -> float | None:
     """Quality of the no-caching schedule (cost 1.0, every bit set), if it was evaluated."""
     for r in runs:
         for p in r.points:
@@ -166,8 +168,13 @@ class Condition:
         return self.value * baseline
 
     def holds(self, p: Point, baseline: float | None) -> bool:
-        v = {"speedup": p.speedup, "quality": p.quality, "macs": macs_of(p), "cost": p.cost,
-             "latency": p.latency_ms if p.latency_ms is not None else float("nan")}[self.field]
+        v = {
+            "speedup": p.speedup,
+            "quality": p.quality,
+            "macs": macs_of(p),
+            "cost": p.cost,
+            "latency": p.latency_ms if p.latency_ms is not None else float("nan"),
+        }[self.field]
         t = self.threshold(baseline)
         return {">=": v >= t, "<=": v <= t, ">": v > t, "<": v < t}[self.op]
 
@@ -177,8 +184,10 @@ def parse_pick(expr: str) -> list[Condition]:
     for part in expr.split(","):
         m = _COND.match(part)
         if not m:
-            raise FrontierError(f"--pick {part.strip()!r} not understood; write e.g. \"speedup>=2\", "
-                                "\"quality>=0.95*baseline\", \"macs<=0.4\"; join several with commas")
+            raise FrontierError(
+                f'--pick {part.strip()!r} not understood; write e.g. "speedup>=2", '
+                '"quality>=0.95*baseline", "macs<=0.4"; join several with commas'
+            )
         conds.append(Condition(m.group(1), m.group(2), float(m.group(3)), bool(m.group(4))))
     return conds
 
@@ -214,8 +223,15 @@ def schedule_of(point: Point, config: dict[str, Any], run: Path | None = None, s
     space = space if space is not None else load_space(config["space"])
     spec = GenomeSpec.for_space(space)
     bits = hex_to_bits(point.genome, spec.size)
-    metrics = {"quality": point.quality, "metric": config["metric"], "cost": point.cost, "cost_kind": config["cost"],
-               "macs_fraction": macs_of(point), "macs_speedup": 1.0 / macs_of(point), "key": point.key}
+    metrics = {
+        "quality": point.quality,
+        "metric": config["metric"],
+        "cost": point.cost,
+        "cost_kind": config["cost"],
+        "macs_fraction": macs_of(point),
+        "macs_speedup": 1.0 / macs_of(point),
+        "key": point.key,
+    }
     if run is not None:
         metrics["run"] = str(run)
     if point.latency_ms is not None:
@@ -225,7 +241,9 @@ def schedule_of(point: Point, config: dict[str, Any], run: Path | None = None, s
     return spec.to_schedule(bits, space, name=f"{space.name}-{point.key[:8]}", metrics=metrics)
 
 
-def frontier_entries(points: list[Point], config: dict[str, Any], space=None) -> list[tuple[Point, Any, dict[str, Any]]]:
+def frontier_entries(
+    points: list[Point], config: dict[str, Any], space=None
+) -> list[tuple[Point, Any, dict[str, Any]]]:
     """(point, Schedule, index row) for each frontier point, cheapest first: what the run store
     writes as frontier/ (one schedule file per point plus frontier.json)."""
     from ecad.spaces import load_space
@@ -233,7 +251,13 @@ def frontier_entries(points: list[Point], config: dict[str, Any], space=None) ->
     space = space if space is not None else load_space(config["space"])
     out = []
     for rank, p in enumerate(points):
-        row = {"rank": rank, "key": p.key, "quality": p.quality, "cost": p.cost, "macs_fraction": macs_of(p),
-               "label": p.label}
+        row = {
+            "rank": rank,
+            "key": p.key,
+            "quality": p.quality,
+            "cost": p.cost,
+            "macs_fraction": macs_of(p),
+            "label": p.label,
+        }
         out.append((p, schedule_of(p, config, space=space), row))
     return out

@@ -45,8 +45,12 @@ def space_for_schedule(schedule: Schedule, space_name: str | None = None, model:
         wanted = [(schedule.variant, space.variant), (schedule.height, space.height), (schedule.width, space.width)]
         if model is None:
             wanted.append((schedule.model, space.model))
-        return (space.family == schedule.family and space.layout == schedule.layout
-                and space.steps == schedule.num_steps and all(a is None or a == b for a, b in wanted))
+        return (
+            space.family == schedule.family
+            and space.layout == schedule.layout
+            and space.steps == schedule.num_steps
+            and all(a is None or a == b for a, b in wanted)
+        )
 
     for name in list_spaces():
         space = load_space(name)
@@ -59,9 +63,16 @@ def space_for_schedule(schedule: Schedule, space_name: str | None = None, model:
     )
 
 
-def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_name: str | None = None,
-             model: str | None = None, device: str | None = None, batch_size: int = 4,
-             guidance_scale: float | None = None) -> GenerateResult:
+def generate(
+    schedule: Schedule,
+    prompts: list[str],
+    seeds: list[int],
+    space_name: str | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    batch_size: int = 4,
+    guidance_scale: float | None = None,
+) -> GenerateResult:
     """Images for every prompt x seed with `schedule` applied, rendered the way the search
     rendered them (one CPU generator per image: the same noise the search used for that seed),
     plus timing and settings."""
@@ -79,47 +90,76 @@ def generate(schedule: Schedule, prompts: list[str], seeds: list[int], space_nam
     items = renderer.items(seeds)
     rendered = renderer.render(items, batch_size)
     settings = {
-        "schedule": schedule.name, "space": space.name, "model": space.model, "device": str(renderer.device),
-        "dtype": str(renderer.pipe.transformer.dtype), "batch_size": batch_size,
-        "steps": len(schedule.executed_steps), "timesteps": schedule.timesteps,
-        "compute_fraction": schedule.compute_fraction(), "call": dict(renderer.call),
-        "load_seconds": round(renderer.load_seconds, 3), "ms_per_image": [round(x, 3) for x in rendered.ms_per_item],
+        "schedule": schedule.name,
+        "space": space.name,
+        "model": space.model,
+        "device": str(renderer.device),
+        "dtype": str(renderer.pipe.transformer.dtype),
+        "batch_size": batch_size,
+        "steps": len(schedule.executed_steps),
+        "timesteps": schedule.timesteps,
+        "compute_fraction": schedule.compute_fraction(),
+        "call": dict(renderer.call),
+        "load_seconds": round(renderer.load_seconds, 3),
+        "ms_per_image": [round(x, 3) for x in rendered.ms_per_item],
     }
     if rendered.frames > 1:
         settings["frames"] = rendered.frames
-    return GenerateResult(rendered.images.cpu(), [prompts[p] for p, _ in items], [s for _, s in items], settings,
-                          rendered.frames)
+    return GenerateResult(
+        rendered.images.cpu(), [prompts[p] for p, _ in items], [s for _, s in items], settings, rendered.frames
+    )
+
+
+def _pil(frame: torch.Tensor):
+    from PIL import Image
+
+    return Image.fromarray(frame.permute(1, 2, 0).numpy())
+
+
+def save_png(path: Path, image: torch.Tensor) -> Path:
+    """One 8-bit [3, H, W] image as a PNG, written atomically."""
+    pil = _pil(image)
+    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def save_animation(path: Path, frames: torch.Tensor, webp: bool) -> Path:
+    """[F, 3, H, W] frames as an animated (lossless) WebP, or a GIF where Pillow has no WebP."""
+    first, *rest = [_pil(frame) for frame in frames]
+    options = {"lossless": True} if webp else {}
+    return atomic_write(
+        path,
+        lambda tmp: first.save(
+            tmp,
+            format="WEBP" if webp else "GIF",
+            save_all=True,
+            append_images=rest,
+            duration=1000 // VIDEO_FPS,
+            loop=0,
+            **options,
+        ),
+    )
 
 
 def save_result(result: GenerateResult, out_dir: Path) -> list[Path]:
     """One PNG per image; a video is a folder of PNG frames plus an animated WebP (GIF where
     Pillow has no WebP) beside it. generate.json lists every file with its prompt and seed."""
-    from PIL import Image, features
+    from PIL import features
 
-    def pil(frame: torch.Tensor):
-        return Image.fromarray(frame.permute(1, 2, 0).numpy())
-
+    webp = features.check("webp")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, entries = [], []
     for i, (sample, prompt, seed) in enumerate(zip(result.samples(), result.prompts, result.seeds)):
         stem = f"{i:04d}_seed{seed}"
         if result.frames == 1:
-            path = out_dir / f"{stem}.png"
-            atomic_write(path, lambda tmp, im=pil(sample): im.save(tmp, format="PNG"))
+            path = save_png(out_dir / f"{stem}.png", sample)
             entries.append({"file": path.name, "prompt": prompt, "seed": seed})
         else:
             (out_dir / stem).mkdir(exist_ok=True)
-            frames = [out_dir / stem / f"frame_{f:03d}.png" for f in range(len(sample))]
-            for frame, fpath in zip(sample, frames):
-                atomic_write(fpath, lambda tmp, im=pil(frame): im.save(tmp, format="PNG"))
-            webp = features.check("webp")
-            path = out_dir / f"{stem}.{'webp' if webp else 'gif'}"
-            first, *rest = [pil(frame) for frame in sample]
-            atomic_write(path, lambda tmp: first.save(tmp, format="WEBP" if webp else "GIF", save_all=True,
-                                                      append_images=rest, duration=1000 // VIDEO_FPS, loop=0,
-                                                      **({"lossless": True} if webp else {})))
-            entries.append({"file": path.name, "frames": [f"{stem}/{p.name}" for p in frames], "prompt": prompt,
-                            "seed": seed})
+            frames = [save_png(out_dir / stem / f"frame_{f:03d}.png", frame) for f, frame in enumerate(sample)]
+            path = save_animation(out_dir / f"{stem}.{'webp' if webp else 'gif'}", sample, webp)
+            entries.append(
+                {"file": path.name, "frames": [f"{stem}/{p.name}" for p in frames], "prompt": prompt, "seed": seed}
+            )
         paths.append(path)
     meta = {**result.settings, "images": entries}
     atomic_write_json(out_dir / "generate.json", meta)

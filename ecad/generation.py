@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry
@@ -55,8 +56,14 @@ class Rendered:
 class Renderer:
     """A search space's pipeline, loaded once, with its prompts encoded once."""
 
-    def __init__(self, space, prompts: Sequence[str], device: str | torch.device | None = None, dtype=None,
-                 call: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        space,
+        prompts: Sequence[str],
+        device: str | torch.device | None = None,
+        dtype=None,
+        call: dict[str, Any] | None = None,
+    ):
         from ecad.models import load_pipeline
 
         quiet_library_logs()
@@ -112,7 +119,7 @@ class Renderer:
         timer = CallTimer(self.device)
         chunks, ms, full, finite = [], [], [], True
         for i in range(0, len(items), batch_size):
-            batch = list(items[i: i + batch_size])
+            batch = list(items[i : i + batch_size])
             images, call_ms = timer(lambda batch=batch: self.images(batch))
             finite &= bool(torch.isfinite(images).all())
             chunks.append(to_uint8(images))

@@ -89,13 +89,18 @@ class Layout:
         return {
             "family": self.family,
             "groups": [
-                {"name": g.name, "num_blocks": g.num_blocks, "components": list(g.components), "key_prefix": g.key_prefix}
+                {
+                    "name": g.name,
+                    "num_blocks": g.num_blocks,
+                    "components": list(g.components),
+                    "key_prefix": g.key_prefix,
+                }
                 for g in self.groups
             ],
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Layout":
+    def from_json(cls, data: dict) -> Layout:
         """Structure only; a family's adapter checks that it describes a real transformer."""
         return cls(
             family=data["family"],

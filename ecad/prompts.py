@@ -20,8 +20,10 @@ def resolve_prompts(path: str | Path, fix: str = CLI_FIX) -> Path:
     for candidate in (p, shipped_file(p)):
         if candidate is not None and candidate.is_file():
             return candidate
-    raise PromptsError(f"prompt file {str(path)!r} not found; {fix}, e.g. calibration_prompts/image_reward_100.txt "
-                       f"(looked in {Path.cwd()} and the shipped calibration_prompts/)")
+    raise PromptsError(
+        f"prompt file {str(path)!r} not found; {fix}, e.g. calibration_prompts/image_reward_100.txt "
+        f"(looked in {Path.cwd()} and the shipped calibration_prompts/)"
+    )
 
 
 def read_prompts(path: str | Path, num_prompts: int | None = None, fix: str = CLI_FIX) -> tuple[str, ...]:

@@ -26,9 +26,10 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ecad.files import atomic_write_json, json_safe
 from ecad.frontier import Point, decode_genome, pareto_front
@@ -55,7 +56,9 @@ def frontier_file(rank: int, key: str) -> str:
 
 def is_run_record(name: str) -> bool:
     """A JSON file of the run's own (config, checkpoint, index, generations), not a schedule."""
-    return name in (CONFIG_FILE, CHECKPOINT_FILE, FRONTIER_INDEX) or (name.startswith("gen_") and name.endswith(".json"))
+    return name in (CONFIG_FILE, CHECKPOINT_FILE, FRONTIER_INDEX) or (
+        name.startswith("gen_") and name.endswith(".json")
+    )
 
 
 class RunError(ValueError):
@@ -68,8 +71,11 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     keys = sorted(set(old) | set(new))
-    return [f"  {k}: {json.dumps(old.get(k))[:80]} (run) != {json.dumps(new.get(k))[:80]} (now)"
-            for k in keys if old.get(k) != new.get(k)]
+    return [
+        f"  {k}: {json.dumps(old.get(k))[:80]} (run) != {json.dumps(new.get(k))[:80]} (now)"
+        for k in keys
+        if old.get(k) != new.get(k)
+    ]
 
 
 def sha256_text(text: str) -> str:
@@ -158,11 +164,15 @@ class RunStore:
             raise RunError(f"--out {self.root} is a file, not a directory; choose a new --out")
         if self.config_path.exists():
             if not force:
-                raise RunError(f"{self.root} already holds a run; resume it with `--resume {self.root}`, choose "
-                               "another --out, or pass --force to overwrite it")
+                raise RunError(
+                    f"{self.root} already holds a run; resume it with `--resume {self.root}`, choose "
+                    "another --out, or pass --force to overwrite it"
+                )
         elif any(p.name != LOCK_FILE for p in self.root.iterdir()):
-            raise RunError(f"{self.root} is not empty and not an ecad run (no config.json), so it is left alone even "
-                           "with --force; choose a new --out (a directory that does not exist yet, or is empty)")
+            raise RunError(
+                f"{self.root} is not empty and not an ecad run (no config.json), so it is left alone even "
+                "with --force; choose a new --out (a directory that does not exist yet, or is empty)"
+            )
 
     def create(self, config: dict[str, Any], force: bool = False, inputs: dict[str, Any] | None = None) -> None:
         """Start the run directory. `inputs` fingerprints what the config only names (the prompt
@@ -173,8 +183,9 @@ class RunStore:
                 if child.name != LOCK_FILE:
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.config_path, {"config": config, "config_hash": config_hash(config),
-                                             "inputs": inputs or {}})
+        atomic_write_json(
+            self.config_path, {"config": config, "config_hash": config_hash(config), "inputs": inputs or {}}
+        )
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -187,8 +198,10 @@ class RunStore:
             except BlockingIOError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
-                raise RunError(f"{self.root} is being written by another ecad search ({holder}); wait for it to end "
-                               "or give this one another --out") from None
+                raise RunError(
+                    f"{self.root} is being written by another ecad search ({holder}); wait for it to end "
+                    "or give this one another --out"
+                ) from None
             f.seek(0)
             f.truncate()
             f.write(f"pid {os.getpid()}")
@@ -206,29 +219,39 @@ class RunStore:
     def load_config(self) -> dict[str, Any]:
         return self._read_config_file()["config"]
 
-    def check_resumable(self, config: dict[str, Any], inputs: dict[str, Any] | None = None,
-                        genome_size: int | None = None) -> None:
+    def check_resumable(
+        self, config: dict[str, Any], inputs: dict[str, Any] | None = None, genome_size: int | None = None
+    ) -> None:
         """Refuse a resume whose results would not continue the run: other settings, other
         prompts or another space behind the same names, or genomes of another length."""
         stored = self._read_config_file()
         diff = config_diff(stored["config"], config)
         if diff:
-            raise RunError("cannot resume with a different configuration:\n" + "\n".join(diff) +
-                           f"\nresume with the run's own settings (`ecad search --resume {self.root}` alone), "
-                           "or start a new run with another --out")
+            raise RunError(
+                "cannot resume with a different configuration:\n"
+                + "\n".join(diff)
+                + f"\nresume with the run's own settings (`ecad search --resume {self.root}` alone), "
+                "or start a new run with another --out"
+            )
         old_inputs = stored.get("inputs") or {}  # runs of older versions recorded none
-        for key, what in (("prompts_sha256", f"the prompts read from {config.get('prompts')!r}"),
-                          ("space_sha256", f"the search space file of {config.get('space')!r}")):
+        for key, what in (
+            ("prompts_sha256", f"the prompts read from {config.get('prompts')!r}"),
+            ("space_sha256", f"the search space file of {config.get('space')!r}"),
+        ):
             if key in old_inputs and inputs and key in inputs and old_inputs[key] != inputs[key]:
-                raise RunError(f"cannot resume {self.root}: {what} changed since the run started, so new results "
-                               "would not compare with the recorded ones; restore the file as it was, or start a "
-                               "new run with another --out")
+                raise RunError(
+                    f"cannot resume {self.root}: {what} changed since the run started, so new results "
+                    "would not compare with the recorded ones; restore the file as it was, or start a "
+                    "new run with another --out"
+                )
         if genome_size is not None and self.checkpoint_path.exists():
             size = json.loads(self.checkpoint_path.read_text()).get("genome_size")
             if size and size != genome_size:
-                raise RunError(f"cannot resume {self.root}: its checkpoint holds genomes of {size} bits, but the "
-                               f"space now makes {genome_size} (steps x blocks x components, plus steps when "
-                               "[timesteps] is enabled); restore the space file, or start a new run with another --out")
+                raise RunError(
+                    f"cannot resume {self.root}: its checkpoint holds genomes of {size} bits, but the "
+                    f"space now makes {genome_size} (steps x blocks x components, plus steps when "
+                    "[timesteps] is enabled); restore the space file, or start a new run with another --out"
+                )
 
     # ---------------------------------------------------------- evaluations
     def append_evaluation(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -327,8 +350,11 @@ class RunData:
 
     @property
     def hypervolume(self) -> list[tuple[int, float]]:
-        return [(int(g.get("generation", i)), float(g["hypervolume"])) for i, g in enumerate(self.generations)
-                if g.get("hypervolume") is not None]
+        return [
+            (int(g.get("generation", i)), float(g["hypervolume"]))
+            for i, g in enumerate(self.generations)
+            if g.get("hypervolume") is not None
+        ]
 
     @property
     def plots_dir(self) -> Path:
@@ -370,15 +396,23 @@ def metric_direction(config: dict[str, Any], records: list[dict[str, Any]]) -> b
     return bool(next((h for h in recorded if h is not None), True))
 
 
-def run_data(root: Path, config: dict[str, Any], config_hash: str | None, generations: list[dict[str, Any]],
-             records: list[dict[str, Any]], frontier_files: dict[str, str] | None = None) -> RunData:
+def run_data(
+    root: Path,
+    config: dict[str, Any],
+    config_hash: str | None,
+    generations: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    frontier_files: dict[str, str] | None = None,
+) -> RunData:
     """A run's content from its records: the one way both a reader and the running search build it."""
     labels: dict[str, str] = {}
     for rec in generations:  # the label a candidate had when it first appeared
         for m in rec.get("population", []):
             labels.setdefault(m.get("key", ""), m.get("label", ""))
     if not records:  # no log (yet): fall back to the populations
-        records = [{**m, "generation": rec.get("generation", 0)} for rec in generations for m in rec.get("population", [])]
+        records = [
+            {**m, "generation": rec.get("generation", 0)} for rec in generations for m in rec.get("population", [])
+        ]
     by_key: dict[str, Point] = {}
     for r in records:
         key = r.get("key")
@@ -390,15 +424,29 @@ def run_data(root: Path, config: dict[str, Any], config_hash: str | None, genera
         quality, cost = _finite(values[0]), _finite(values[1])
         feasible = bool(r.get("feasible")) and math.isfinite(quality) and math.isfinite(cost)
         by_key[key] = Point(
-            key=key, generation=gen, genome=str(r.get("genome", "")), quality=quality, cost=cost, feasible=feasible,
-            reason=r.get("reason"), label=labels.get(key) or (f"gen{gen}" if gen > 0 else ""),
-            macs_fraction=_finite(details["macs_fraction"]) if "macs_fraction" in details else None, details=details,
+            key=key,
+            generation=gen,
+            genome=str(r.get("genome", "")),
+            quality=quality,
+            cost=cost,
+            feasible=feasible,
+            reason=r.get("reason"),
+            label=labels.get(key) or (f"gen{gen}" if gen > 0 else ""),
+            macs_fraction=_finite(details["macs_fraction"]) if "macs_fraction" in details else None,
+            details=details,
         )
     higher = metric_direction(config, records)
     points = list(by_key.values())
-    return RunData(root=Path(root), config=config, config_hash=config_hash, generations=generations, points=points,
-                   frontier=pareto_front(points, higher), frontier_files=dict(frontier_files or {}),
-                   higher_is_better=higher)
+    return RunData(
+        root=Path(root),
+        config=config,
+        config_hash=config_hash,
+        generations=generations,
+        points=points,
+        frontier=pareto_front(points, higher),
+        frontier_files=dict(frontier_files or {}),
+        higher_is_better=higher,
+    )
 
 
 def load_run(run_dir: str | os.PathLike, require_evaluated: bool = False) -> RunData:
@@ -412,8 +460,10 @@ def load_run(run_dir: str | os.PathLike, require_evaluated: bool = False) -> Run
     if not (root / CONFIG_FILE).exists():
         raise FrontierError(f"{root} is not an ecad run (no config.json); pass the directory `ecad search` wrote")
     if require_evaluated and not ((root / EVALUATIONS_FILE).exists() and (root / generation_file(0)).exists()):
-        raise FrontierError(f"{root}: no generation has been evaluated yet; let the search finish its first "
-                            f"generation or resume it with `ecad search --resume {root}`")
+        raise FrontierError(
+            f"{root}: no generation has been evaluated yet; let the search finish its first "
+            f"generation or resume it with `ecad search --resume {root}`"
+        )
     cfg = _read_json(root / CONFIG_FILE) or {}
     config = cfg.get("config", cfg) if isinstance(cfg, dict) else {}
     store = RunStore(root)
@@ -423,8 +473,14 @@ def load_run(run_dir: str | os.PathLike, require_evaluated: bool = False) -> Run
         for row in index.get("points", []):
             if row.get("key") and row.get("schedule") and (root / FRONTIER_DIR / row["schedule"]).exists():
                 frontier_files[row["key"]] = row["schedule"]
-    return run_data(root, config, cfg.get("config_hash") if isinstance(cfg, dict) else None, store.read_generations(),
-                    read_evaluation_records(root / EVALUATIONS_FILE), frontier_files)
+    return run_data(
+        root,
+        config,
+        cfg.get("config_hash") if isinstance(cfg, dict) else None,
+        store.read_generations(),
+        read_evaluation_records(root / EVALUATIONS_FILE),
+        frontier_files,
+    )
 
 
 def as_run(run: str | os.PathLike | RunData) -> RunData:

@@ -83,12 +83,12 @@ class Schedule:
         return float((self.executed_grid() & mask).sum()) / float(self.num_steps * mask.sum())
 
     @classmethod
-    def full(cls, layout: Layout, num_steps: int, **kw) -> "Schedule":
+    def full(cls, layout: Layout, num_steps: int, **kw) -> Schedule:
         """The no-caching schedule."""
         return cls(layout, np.ones((num_steps, layout.num_blocks, layout.num_components), dtype=bool), **kw)
 
     @classmethod
-    def every_n(cls, layout: Layout, num_steps: int, n: int, **kw) -> "Schedule":
+    def every_n(cls, layout: Layout, num_steps: int, n: int, **kw) -> Schedule:
         """FORA-like: recompute everything every n-th step, reuse in between."""
         grid = np.zeros((num_steps, layout.num_blocks, layout.num_components), dtype=bool)
         grid[::n] = True
@@ -109,8 +109,12 @@ class Schedule:
         if self.timesteps is not None:
             ts = list(self.timesteps)
             if not ts:
-                raise ScheduleError("timesteps: the selection is empty; list at least one step index or use null for all")
-            bad = [t for t in ts if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or not 0 <= t < g.shape[0]]
+                raise ScheduleError(
+                    "timesteps: the selection is empty; list at least one step index or use null for all"
+                )
+            bad = [
+                t for t in ts if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or not 0 <= t < g.shape[0]
+            ]
             if bad:
                 raise ScheduleError(
                     f"timesteps: {bad} out of range; indices must be integers in [0, {g.shape[0] - 1}] of the base grid"
@@ -131,13 +135,15 @@ class Schedule:
         return self.grid.reshape(-1).copy()
 
     @classmethod
-    def from_bits(cls, bits, space, **kw) -> "Schedule":
+    def from_bits(cls, bits, space, **kw) -> Schedule:
         """Inverse of `to_bits` for a SearchSpace (or anything with `layout` and `steps`)."""
         layout, steps = space.layout, space.steps
         bits = np.asarray(bits, dtype=bool)
         n = steps * layout.num_blocks * layout.num_components
         if bits.size != n:
-            raise ScheduleError(f"bits: got {bits.size} bits, the space needs {n} ({steps} steps x {layout.describe()})")
+            raise ScheduleError(
+                f"bits: got {bits.size} bits, the space needs {n} ({steps} steps x {layout.describe()})"
+            )
         for key in ("height", "width", "guidance_scale", "model", "variant"):
             kw.setdefault(key, getattr(space, key, None))
         return cls(layout, bits.reshape(steps, layout.num_blocks, layout.num_components), **kw)
@@ -166,8 +172,9 @@ class Schedule:
     def _grid_rows(self) -> list[str]:
         """One string per step: a group of 0/1 per block, one digit per component of its group."""
         widths = [len(group.components) for group, _ in self.layout.blocks()]
-        return [" ".join("".join("1" if c else "0" for c in blk[:w]) for blk, w in zip(step, widths))
-                for step in self.grid]
+        return [
+            " ".join("".join("1" if c else "0" for c in blk[:w]) for blk, w in zip(step, widths)) for step in self.grid
+        ]
 
     def to_ecad_json(self) -> dict[str, Any]:
         """ECAD's layout: `cache_schedule` (steps '000'.., blocks by key, components by name),
@@ -254,7 +261,7 @@ def load_schedule(path_or_data: str | os.PathLike | dict) -> Schedule:
     if "format" in data:
         raise ScheduleError(f"{where}: format {data['format']!r} is not supported; this ecad reads {FORMAT!r}")
     raise ScheduleError(
-        f"{where}: neither an ecad schedule (needs \"format\": \"{FORMAT}\") nor an ECAD one (needs \"cache_schedule\")"
+        f'{where}: neither an ecad schedule (needs "format": "{FORMAT}") nor an ECAD one (needs "cache_schedule")'
     )
 
 
@@ -275,7 +282,9 @@ def _from_ours(data: dict, where: str) -> Schedule:
     try:
         layout = Layout.from_json(layout_data)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ScheduleError(f"{where}: field 'layout' is malformed ({exc}); copy it from a schedule ecad wrote") from None
+        raise ScheduleError(
+            f"{where}: field 'layout' is malformed ({exc}); copy it from a schedule ecad wrote"
+        ) from None
     if layout.family != family:
         raise ScheduleError(f"{where}: layout.family {layout.family!r} differs from family {family!r}")
     try:
@@ -283,13 +292,17 @@ def _from_ours(data: dict, where: str) -> Schedule:
     except ValueError as exc:
         known = {c for k in adapter.block_kinds for c in k.components}
         unknown = sorted({c for g in layout.groups for c in g.components} - known)
-        raise ScheduleError(f"{where}: field 'layout' is not a {family} layout: "
-                            + (f"unknown component(s) {unknown}; " if unknown else "")
-                            + f"{exc}; copy it from a schedule ecad wrote") from None
+        raise ScheduleError(
+            f"{where}: field 'layout' is not a {family} layout: "
+            + (f"unknown component(s) {unknown}; " if unknown else "")
+            + f"{exc}; copy it from a schedule ecad wrote"
+        ) from None
     if layout != reference:
-        raise ScheduleError(f"{where}: field 'layout' lists groups {layout.to_json()['groups']} but a {family} layout "
-                            f"with these block counts is {reference.to_json()['groups']}; copy it from a schedule "
-                            "ecad wrote")
+        raise ScheduleError(
+            f"{where}: field 'layout' lists groups {layout.to_json()['groups']} but a {family} layout "
+            f"with these block counts is {reference.to_json()['groups']}; copy it from a schedule "
+            "ecad wrote"
+        )
     layout = reference  # the adapter's own, with its display labels
     num_steps = _require(data, "num_steps", where, int)
     rows = _require(data, "grid", where, list)
@@ -316,10 +329,19 @@ def _from_ours(data: dict, where: str) -> Schedule:
     if timesteps is not None and not isinstance(timesteps, list):
         raise ScheduleError(f"{where}: field 'timesteps' must be a list of step indices or null")
     return _build(
-        where, layout, grid, timesteps=timesteps, name=data.get("name", ""), variant=data.get("variant"),
-        model=data.get("model"), height=data.get("height"), width=data.get("width"),
-        guidance_scale=data.get("guidance_scale"), metrics=data.get("metrics") or {},
-        attributes=data.get("attributes") or {}, ecad_config=data.get("ecad_config"),
+        where,
+        layout,
+        grid,
+        timesteps=timesteps,
+        name=data.get("name", ""),
+        variant=data.get("variant"),
+        model=data.get("model"),
+        height=data.get("height"),
+        width=data.get("width"),
+        guidance_scale=data.get("guidance_scale"),
+        metrics=data.get("metrics") or {},
+        attributes=data.get("attributes") or {},
+        ecad_config=data.get("ecad_config"),
     )
 
 
@@ -379,7 +401,8 @@ def _from_ecad(data: dict, where: str) -> Schedule:
                 v = cells[c]
                 if not isinstance(v, bool):
                     raise ScheduleError(
-                        f"{w}.schedule[{step_key!r}][{key!r}][{c!r}] is {json.dumps(v)}; use true (compute) or false (reuse)"
+                        f"{w}.schedule[{step_key!r}][{key!r}][{c!r}] is {json.dumps(v)}; "
+                        "use true (compute) or false (reuse)"
                     )
                 grid[s, b, j] = v
     config = data.get("config") or {}
@@ -391,8 +414,17 @@ def _from_ecad(data: dict, where: str) -> Schedule:
     pipeline_name = pipeline.get("name") if isinstance(pipeline, dict) else None
     variant = next((v for v, n in adapter.ecad_pipeline_names.items() if n == pipeline_name), None)
     return _build(
-        where, layout, grid, timesteps=timesteps, name=cs.get("name", ""), variant=variant,
+        where,
+        layout,
+        grid,
+        timesteps=timesteps,
+        name=cs.get("name", ""),
+        variant=variant,
         model=config.get("pipeline_weights") or config.get("transformer_weights"),
-        height=config.get("height"), width=config.get("width"), guidance_scale=config.get("guidance_scale"),
-        metrics=data.get("metrics") or {}, attributes=attributes, ecad_config=config if "config" in data else None,
+        height=config.get("height"),
+        width=config.get("width"),
+        guidance_scale=config.get("guidance_scale"),
+        metrics=data.get("metrics") or {},
+        attributes=attributes,
+        ecad_config=config if "config" in data else None,
     )

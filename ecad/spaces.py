@@ -4,8 +4,8 @@ A space fixes everything a candidate schedule is evaluated under (model, pipelin
 steps, resolution, guidance, dtype, text length) plus the compute grid the search chooses bits
 in: `steps x blocks x components`, flattened in ECAD's order (step-major, then blocks in
 layout order, then components in ECAD order). Shipped spaces live in the repo's
-`search_spaces/` directory (installed to `<prefix>/share/ecad/`); `ECAD_SEARCH_SPACES` (one directory, or several joined with
-`os.pathsep`) replaces it.
+`search_spaces/` directory (installed to `<prefix>/share/ecad/`); `ECAD_SEARCH_SPACES` (one
+directory, or several joined with `os.pathsep`) replaces it.
 """
 
 from __future__ import annotations
@@ -26,17 +26,41 @@ ENV_VAR = "ECAD_SEARCH_SPACES"
 DTYPES = ("float16", "bfloat16", "float32")
 # Call arguments a space sets through its own fields; pipeline_kwargs may not override them.
 RESERVED_KWARGS = {
-    "height": "height", "width": "width", "num_inference_steps": "steps", "guidance_scale": "guidance_scale",
-    "max_sequence_length": "text_length", "timesteps": "[timesteps]", "sigmas": "[timesteps]", "num_frames": "frames",
+    "height": "height",
+    "width": "width",
+    "num_inference_steps": "steps",
+    "guidance_scale": "guidance_scale",
+    "max_sequence_length": "text_length",
+    "timesteps": "[timesteps]",
+    "sigmas": "[timesteps]",
+    "num_frames": "frames",
 }
 # Known [constraints] keys -> (description, check(value) -> bool).
 CONSTRAINTS = {
-    "max_macs_fraction": ("a number in (0, 1]: the most transformer MACs a schedule may use, relative to no caching",
-                          lambda v: 0 < v <= 1),
+    "max_macs_fraction": (
+        "a number in (0, 1]: the most transformer MACs a schedule may use, relative to no caching",
+        lambda v: 0 < v <= 1,
+    ),
 }
 TOP_LEVEL_KEYS = (
-    "name", "description", "family", "variant", "hub_id", "pipeline_class", "dtype", "scheduler", "steps",
-    "height", "width", "frames", "guidance_scale", "text_length", "pipeline_kwargs", "timesteps", "constraints", "blocks",
+    "name",
+    "description",
+    "family",
+    "variant",
+    "hub_id",
+    "pipeline_class",
+    "dtype",
+    "scheduler",
+    "steps",
+    "height",
+    "width",
+    "frames",
+    "guidance_scale",
+    "text_length",
+    "pipeline_kwargs",
+    "timesteps",
+    "constraints",
+    "blocks",
 )
 
 
@@ -102,8 +126,13 @@ class SearchSpace:
         """Keyword arguments for the pipeline call (prompt, generator, output_type not included)."""
         frames = {"num_frames": self.frames} if self.frames is not None else {}
         return {
-            "height": self.height, "width": self.width, "num_inference_steps": self.steps, **frames,
-            "guidance_scale": self.guidance_scale, "max_sequence_length": self.text_length, **self.pipeline_kwargs,
+            "height": self.height,
+            "width": self.width,
+            "num_inference_steps": self.steps,
+            **frames,
+            "guidance_scale": self.guidance_scale,
+            "max_sequence_length": self.text_length,
+            **self.pipeline_kwargs,
         }
 
     def full_schedule(self, **kw) -> Schedule:
@@ -111,8 +140,13 @@ class SearchSpace:
         return Schedule.full(self.layout, self.steps, **{**self._schedule_meta(), **kw})
 
     def _schedule_meta(self) -> dict[str, Any]:
-        return dict(height=self.height, width=self.width, guidance_scale=self.guidance_scale, model=self.model,
-                    variant=self.variant)
+        return dict(
+            height=self.height,
+            width=self.width,
+            guidance_scale=self.guidance_scale,
+            model=self.model,
+            variant=self.variant,
+        )
 
     def check_schedule(self, schedule: Schedule) -> Schedule:
         """Raise SpaceError unless `schedule` has this space's layout and steps (and a permitted step subset)."""
@@ -166,12 +200,16 @@ def load_space(name_or_path: str | os.PathLike) -> SearchSpace:
     if text.endswith(".toml") or isinstance(name_or_path, Path):
         path = Path(text).expanduser()
         if not path.is_file():
-            raise SpaceError(f"search space file {path} does not exist; check the path or pass a name from: "
-                             f"{', '.join(list_spaces()) or '(none found)'}")
+            raise SpaceError(
+                f"search space file {path} does not exist; check the path or pass a name from: "
+                f"{', '.join(list_spaces()) or '(none found)'}"
+            )
         return _parse(path)
     if os.sep in text or "/" in text:
-        raise SpaceError(f"{text!r} is neither a space name nor a .toml path; pass a file ending in .toml "
-                         f"or a name from: {', '.join(list_spaces()) or '(none found)'}")
+        raise SpaceError(
+            f"{text!r} is neither a space name nor a .toml path; pass a file ending in .toml "
+            f"or a name from: {', '.join(list_spaces()) or '(none found)'}"
+        )
     for d in spaces_dirs():
         path = d / f"{text}.toml"
         if path.is_file():
@@ -186,7 +224,14 @@ def load_space(name_or_path: str | os.PathLike) -> SearchSpace:
 
 
 # -------------------------------------------------------------------- parsing
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table", list: "an array"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "a table",
+    list: "an array",
+}
 
 
 def _get(data: dict, key: str, where: str, kind: type, *, default: Any = ..., table: str = "") -> Any:
@@ -241,22 +286,29 @@ def _parse(path: Path) -> SearchSpace:
     pipeline_class = _get(data, "pipeline_class", where, str)
     expected_cls = adapter.pipeline_classes[variant]
     if pipeline_class != expected_cls:
-        raise SpaceError(f"{where}: pipeline_class {pipeline_class!r} does not fit family {family!r}"
-                         + (f" variant {variant!r}" if variant else "") + f"; use {expected_cls!r}")
+        raise SpaceError(
+            f"{where}: pipeline_class {pipeline_class!r} does not fit family {family!r}"
+            + (f" variant {variant!r}" if variant else "")
+            + f"; use {expected_cls!r}"
+        )
     dtype = _get(data, "dtype", where, str)
     if dtype not in DTYPES:
         raise SpaceError(f"{where}: dtype {dtype!r} is unknown; use one of {', '.join(DTYPES)}")
     scheduler = _get(data, "scheduler", where, str)
     if not scheduler.isidentifier():
-        raise SpaceError(f"{where}: scheduler {scheduler!r} must be a diffusers scheduler class name, "
-                         "e.g. 'DPMSolverMultistepScheduler'")
+        raise SpaceError(
+            f"{where}: scheduler {scheduler!r} must be a diffusers scheduler class name, "
+            "e.g. 'DPMSolverMultistepScheduler'"
+        )
     steps = _positive(_get(data, "steps", where, int), "steps", where)
     height = _positive(_get(data, "height", where, int), "height", where)
     width = _positive(_get(data, "width", where, int), "width", where)
     for key, value in (("height", height), ("width", width)):
         if value % adapter.size_multiple:
-            raise SpaceError(f"{where}: field {key!r} is {value}; {adapter.display_name} needs a multiple of "
-                             f"{adapter.size_multiple} (VAE scale x patch size)")
+            raise SpaceError(
+                f"{where}: field {key!r} is {value}; {adapter.display_name} needs a multiple of "
+                f"{adapter.size_multiple} (VAE scale x patch size)"
+            )
     guidance_scale = _get(data, "guidance_scale", where, float)
     if not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise SpaceError(f"{where}: field 'guidance_scale' must be a finite number >= 0, got {guidance_scale}")
@@ -265,14 +317,16 @@ def _parse(path: Path) -> SearchSpace:
     if adapter.video:
         frames = _positive(_get(data, "frames", where, int), "frames", where)
     elif "frames" in data:
-        raise SpaceError(f"{where}: field 'frames' is only for video families; {adapter.display_name} makes images, "
-                         "remove it")
+        raise SpaceError(
+            f"{where}: field 'frames' is only for video families; {adapter.display_name} makes images, remove it"
+        )
 
     pipeline_kwargs = dict(_get(data, "pipeline_kwargs", where, dict, default={}))
     for key in pipeline_kwargs:
         if key in RESERVED_KWARGS:
-            raise SpaceError(f"{where}: [pipeline_kwargs] may not set {key!r}; the space sets it through "
-                             f"{RESERVED_KWARGS[key]!r}")
+            raise SpaceError(
+                f"{where}: [pipeline_kwargs] may not set {key!r}; the space sets it through {RESERVED_KWARGS[key]!r}"
+            )
 
     ts = _get(data, "timesteps", where, dict, default={})
     _check_keys(ts, ("enabled", "min_steps"), where, "timesteps")
@@ -290,11 +344,26 @@ def _parse(path: Path) -> SearchSpace:
 
     layout = _parse_blocks(data, adapter, where)
     return SearchSpace(
-        name=name, description=description, family=family, variant=variant, hub_id=hub_id,
-        pipeline_class=pipeline_class, layout=layout, steps=steps, height=height, width=width,
-        guidance_scale=guidance_scale, dtype=dtype, scheduler=scheduler, text_length=text_length,
-        pipeline_kwargs=pipeline_kwargs, timesteps_enabled=timesteps_enabled, min_steps=min_steps,
-        constraints=constraints, source=path, frames=frames,
+        name=name,
+        description=description,
+        family=family,
+        variant=variant,
+        hub_id=hub_id,
+        pipeline_class=pipeline_class,
+        layout=layout,
+        steps=steps,
+        height=height,
+        width=width,
+        guidance_scale=guidance_scale,
+        dtype=dtype,
+        scheduler=scheduler,
+        text_length=text_length,
+        pipeline_kwargs=pipeline_kwargs,
+        timesteps_enabled=timesteps_enabled,
+        min_steps=min_steps,
+        constraints=constraints,
+        source=path,
+        frames=frames,
     )
 
 
@@ -306,8 +375,10 @@ def _parse_blocks(data: dict, adapter, where: str) -> Layout:
     n_min, n_max = sum(not k.optional for k in kinds), len(kinds)
     if not n_min <= len(blocks) <= n_max:
         needs = str(n_min) if n_min == n_max else f"{n_min} to {n_max}"
-        raise SpaceError(f"{where}: [[blocks]] has {len(blocks)} group(s), family {family!r} needs {needs}, "
-                         f"in this order: {expected}")
+        raise SpaceError(
+            f"{where}: [[blocks]] has {len(blocks)} group(s), family {family!r} needs {needs}, "
+            f"in this order: {expected}"
+        )
     groups = []
     for i, table in enumerate(blocks):
         label = f"blocks[{i}]"
@@ -318,19 +389,23 @@ def _parse_blocks(data: dict, adapter, where: str) -> Layout:
         same_name = [k for k in kinds if k.name == gname]
         if not same_name:
             position = kinds[min(i, len(kinds) - 1)].name
-            raise SpaceError(f"{where}: {label}.name is {gname!r}; {family} block group {i + 1} is {position!r} "
-                             f"(groups in order: {expected})")
+            raise SpaceError(
+                f"{where}: {label}.name is {gname!r}; {family} block group {i + 1} is {position!r} "
+                f"(groups in order: {expected})"
+            )
         count = _positive(_get(table, "count", where, int, table=label), f"{label}.count", where)
         comps = _get(table, "components", where, list, table=label)
         valid = list(dict.fromkeys(c for k in same_name for c in k.components))
         unknown = [c for c in comps if c not in valid]
         if unknown:
-            raise SpaceError(f"{where}: {label} ({gname}) has unknown component {unknown[0]!r}; "
-                             f"valid components are {valid}")
+            raise SpaceError(
+                f"{where}: {label} ({gname}) has unknown component {unknown[0]!r}; valid components are {valid}"
+            )
         if tuple(comps) not in {k.components for k in same_name}:
             sets = " or ".join(str(list(k.components)) for k in same_name)
-            raise SpaceError(f"{where}: {label}.components is {comps}; {family} {gname} needs exactly {sets} "
-                             "in this (grid) order")
+            raise SpaceError(
+                f"{where}: {label}.components is {comps}; {family} {gname} needs exactly {sets} in this (grid) order"
+            )
         groups.append((gname, comps, count))
     try:
         return adapter.layout_from_groups(groups)

@@ -55,6 +55,38 @@ def tiny_flux():
     return pipe
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster per test session (about 6 s to start), bound to loopback, shut down at the end."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            _node_ip_address="127.0.0.1",
+        )
+    yield ray
+    ray.shutdown()
+
+
+def candidate_tasks(space_name: str, n: int, seed: int = 5) -> list[tuple[str, dict]]:
+    """`n` random candidates of a space as the search hands them to a pool: (genome hash, schedule JSON)."""
+    import numpy as np
+
+    from ecad.search.genome import GenomeSpec, genome_hash
+    from ecad.search.seeds import random_genomes
+    from ecad.spaces import load_space
+
+    space = load_space(space_name)
+    spec = GenomeSpec.for_space(space)
+    return [
+        (genome_hash(g), spec.to_schedule(g, space).to_json())
+        for g in random_genomes(spec, np.random.default_rng(seed), n)
+    ]
+
+
 @pytest.fixture
 def empty_caches(tmp_path, monkeypatch):
     """Offline, with every cache a metric or model could read its weights from empty (tmp_path/VAR)."""

@@ -14,9 +14,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_apply_tiny_runs_and_reports_every_schedule(tmp_path):
     out = tmp_path / "r.json"
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_apply.py"), "--tiny", "--batch", "2", "--steps", "6",
-         "--repeats", "1", "--naive", "--out", str(out)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_apply.py"),
+            "--tiny",
+            "--batch",
+            "2",
+            "--steps",
+            "6",
+            "--repeats",
+            "1",
+            "--naive",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     result = json.loads(out.read_text())
     names = [r["schedule"] for r in result["rows"]]
@@ -40,8 +54,13 @@ def test_bench_apply_tiny_runs_and_reports_every_schedule(tmp_path):
 
 def test_bench_search_help_runs():
     """The throughput benchmark at least imports and parses its arguments (a real run takes minutes)."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_search.py"), "--help"],
-                          check=True, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_search.py"), "--help"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "--dry-run-gpu-setup" in done.stdout and "candidates" in done.stdout
 
 
@@ -51,7 +70,6 @@ def test_roofline_recorder_counts_a_linear_and_sdpa_as_kernels(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import torch
     import torch.nn.functional as F
-
     from roofline_apply import FusedAttention, OpRecorder
 
     lin = torch.nn.Linear(64, 32, device="meta", dtype=torch.float16)
@@ -80,8 +98,27 @@ def test_bench_apply_times_every_family_from_its_adapter(monkeypatch, tmp_path):
 
     for family in FAMILIES:
         out = tmp_path / f"{family}.json"
-        monkeypatch.setattr(sys, "argv", ["bench_apply.py", "--tiny", "--family", family, "--batch", "1", "--steps",
-                                          "4", "--repeats", "1", "--schedules", "every-2", "--naive", "--out", str(out)])
+        monkeypatch.setattr(
+            sys,
+            "argv",
+            [
+                "bench_apply.py",
+                "--tiny",
+                "--family",
+                family,
+                "--batch",
+                "1",
+                "--steps",
+                "4",
+                "--repeats",
+                "1",
+                "--schedules",
+                "every-2",
+                "--naive",
+                "--out",
+                str(out),
+            ],
+        )
         bench_apply.main()
         result = json.loads(out.read_text())
         assert result["family"] == family and result["space"] == f"tiny-{family}"

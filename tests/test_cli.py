@@ -11,17 +11,29 @@ from ecad.spaces import load_space
 
 
 def test_metric_options_are_typed_so_false_means_false():
-    args = build_parser().parse_args(["search", "--metric-option", "lpips=false", "--metric-option", "batch_size=8",
-                                      "--metric-option", "weights=/ckpt/model.pt"])
+    args = build_parser().parse_args(
+        [
+            "search",
+            "--metric-option",
+            "lpips=false",
+            "--metric-option",
+            "batch_size=8",
+            "--metric-option",
+            "weights=/ckpt/model.pt",
+        ]
+    )
     assert dict(args.metric_option) == {"lpips": False, "batch_size": 8, "weights": "/ckpt/model.pt"}
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["search", "--batch-size", "0"], "argument --batch-size: '0' is not a whole number >= 1"),
-    (["generate", "--schedule", "s.json", "--prompt", "x", "--num-seeds", "0"], "argument --num-seeds"),
-    (["compare", "--space", "tiny-pixart", "--seeds", "none"], "argument --seeds: 'none' is not a whole number"),
-    (["search", "--metric-option", "weights"], "'weights' is not KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search", "--batch-size", "0"], "argument --batch-size: '0' is not a whole number >= 1"),
+        (["generate", "--schedule", "s.json", "--prompt", "x", "--num-seeds", "0"], "argument --num-seeds"),
+        (["compare", "--space", "tiny-pixart", "--seeds", "none"], "argument --seeds: 'none' is not a whole number"),
+        (["search", "--metric-option", "weights"], "'weights' is not KEY=VALUE"),
+    ],
+)
 def test_bad_numbers_and_options_fail_before_anything_loads(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -11,7 +11,6 @@ from ecad.models import FAMILIES
 from ecad.schedule import Schedule
 from ecad.spaces import load_space
 
-
 PEER_GAPS = {"tiny-sd3": {"FirstBlockCache(0.05)"}, "tiny-sana": {"FirstBlockCache(0.05)", "MagCache(0.06)"}}
 
 
@@ -21,8 +20,25 @@ def test_compare_runs_every_contender(space, tmp_path, capsys):
     sched = Schedule.every_n(sp.layout, sp.steps, 4, name="mine_every_4")
     sched.save(tmp_path / "mine.json")
     out = tmp_path / "cmp"
-    assert main(["compare", "--space", space, "--schedules", str(tmp_path / "mine.json"), "--baselines",
-                 "--num-prompts", "2", "--seeds", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--space",
+                space,
+                "--schedules",
+                str(tmp_path / "mine.json"),
+                "--baselines",
+                "--num-prompts",
+                "2",
+                "--seeds",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     rows = json.loads((out / "compare.json").read_text())["rows"]
     names = [r["name"] for r in rows]
@@ -44,6 +60,27 @@ def test_compare_runs_every_contender(space, tmp_path, capsys):
 
 def test_compare_rejects_a_schedule_of_another_space(tmp_path, capsys):
     Schedule.full(load_space("tiny-flux").layout, 8).save(tmp_path / "f.json")
-    assert main(["compare", "--space", "tiny-pixart", "--schedules", str(tmp_path / "f.json"), "--out",
-                 str(tmp_path / "o"), "--num-prompts", "1", "--seeds", "1"]) == 2
-    assert "error" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "compare",
+                "--space",
+                "tiny-pixart",
+                "--schedules",
+                str(tmp_path / "f.json"),
+                "--out",
+                str(tmp_path / "o"),
+                "--num-prompts",
+                "1",
+                "--seeds",
+                "1",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("ecad compare: error: schedule has layout flux(")
+        and "but space 'tiny-pixart' uses pixart(" in err
+    )
+    assert "use a schedule searched for a PixArt model" in err and "Traceback" not in err

@@ -98,8 +98,11 @@ def test_schedules_equal_hand_written_reuse(family, kind):
     """Block paths (norms of reused components skipped) give exactly what the stock block gives
     with each reused component's last output: bit for bit in exact mode."""
     space, pipe = tiny(family)
-    schedule = (Schedule.every_n(space.layout, STEPS, 3) if kind == "every_3"
-                else random_schedule(space.layout, STEPS, float(kind.split("_")[1]), seed=len(kind)))
+    schedule = (
+        Schedule.every_n(space.layout, STEPS, 3)
+        if kind == "every_3"
+        else random_schedule(space.layout, STEPS, float(kind.split("_")[1]), seed=len(kind))
+    )
     with hand_cached(pipe, schedule):
         reference = run(pipe, space)
     stock = run(pipe, space)
@@ -132,8 +135,12 @@ def test_fully_reused_steps_run_no_norm_or_modulation(family):
     """The block path, not the stock forward, runs reused blocks: the norms that only feed reused
     components are skipped, so a step where every block is reused runs none of its blocks' norms."""
     space, pipe = tiny(family)
-    norms = [m for g, i in space.layout.blocks() for m in getattr(pipe.transformer, g.name)[i].modules()
-             if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or type(m).__name__ == "RMSNorm"]
+    norms = [
+        m
+        for g, i in space.layout.blocks()
+        for m in getattr(pipe.transformer, g.name)[i].modules()
+        if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or type(m).__name__ == "RMSNorm"
+    ]
     calls = [0]
     for m in norms:
         m.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
@@ -154,7 +161,8 @@ def test_timestep_selection_runs_the_chosen_steps_of_the_base_grid(family):
     seen: list = []
     listener = listen_for_branches(pipe.transformer, "test.branch")
     pipe.transformer.register_forward_pre_hook(
-        lambda m, a, k: seen.append((listener.branch(), float(k["timestep"].flatten()[0]))), with_kwargs=True)
+        lambda m, a, k: seen.append((listener.branch(), float(k["timestep"].flatten()[0]))), with_kwargs=True
+    )
     run(pipe, space)
     full, branches = [t for _, t in seen[:: len({b for b, _ in seen})]], {b for b, _ in seen}
     seen.clear()
@@ -237,7 +245,9 @@ def test_macs_match_the_flop_counter_on_the_full_size_model_on_meta(family):
     pipe = adapter.random_pipeline(space, "meta", space.torch_dtype)
     pipe.set_progress_bar_config(disable=True)
     prompts = adapter.random_prompt_kwargs(pipe, 1, space.text_length, torch.Generator().manual_seed(0))
-    prompts = {k: v.to("meta", space.torch_dtype) if v.is_floating_point() else v.to("meta") for k, v in prompts.items()}
+    prompts = {
+        k: v.to("meta", space.torch_dtype) if v.is_floating_point() else v.to("meta") for k, v in prompts.items()
+    }
     call = {**call_of(space, steps=2), **prompts, **adapter.embeds_call_kwargs()}
     call.pop("max_sequence_length")
     args, kwargs = first_transformer_call(pipe, lambda: pipe(output_type="pt", **call))

@@ -25,8 +25,9 @@ def test_pareto_on_hand_made_points_with_ties_and_duplicates():
 
 
 def _p(q, c, key="k"):
-    return Point(key=key, generation=0, genome="ff", quality=q, cost=c, feasible=True, reason=None, label="",
-                 macs_fraction=c)
+    return Point(
+        key=key, generation=0, genome="ff", quality=q, cost=c, feasible=True, reason=None, label="", macs_fraction=c
+    )
 
 
 def test_pick_semantics():
@@ -43,8 +44,7 @@ def test_pick_semantics():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
-    SearchRun(SearchConfig(**SMALL),
-              ExecConfig(out=str(out), workers=0, quiet=True)).run()
+    SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=0, quiet=True)).run()
     return out
 
 
@@ -65,8 +65,7 @@ def test_frontier_cli_prints_table_exports_and_picks(tiny_run, capsys, tmp_path)
 @pytest.fixture(scope="module")
 def other_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "other"
-    SearchRun(SearchConfig(**{**SMALL, "seed": 1}),
-              ExecConfig(out=str(out), workers=0, quiet=True)).run()
+    SearchRun(SearchConfig(**{**SMALL, "seed": 1}), ExecConfig(out=str(out), workers=0, quiet=True)).run()
     return out
 
 
@@ -117,15 +116,20 @@ def test_runs_scored_differently_are_not_merged(tiny_run, tmp_path):
         frontier([load_run(tiny_run), load_run(other)])
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "no such run directory"),
-    ("empty", "no generation has been evaluated yet"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "no such run directory"),
+        ("empty", "no generation has been evaluated yet"),
+    ],
+)
 def test_bad_runs_give_clear_errors(case, message, tmp_path, capsys):
     run = tmp_path / "r"
     if case == "empty":
         run.mkdir()
-        (run / "config.json").write_text(json.dumps({"config": {"metric": "fidelity", "cost": "macs", "space": "tiny-pixart"}}))
+        (run / "config.json").write_text(
+            json.dumps({"config": {"metric": "fidelity", "cost": "macs", "space": "tiny-pixart"}})
+        )
     assert main(["frontier", str(run)]) == 2
     assert message in capsys.readouterr().err
 

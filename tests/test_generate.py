@@ -18,8 +18,10 @@ from ecad.search.run import ExecConfig, SearchConfig, SearchRun
 
 @pytest.mark.parametrize("space", [f"tiny-{family}" for family in FAMILIES])
 def test_generate_reproduces_the_search_images_for_the_same_seed(space, tmp_path):
-    run = SearchRun(SearchConfig(space=space, population=6, generations=1, num_prompts=2, seeds=2, batch_size=4),
-                    ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True))
+    run = SearchRun(
+        SearchConfig(space=space, population=6, generations=1, num_prompts=2, seeds=2, batch_size=4),
+        ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True),
+    )
     run.run()
     schedule_path = sorted((tmp_path / "run" / "frontier").glob("0*.json"))[0]
     schedule = ecad.load_schedule(schedule_path)
@@ -30,8 +32,22 @@ def test_generate_reproduces_the_search_images_for_the_same_seed(space, tmp_path
     out = tmp_path / "gen"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(run.prompts) + "\n")
-    assert main(["generate", "--schedule", str(schedule_path), "--prompts", str(prompts), "--num-seeds", "2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--schedule",
+                str(schedule_path),
+                "--prompts",
+                str(prompts),
+                "--num-seeds",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "generate.json").read_text())
     assert meta["space"] == space and len(meta["images"]) == 4
     # an image is one PNG; a video is PNG frames (and an animation beside them), frame by frame

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from ecad.schedule import Schedule
-from ecad.search.genome import (GenomeSpec, bits_to_hex, crossover_steps, crossover_uniform, genome_hash, hex_to_bits,
-                                mutate_bits, mutate_structured)
+from ecad.search.genome import (
+    GenomeSpec,
+    bits_to_hex,
+    crossover_steps,
+    crossover_uniform,
+    genome_hash,
+    hex_to_bits,
+    mutate_bits,
+    mutate_structured,
+)
 from ecad.search.seeds import heuristic_grids, initial_population
 from ecad.spaces import load_space
 

@@ -11,9 +11,9 @@ import torch
 import ecad
 from ecad.cache.hooks import COMPONENT_HOOK
 from ecad.cache.plan import CachePlan
+from ecad.models import adapter_for_pipeline
 from ecad.models.flux import flux_layout
 from ecad.models.pixart import pixart_layout
-from ecad.models import adapter_for_pipeline
 from ecad.schedule import Schedule, ScheduleError
 from tests.conftest import PIXART_CALL, generate
 from tests.reference import hand_cached

@@ -23,8 +23,10 @@ from ecad.schedule import Schedule
 
 PIXART_MODULES = {"attn1": "attn1", "attn2": "attn2", "ff": "ff"}
 FLUX_MODULES = {
-    "full_attn": "transformer_blocks.{i}.attn", "full_ff": "transformer_blocks.{i}.ff",
-    "full_ff_context": "transformer_blocks.{i}.ff_context", "single_attn": "single_transformer_blocks.{i}.attn",
+    "full_attn": "transformer_blocks.{i}.attn",
+    "full_ff": "transformer_blocks.{i}.ff",
+    "full_ff_context": "transformer_blocks.{i}.ff_context",
+    "single_attn": "single_transformer_blocks.{i}.attn",
     "single_proj_mlp": "single_transformer_blocks.{i}.proj_mlp",
     "single_proj_out": "single_transformer_blocks.{i}.proj_out",
 }
@@ -62,8 +64,9 @@ def _pixart_forward(transformer, batch: int, h: int, w: int, text_len: int, devi
     x = torch.randn(batch, c.in_channels, h, w, device=device)
     enc = torch.randn(batch, text_len, c.caption_channels, device=device)
     t = torch.full((batch,), 500, device=device)
-    return lambda: transformer(x, encoder_hidden_states=enc, timestep=t,
-                               added_cond_kwargs={"resolution": None, "aspect_ratio": None})
+    return lambda: transformer(
+        x, encoder_hidden_states=enc, timestep=t, added_cond_kwargs={"resolution": None, "aspect_ratio": None}
+    )
 
 
 def _flux_forward(transformer, batch: int, h: int, w: int, text_len: int, device: str = "cpu"):
@@ -73,12 +76,26 @@ def _flux_forward(transformer, batch: int, h: int, w: int, text_len: int, device
     pooled = torch.randn(batch, c.pooled_projection_dim, device=device)
     img_ids, txt_ids = torch.zeros(h * w, 3, device=device), torch.zeros(text_len, 3, device=device)
     t, g = torch.full((batch,), 0.5, device=device), torch.full((batch,), 3.5, device=device)
-    return lambda: transformer(x, encoder_hidden_states=enc, pooled_projections=pooled, timestep=t, img_ids=img_ids,
-                               txt_ids=txt_ids, guidance=g)
+    return lambda: transformer(
+        x,
+        encoder_hidden_states=enc,
+        pooled_projections=pooled,
+        timestep=t,
+        img_ids=img_ids,
+        txt_ids=txt_ids,
+        guidance=g,
+    )
 
 
-def _check_against_counter(counts: dict[str, float], dims: TransformerDims, height: int, width: int, batch: int,
-                           text_len: int, modules: dict[str, str]) -> None:
+def _check_against_counter(
+    counts: dict[str, float],
+    dims: TransformerDims,
+    height: int,
+    width: int,
+    batch: int,
+    text_len: int,
+    modules: dict[str, str],
+) -> None:
     """Exact equality: every MAC is an integer count (well below 2**53), so any difference means the
     analytic model misses or double-counts an op, not rounding."""
     comp = component_macs(dims, height, width, batch, text_len)
@@ -141,8 +158,11 @@ def test_pixart_1024_size_embedders_non_square_on_meta():
     b = 2
     x, enc = torch.randn(b, 4, 64, 96, device="meta"), torch.randn(b, 300, 4096, device="meta")
     cond = {"resolution": torch.ones(b, 2, device="meta"), "aspect_ratio": torch.ones(b, 1, device="meta")}
-    counts = _count(lambda: transformer(x, encoder_hidden_states=enc, timestep=torch.full((b,), 5, device="meta"),
-                                        added_cond_kwargs=cond))
+    counts = _count(
+        lambda: transformer(
+            x, encoder_hidden_states=enc, timestep=torch.full((b,), 5, device="meta"), added_cond_kwargs=cond
+        )
+    )
     _check_against_counter(counts, dims, 512, 768, b, 300, PIXART_MODULES)
 
 
@@ -168,8 +188,9 @@ def test_ecad_reference_pixart_alpha_256():
     layout = pixart_layout(28)
     grid = np.zeros((2, 28, 3), dtype=bool)
     grid[0] = True
-    report = schedule_macs(Schedule(layout, grid, height=256, width=256), PIXART_ALPHA_DIMS, batch=b,
-                           attention_matmuls=False)
+    report = schedule_macs(
+        Schedule(layout, grid, height=256, width=256), PIXART_ALPHA_DIMS, batch=b, attention_matmuls=False
+    )
     assert close(report.per_step[0], 285.69e9, 0.01)
     assert close(report.per_step[1], 1.50e9, 0.02), report.per_step[1]
     assert close(fixed_macs(PIXART_ALPHA_DIMS, 256, 256, b), 1.50e9, 0.02)

@@ -12,10 +12,19 @@ from torchvision.transforms.v2 import functional as TF
 from ecad.metrics import MetricError, MissingWeightsError, get_metric
 from ecad.metrics.clip import ClipScoreMetric, resolve_open_clip_weights
 
-TINY = dict(embed_dim=16, vision_cfg=dict(image_size=32, layers=2, width=32, patch_size=8, head_width=16),
-            text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2))
-PROMPTS = ["a red cube on a table", "a photo of a cat", "blue sky over mountains", "an astronaut riding a horse",
-           "text", "two dogs playing in the snow, highly detailed, 8k"]
+TINY = dict(
+    embed_dim=16,
+    vision_cfg=dict(image_size=32, layers=2, width=32, patch_size=8, head_width=16),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+)
+PROMPTS = [
+    "a red cube on a table",
+    "a photo of a cat",
+    "blue sky over mountains",
+    "an astronaut riding a horse",
+    "text",
+    "two dogs playing in the snow, highly detailed, 8k",
+]
 
 
 def _tiny(**kw) -> ClipScoreMetric:
@@ -101,14 +110,16 @@ def test_local_weights_file_loads_named_and_dict_configs(tmp_path, metric, image
     expected = metric.score(images, PROMPTS).per_image
     # a config dict plus weights: no random-weights flag needed
     from_dict = ClipScoreMetric(model_config=TINY, weights=weights, seed=123)
-    torch.testing.assert_close(torch.from_numpy(from_dict.score(images, PROMPTS).per_image),
-                               torch.from_numpy(expected), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.from_numpy(from_dict.score(images, PROMPTS).per_image), torch.from_numpy(expected), atol=1e-4, rtol=1e-4
+    )
     # a registered open_clip config name plus a weights file (the path real checkpoints take)
     (tmp_path / "ecad-test-tiny-clip.json").write_text(json.dumps(TINY))
     open_clip.add_model_config(tmp_path / "ecad-test-tiny-clip.json")
     named = get_metric("clip", model="ecad-test-tiny-clip", pretrained=None, weights=str(weights))
-    torch.testing.assert_close(torch.from_numpy(named.score(images, PROMPTS).per_image),
-                               torch.from_numpy(expected), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.from_numpy(named.score(images, PROMPTS).per_image), torch.from_numpy(expected), atol=1e-4, rtol=1e-4
+    )
     with pytest.raises(MetricError, match="does not exist"):
         ClipScoreMetric(model="ecad-test-tiny-clip", pretrained=None, weights=tmp_path / "missing.bin")
 
@@ -140,5 +151,6 @@ def test_prompt_embeddings_are_encoded_once_per_unique_prompt(images):
     metric.score(images, PROMPTS)
     assert sum(seen) == 3 + 3 and seen[1:] == [3]  # only the three new prompts
     fresh = _tiny(batch_size=1).score(images, prompts)  # cached == uncached
-    torch.testing.assert_close(torch.from_numpy(fresh.per_image), torch.from_numpy(first.per_image),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.from_numpy(fresh.per_image), torch.from_numpy(first.per_image), atol=1e-4, rtol=1e-4
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -24,8 +26,10 @@ def test_identical_images_hit_the_documented_psnr_cap_and_ssim_one():
 
 def test_fidelity_falls_as_noise_grows():
     x = _images()
-    scores = [get_metric("fidelity").score((x + s * torch.randn_like(x)).clamp(0, 1), None, x).summary
-              for s in (0.01, 0.05, 0.2)]
+    scores = [
+        get_metric("fidelity").score((x + s * torch.randn_like(x)).clamp(0, 1), None, x).summary
+        for s in (0.01, 0.05, 0.2)
+    ]
     assert scores[0] > scores[1] > scores[2]
 
 
@@ -33,7 +37,7 @@ def test_batched_equals_unbatched():
     x, y = _images(seed=1), _images(seed=2)
     m = get_metric("fidelity")
     whole = m.score(x, None, y)
-    single = [m.score(x[i:i + 1], None, y[i:i + 1]).per_image[0] for i in range(len(x))]
+    single = [m.score(x[i : i + 1], None, y[i : i + 1]).per_image[0] for i in range(len(x))]
     torch.testing.assert_close(torch.tensor(whole.per_image), torch.tensor(single))
 
 
@@ -53,10 +57,18 @@ def test_registry_lists_every_metric():
 
 def test_latency_is_a_median_per_image_with_settings():
     calls = []
-    r = measure_latency(lambda: calls.append(1), batch=4, device="cpu", warmup=2, repeats=5, steps=20)
+    r = measure_latency(
+        lambda: (calls.append(1), time.sleep(0.02 if len(calls) > 2 else 0.0)),
+        batch=4,
+        device="cpu",
+        warmup=2,
+        repeats=5,
+        steps=20,
+    )
     assert len(calls) == 7 and len(r.calls_ms) == 5
     assert r.batch == 4 and r.steps == 20 and r.device.startswith("cpu")
-    assert r.ms_per_image >= 0
+    # each timed call sleeps 20 ms (warm-ups do not): the median per image is a quarter of it, not noise
+    assert min(r.calls_ms) >= 20 and 5 <= r.ms_per_image < 5 * 4
 
 
 def test_search_latency_cost_is_relative_to_the_workers_own_no_caching_time():
@@ -87,7 +99,7 @@ def test_lpips_is_scored_in_batches_equal_to_one_image_at_a_time():
 
 
 def test_integer_images_score_like_their_float_form():
-    from ecad.metrics.base import _check_images
+    from ecad.metrics.base import check_images
 
     x, y = (torch.rand(2, 4, 3, 24, 24, generator=torch.Generator().manual_seed(4)) * 255).round().to(torch.uint8)
     m = get_metric("fidelity")
@@ -95,15 +107,19 @@ def test_integer_images_score_like_their_float_form():
     assert (as_uint8.per_image == as_float.per_image).all()
     assert (as_uint8.extras["psnr"] == as_float.extras["psnr"]).all()
     f = torch.rand(2, 3, 8, 8)
-    assert _check_images(f, "x") is f  # in range, float32: no copy
-    torch.testing.assert_close(_check_images(f * 3 - 1, "x"), (f * 3 - 1).clamp(0, 1))
+    assert check_images(f, "x") is f  # in range, float32: no copy
+    torch.testing.assert_close(check_images(f * 3 - 1, "x"), (f * 3 - 1).clamp(0, 1))
 
 
 def test_prompt_metrics_declare_it_on_the_class():
     from ecad.metrics import registered_class
 
-    assert {n for n in list_metrics() if registered_class(n) and registered_class(n).needs_prompts} == \
-        {"clip", "image-reward", "pickscore", "hpsv2"}
+    assert {n for n in list_metrics() if registered_class(n) and registered_class(n).needs_prompts} == {
+        "clip",
+        "image-reward",
+        "pickscore",
+        "hpsv2",
+    }
     from ecad.metrics.fidelity import FidelityMetric
 
     class PromptedFidelity(FidelityMetric):

@@ -15,18 +15,69 @@ import torch
 import torch.nn.functional as F
 
 from ecad.metrics import MetricError, MissingWeightsError, get_metric
-from ecad.metrics.image_reward import (REWARD_MEAN, REWARD_STD, ImageRewardConfig, ImageRewardMetric,
-                                       ImageRewardModel, convert_official_state_dict, load_image_reward,
-                                       official_key_shapes, preprocess_images, tokenize)
+from ecad.metrics.image_reward import (
+    REWARD_MEAN,
+    REWARD_STD,
+    ImageRewardConfig,
+    ImageRewardMetric,
+    ImageRewardModel,
+    convert_official_state_dict,
+    load_image_reward,
+    official_key_shapes,
+    preprocess_images,
+    tokenize,
+)
 from ecad.metrics.images import OPENAI_MEAN, OPENAI_STD
 
-TINY = ImageRewardConfig(image_size=32, patch_size=16, vision_width=32, vision_layers=2, vision_heads=2,
-                         vocab_size=100, text_width=32, text_layers=2, text_heads=2, text_intermediate=64,
-                         max_position_embeddings=64, embed_dim=16, max_length=12)
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "an", "photo", "of", "cat", "dog", "red", "blue",
-         "cube", "on", "the", "table", "sitting", "painting", "astronaut", "riding", "horse", "##s", "in", "space"]
-PROMPTS = ["a photo of a cat", "a red cube on the table", "an astronaut riding a horse in space",
-           "a painting of a blue dog sitting on the table a cat a cat", "cats"]
+TINY = ImageRewardConfig(
+    image_size=32,
+    patch_size=16,
+    vision_width=32,
+    vision_layers=2,
+    vision_heads=2,
+    vocab_size=100,
+    text_width=32,
+    text_layers=2,
+    text_heads=2,
+    text_intermediate=64,
+    max_position_embeddings=64,
+    embed_dim=16,
+    max_length=12,
+)
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "a",
+    "an",
+    "photo",
+    "of",
+    "cat",
+    "dog",
+    "red",
+    "blue",
+    "cube",
+    "on",
+    "the",
+    "table",
+    "sitting",
+    "painting",
+    "astronaut",
+    "riding",
+    "horse",
+    "##s",
+    "in",
+    "space",
+]
+PROMPTS = [
+    "a photo of a cat",
+    "a red cube on the table",
+    "an astronaut riding a horse in space",
+    "a painting of a blue dog sitting on the table a cat a cat",
+    "cats",
+]
 
 
 @pytest.fixture
@@ -222,16 +273,23 @@ def test_model_matches_reference_forward_on_upstream_names(tokenizer_dir):
     assert ours.std() > 0  # prompts/images actually change the score
 
 
-@pytest.mark.parametrize("shape,size", [((40, 56), 32), ((56, 40), 32), ((32, 32), 32), ((20, 24), 32),
-                                        ((300, 200), 224)])
+@pytest.mark.parametrize(
+    "shape,size", [((40, 56), 32), ((56, 40), 32), ((32, 32), 32), ((20, 24), 32), ((300, 200), 224)]
+)
 def test_preprocessing_matches_upstream_pil_transform(shape, size):
     from PIL import Image
     from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
     g = torch.Generator().manual_seed(sum(shape))
     img = (torch.rand(3, *shape, generator=g) * 255).round().to(torch.uint8)  # noise: worst case for clipping
-    upstream = Compose([Resize(size, interpolation=InterpolationMode.BICUBIC), CenterCrop(size), ToTensor(),
-                        Normalize(OPENAI_MEAN, OPENAI_STD)])
+    upstream = Compose(
+        [
+            Resize(size, interpolation=InterpolationMode.BICUBIC),
+            CenterCrop(size),
+            ToTensor(),
+            Normalize(OPENAI_MEAN, OPENAI_STD),
+        ]
+    )
     ref = upstream(Image.fromarray(img.permute(1, 2, 0).numpy()))
     ours = preprocess_images(img[None].float() / 255, size)[0]
     assert ours.shape == ref.shape == (3, size, size)
@@ -310,18 +368,34 @@ def test_loads_a_local_checkpoint_with_weights_only(empty_caches, tokenizer_dir)
     ckpt_dir.mkdir()
     official = fake_official_state_dict(TINY, seed=5)
     torch.save(official, ckpt_dir / "ImageReward.pt")
-    med = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-           "vocab_size": 100, "max_position_embeddings": 64, "layer_norm_eps": 1e-12, "pad_token_id": 0,
-           "hidden_act": "gelu", "encoder_width": 768, "add_cross_attention": True}
+    med = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": 100,
+        "max_position_embeddings": 64,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "hidden_act": "gelu",
+        "encoder_width": 768,
+        "add_cross_attention": True,
+    }
     (ckpt_dir / "med_config.json").write_text(json.dumps(med))
     model, tok = load_image_reward(ckpt_dir, tokenizer=str(tokenizer_dir), config=TINY)
-    assert torch.equal(model.vision.encoder.layers[0].self_attn.qkv.weight,
-                       official["blip.visual_encoder.blocks.0.attn.qkv.weight"])
+    assert torch.equal(
+        model.vision.encoder.layers[0].self_attn.qkv.weight, official["blip.visual_encoder.blocks.0.attn.qkv.weight"]
+    )
     assert torch.equal(model.reward_head[7].weight, official["mlp.layers.7.weight"])
     assert torch.equal(model.text.embeddings.position_ids, torch.arange(64)[None])
     assert tok.convert_tokens_to_ids(["[DEC]", "[ENC]"]) == [len(WORDS), len(WORDS) + 1]
-    metric = get_metric("image-reward", weights=str(ckpt_dir / "ImageReward.pt"), tokenizer=str(tokenizer_dir),
-                        config=TINY, batch_size=2)
+    metric = get_metric(
+        "image-reward",
+        weights=str(ckpt_dir / "ImageReward.pt"),
+        tokenizer=str(tokenizer_dir),
+        config=TINY,
+        batch_size=2,
+    )
     res = metric.score(torch.rand(3, 3, 32, 32), PROMPTS[:3])
     assert np.isfinite(res.per_image).all()
     (ckpt_dir / "med_config.json").write_text(json.dumps({**med, "num_hidden_layers": 3}))

@@ -13,17 +13,35 @@ from ecad.models.tiny import TINY_VOCAB, byte_tokenizer
 
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
-PROMPTS = ["a red cube", "a photo of a cat sitting on a very long wooden bench", "sky", "an astronaut riding a horse",
-           "two dogs"]
+PROMPTS = [
+    "a red cube",
+    "a photo of a cat sitting on a very long wooden bench",
+    "sky",
+    "an astronaut riding a horse",
+    "two dogs",
+]
 TINY_CLIP = dict(
-    text_config=dict(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=0),
-    vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       image_size=32, patch_size=8),
+    text_config=dict(
+        vocab_size=TINY_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=0,
+    ),
+    vision_config=dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    ),
     projection_dim=16,
 )
-TINY_OPEN_CLIP = dict(embed_dim=16, vision_cfg=dict(image_size=32, layers=2, width=32, patch_size=8, head_width=16),
-                      text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2))
+TINY_OPEN_CLIP = dict(
+    embed_dim=16,
+    vision_cfg=dict(image_size=32, layers=2, width=32, patch_size=8, head_width=16),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +76,7 @@ def test_pickscore_is_logit_scale_times_cosine_by_hand(images):
         for i, p in enumerate(PROMPTS):  # one prompt at a time: no padding involved
             t = tok([p], return_tensors="pt")
             txt = model.text_projection(model.text_model(**t).pooler_output)
-            scores.append(model.logit_scale.exp() * F.cosine_similarity(img[i:i + 1], txt)[0])
+            scores.append(model.logit_scale.exp() * F.cosine_similarity(img[i : i + 1], txt)[0])
     expected = torch.stack(scores).double()
     assert result.name == "pickscore" and result.higher_is_better
     torch.testing.assert_close(torch.from_numpy(result.per_image), expected, atol=1e-4, rtol=1e-4)
@@ -110,8 +128,9 @@ def test_hpsv2_is_100_times_cosine_by_hand(images):
     with torch.no_grad():
         metric.model.text_projection.mul_(-1)  # flips every cosine: HPSv2 does not clamp, unlike CLIP score
     metric.clear_prompt_cache()  # prompt embeddings are cached per instance: drop them after editing weights
-    torch.testing.assert_close(torch.from_numpy(metric.score(images, PROMPTS).per_image), -100 * cos,
-                               atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.from_numpy(metric.score(images, PROMPTS).per_image), -100 * cos, atol=1e-3, rtol=1e-4
+    )
 
 
 def test_hpsv2_batched_equals_unbatched(images):
@@ -124,8 +143,12 @@ def test_hpsv2_loads_a_state_dict_checkpoint(tmp_path, images):
     path = tmp_path / "HPS_v2.1_compressed.pt"
     torch.save({"state_dict": ref.model.state_dict()}, path)
     loaded = HPSv2Metric(weights=path, model_config=TINY_OPEN_CLIP, seed=7)
-    torch.testing.assert_close(torch.from_numpy(loaded.score(images, PROMPTS).per_image),
-                               torch.from_numpy(ref.score(images, PROMPTS).per_image), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.from_numpy(loaded.score(images, PROMPTS).per_image),
+        torch.from_numpy(ref.score(images, PROMPTS).per_image),
+        atol=1e-4,
+        rtol=1e-4,
+    )
 
 
 def test_hpsv2_missing_weights(empty_caches):
@@ -144,13 +167,17 @@ def test_pickscore_shares_the_clip_machinery_and_caches_prompts(images):
     metric = _pick(batch_size=2)
     assert isinstance(metric, OpenClipSimilarity) and metric.needs_prompts
     seen: list[int] = []
-    metric.model.text_model.register_forward_hook(lambda mod, args, kw, out: seen.append(kw["input_ids"].shape[0]),
-                                                  with_kwargs=True)
+    metric.model.text_model.register_forward_hook(
+        lambda mod, args, kw, out: seen.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
     prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1], PROMPTS[2]]
     first = metric.score(images, prompts)
     assert seen == [2, 1]  # three unique prompts, batches of 2
     again = metric.score(images, prompts)
     assert seen == [2, 1] and (first.per_image == again.per_image).all()
-    torch.testing.assert_close(torch.from_numpy(first.per_image),
-                               torch.from_numpy(_pick(batch_size=1).score(images, prompts).per_image),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.from_numpy(first.per_image),
+        torch.from_numpy(_pick(batch_size=1).score(images, prompts).per_image),
+        atol=1e-4,
+        rtol=1e-4,
+    )

@@ -31,8 +31,10 @@ def test_a_local_directory_loads_through_from_pretrained(tmp_path):
     space = dataclasses.replace(load_space("pixart-alpha-256"), hub_id=str(tmp_path / "pipe"))
     loaded = load_pipeline(space, device="cpu", dtype=torch.float32)
     assert type(loaded).__name__ == "PixArtAlphaPipeline"
-    assert torch.equal(loaded.transformer.transformer_blocks[0].ff.net[2].weight,
-                       pipe.transformer.transformer_blocks[0].ff.net[2].weight)
+    assert torch.equal(
+        loaded.transformer.transformer_blocks[0].ff.net[2].weight,
+        pipe.transformer.transformer_blocks[0].ff.net[2].weight,
+    )
     with pytest.raises(ModelWeightsError, match="does not hold a complete diffusers pipeline"):
         load_pipeline(dataclasses.replace(space, hub_id=str(tmp_path)), device="cpu")
 

@@ -11,40 +11,21 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ecad.distributed.pool import DIED_TWICE, PoolError, RayPool, local_worker_count
 from ecad.distributed.worker import WorkerConfig
 from ecad.resources import shipped_file
-from ecad.search.genome import GenomeSpec, genome_hash
-from ecad.search.run import _workers_text
-from ecad.search.seeds import random_genomes
-from ecad.spaces import load_space
+from ecad.search.run import workers_text
+from tests.conftest import candidate_tasks
 
 PROMPTS = ("a red cube", "a cat")
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    if not ray.is_initialized():  # shared with other test modules of the session; they shut it down
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    return ray
-
-
-def _tasks(space_name: str, n: int, seed: int = 5) -> list[tuple[str, dict]]:
-    space = load_space(space_name)
-    spec = GenomeSpec.for_space(space)
-    return [(genome_hash(g), spec.to_schedule(g, space).to_json())
-            for g in random_genomes(spec, np.random.default_rng(seed), n)]
 
 
 def test_a_candidate_that_kills_its_worker_every_time_ends_infeasible(ray_cluster):
     """Like a schedule that runs its worker out of host memory: the OOM killer ends the actor
     whenever it evaluates that candidate. It must be given up after two deaths, not retried for ever."""
-    tasks = _tasks("tiny-pixart", 4)
+    tasks = candidate_tasks("tiny-pixart", 4)
     poison = tasks[1][0]
     # 4 images at batch 1: each evaluation runs long enough for the killer (polling every 20 ms) to find it
     config = WorkerConfig("tiny-pixart", PROMPTS, (0, 1), batch_size=1)
@@ -66,7 +47,7 @@ def test_a_candidate_that_kills_its_worker_every_time_ends_infeasible(ray_cluste
     thread.start()
     try:
         pool.evaluate(tasks, lambda key, r: results.setdefault(key, []).append(r))
-        text = _workers_text(pool)
+        text = workers_text(pool)
     finally:
         done.set()
         thread.join()
@@ -86,9 +67,12 @@ def test_a_slot_whose_replacement_cannot_start_stops_the_run_with_the_reason(ray
     try:
         space_file.unlink()  # e.g. a shared file system went away: no replacement can load the space
         os.kill(pool.actor_pids()[0], signal.SIGKILL)
-        with pytest.raises(PoolError, match=r"worker 0 died and 3 replacements failed to start: .*search space file "
-                                            r".* does not exist.*; fix that and resume the run with --resume"):
-            pool.evaluate(_tasks("tiny-pixart", 2), lambda key, r: None)
+        with pytest.raises(
+            PoolError,
+            match=r"worker 0 died and 3 replacements failed to start: .*search space file "
+            r".* does not exist.*; fix that and resume the run with --resume",
+        ):
+            pool.evaluate(candidate_tasks("tiny-pixart", 2), lambda key, r: None)
     finally:
         pool.shutdown()
 
@@ -105,15 +89,21 @@ def test_the_default_two_workers_start_on_a_one_gpu_machine():
     code = (
         "import os, ray\n"
         "os.environ['RAY_AUTH_MODE'] = 'disabled'\n"
-        "ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)\n"
+        "ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,\n"
+        "         _node_ip_address='127.0.0.1')\n"
         "from ecad.distributed.pool import RayPool\n"
         "from ecad.distributed.worker import WorkerConfig\n"
         "pool = RayPool(WorkerConfig('tiny-pixart', ('a cat',), (0,), batch_size=1, device='cpu'), 2)\n"
         "print('workers', len(pool.workers))\n"
         "pool.shutdown()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "workers 1" in proc.stdout
     assert "--workers 2 but this machine has 1 GPU; using 1 worker" in proc.stderr
@@ -123,11 +113,12 @@ def test_a_metric_that_cannot_score_stops_the_run_instead_of_failing_every_candi
     """FID without references fails for every candidate alike: a set-up error, reported once."""
     from tests.test_metric_fid import conv_features
 
-    config = WorkerConfig("tiny-pixart", PROMPTS, (0,), metric="fid", metric_options={"feature": conv_features()},
-                          batch_size=2)
+    config = WorkerConfig(
+        "tiny-pixart", PROMPTS, (0,), metric="fid", metric_options={"feature": conv_features()}, batch_size=2
+    )
     pool = RayPool(config, 1)
     try:
         with pytest.raises(PoolError, match="the metric cannot score on the workers: fid: needs references"):
-            pool.evaluate(_tasks("tiny-pixart", 2), lambda key, r: None)
+            pool.evaluate(candidate_tasks("tiny-pixart", 2), lambda key, r: None)
     finally:
         pool.shutdown()

@@ -15,8 +15,8 @@ import ecad
 from ecad.models import FAMILIES, adapter_for
 from ecad.report import load_run, plot_schedule_heatmap, render_samples, write_report, write_run_plots
 from ecad.report.plots import schedule_image
-from ecad.spaces import load_space
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun
+from ecad.spaces import load_space
 from tests.conftest import SMALL
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -77,8 +77,10 @@ def test_run_plots_while_a_search_is_still_running(run_dir, tmp_path):
 def test_schedule_heatmaps_for_every_family(family, tmp_path):
     space = load_space(adapter_for(family).benchmark_space)
     steps = space.steps
-    schedules = {"every": ecad.Schedule.every_n(space.layout, steps, 3),
-                 "subset": ecad.Schedule.every_n(space.layout, steps, 2, timesteps=list(range(0, steps, 2)))}
+    schedules = {
+        "every": ecad.Schedule.every_n(space.layout, steps, 3),
+        "subset": ecad.Schedule.every_n(space.layout, steps, 2, timesteps=list(range(0, steps, 2))),
+    }
     for name, schedule in schedules.items():
         out = plot_schedule_heatmap(schedule, tmp_path / f"{name}.png")
         assert out == tmp_path / f"{name}.png" and _is_png(out)
@@ -89,7 +91,9 @@ def test_schedule_heatmaps_for_every_family(family, tmp_path):
 
 # ------------------------------------------------------------------------ HTML in Chromium
 def _browser(tmp_path: Path):
-    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    chromium = next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
+    )
     driver_bin = shutil.which("chromedriver")
     if not chromium or not driver_bin:
         pytest.skip(f"headless Chromium not installed; install it with `{CHROME_INSTALL}`")
@@ -97,9 +101,18 @@ def _browser(tmp_path: Path):
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1400,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        "--window-size=1400,1000",
+    ):
         opts.add_argument(arg)
     opts.binary_location = chromium
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -168,8 +181,9 @@ def test_html_report_renders_and_is_interactive(run_dir, tmp_path):
         images = panel.find_elements(By.TAG_NAME, "img")
         assert len(images) == 2 * len(samples["prompts"])
         assert all(img.get_attribute("src").startswith("data:image/png;base64,") for img in images)
-        assert driver.execute_script("return Array.from(document.querySelectorAll('#samples img'))"
-                                     ".every(i => i.complete && i.naturalWidth > 0)")
+        assert driver.execute_script(
+            "return Array.from(document.querySelectorAll('#samples img')).every(i => i.complete && i.naturalWidth > 0)"
+        )
         details = driver.find_element(By.ID, "details-body")
         assert target["key"] in details.text and details.find_elements(By.TAG_NAME, "canvas")
 
@@ -202,8 +216,10 @@ def test_html_report_renders_and_is_interactive(run_dir, tmp_path):
 def test_the_report_page_knows_a_ragged_layouts_real_cells(tmp_path):
     """SD3's blocks have 4, 3 or 2 components: the page's heatmaps draw padding as absent and count
     computed cells over real ones only (per-block widths travel with the layout)."""
-    root = SearchRun(SearchConfig(**{**SMALL, "space": "tiny-sd3", "generations": 1}),
-                     ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True)).run()
+    root = SearchRun(
+        SearchConfig(**{**SMALL, "space": "tiny-sd3", "generations": 1}),
+        ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True),
+    ).run()
     page = write_report(root).read_text()
     data = json.loads(page.split('<script type="application/json" id="report-data">')[1].split("</script>")[0])
     assert data["layout"]["comps"] == 4

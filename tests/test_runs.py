@@ -41,8 +41,9 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     space = load_space(space_file)
     seed = root / "mine.json"
     Schedule.every_n(space.layout, space.steps, 3, name="mine").save(seed)
-    config = SearchConfig(**{**SMALL, "prompts": str(prompts), "num_prompts": 0, "space": str(space_file),
-                             "seed_from": [str(seed)]})
+    config = SearchConfig(
+        **{**SMALL, "prompts": str(prompts), "num_prompts": 0, "space": str(space_file), "seed_from": [str(seed)]}
+    )
     run = SearchRun(config, ExecConfig(out=str(root / "run"), workers=0, quiet=True)).run()
     return {"run": run, "prompts": prompts, "space": space_file, "seed": seed}
 
@@ -137,13 +138,18 @@ def test_resume_does_not_read_the_seed_schedules_again(inputs, run_copy, tmp_pat
     finally:
         shutil.move(moved, inputs["seed"])
     labels = [p["label"] for p in json.loads((run_copy / "frontier" / "frontier.json").read_text())["points"]]
-    assert labels == [p["label"] for p in json.loads((inputs["run"] / "frontier" / "frontier.json").read_text())["points"]]
+    assert labels == [
+        p["label"] for p in json.loads((inputs["run"] / "frontier" / "frontier.json").read_text())["points"]
+    ]
 
 
 def test_resume_is_refused_when_the_prompt_file_changed(inputs, run_copy, restore):
     inputs["prompts"].write_text("a red cube on a table\na photo of a dog\n")
-    with pytest.raises(RunError, match=r"the prompts read from .*prompts\.txt' changed since the run started, .*; "
-                                       r"restore the file as it was, or start a new run"):
+    with pytest.raises(
+        RunError,
+        match=r"the prompts read from .*prompts\.txt' changed since the run started, .*; "
+        r"restore the file as it was, or start a new run",
+    ):
         _resume(run_copy)
 
 
@@ -183,12 +189,16 @@ def test_the_search_builds_what_it_reports_from_memory_the_same_as_a_reader(inpu
     from ecad.files import json_safe
     from ecad.runs import load_run
 
-    run = SearchRun(SearchConfig(**{**SMALL, "generations": 1}), ExecConfig(out=str(inputs["run"].parent / "mem"),
-                                                                              workers=0, quiet=True))
+    run = SearchRun(
+        SearchConfig(**{**SMALL, "generations": 1}),
+        ExecConfig(out=str(inputs["run"].parent / "mem"), workers=0, quiet=True),
+    )
     root = run.run()
     mine, read = run.run_data(), load_run(root)
     assert [p.key for p in mine.points] == [p.key for p in read.points]
-    assert [p.key for p in mine.frontier] == [p.key for p in read.frontier] and mine.frontier_files == read.frontier_files
+    assert [p.key for p in mine.frontier] == [
+        p.key for p in read.frontier
+    ] and mine.frontier_files == read.frontier_files
     as_written = json.loads(json.dumps(json_safe(mine.generations)))  # NaN -> null, as the files hold it
     assert as_written == read.generations and mine.higher_is_better is read.higher_is_better is True
     assert run.summary().count(".json") == min(len(mine.frontier), 10)

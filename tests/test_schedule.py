@@ -157,7 +157,12 @@ def test_non_boolean_cell_in_our_format(tmp_path):
 
 @pytest.mark.parametrize(
     "timesteps, message",
-    [([], "selection is empty"), ([0, 20], r"\[20\] out of range"), ([0, -1], "out of range"), ([0, 3, 3], "strictly increasing")],
+    [
+        ([], "selection is empty"),
+        ([0, 20], r"\[20\] out of range"),
+        ([0, -1], "out of range"),
+        ([0, 3, 3], "strictly increasing"),
+    ],
 )
 def test_bad_timestep_selection(tmp_path, timesteps, message):
     s = Schedule.full(pixart_layout(2), 20).to_json()

@@ -16,10 +16,17 @@ from ecad.metrics.clip import ClipScoreMetric
 from ecad.metrics.fid import FIDMetric
 from ecad.metrics.score import add_score_parser, load_image_dir, run_score
 
-TINY = dict(embed_dim=16, vision_cfg=dict(image_size=32, layers=2, width=32, patch_size=8, head_width=16),
-            text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2))
-PROMPTS = ["a red cube on a table", "a photo of a cat", "an astronaut riding a horse on the moon, digital art, "
-           "highly detailed, trending", "two dogs"]
+TINY = dict(
+    embed_dim=16,
+    vision_cfg=dict(image_size=32, layers=2, width=32, patch_size=8, head_width=16),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+)
+PROMPTS = [
+    "a red cube on a table",
+    "a photo of a cat",
+    "an astronaut riding a horse on the moon, digital art, highly detailed, trending",
+    "two dogs",
+]
 
 
 @register_metric("test-tiny-clip", "tiny random open_clip (tests only)")
@@ -77,8 +84,22 @@ def test_load_image_dir_sorted_in_unit_range(image_dir):
 def test_clip_table_summary_and_json(image_dir, capsys):
     tmp, _ = image_dir
     out = tmp / "out" / "scores.json"
-    args = _parse(["--metric", "test-tiny-clip", "--images", str(tmp / "images"), "--prompts", str(tmp / "prompts.txt"),
-                   "--json", str(out), "--device", "cpu", "--batch-size", "3"])
+    args = _parse(
+        [
+            "--metric",
+            "test-tiny-clip",
+            "--images",
+            str(tmp / "images"),
+            "--prompts",
+            str(tmp / "prompts.txt"),
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "3",
+        ]
+    )
     assert run_score(args) == 0
     text = capsys.readouterr().out
     lines = text.splitlines()
@@ -111,8 +132,20 @@ def test_prompt_metric_without_prompts(image_dir, capsys):
 def test_fidelity_with_reference_dir(image_dir, capsys):
     tmp, _ = image_dir
     out = tmp / "fidelity.json"
-    args = _parse(["--metric", "fidelity", "--images", str(tmp / "images"), "--reference", str(tmp / "images"),
-                   "--prompts", str(tmp / "prompts.txt"), "--json", str(out)])
+    args = _parse(
+        [
+            "--metric",
+            "fidelity",
+            "--images",
+            str(tmp / "images"),
+            "--reference",
+            str(tmp / "images"),
+            "--prompts",
+            str(tmp / "prompts.txt"),
+            "--json",
+            str(out),
+        ]
+    )
     assert run_score(args) == 0
     assert "fidelity: mean 1.0000 over 4 images (higher is better)" in capsys.readouterr().out
     assert json.loads(out.read_text())["per_image"] == pytest.approx([1.0] * 4)
@@ -124,8 +157,18 @@ def test_fid_set_metric_prints_na_and_lower_is_better(image_dir, tmp_path, capsy
     tmp, _ = image_dir
     _write_pngs(tmp / "real", 6, size=(20, 20), seed=1)
     out = tmp / "fid.json"
-    args = _parse(["--metric", "test-tiny-fid", "--images", str(tmp / "images"), "--reference", str(tmp / "real"),
-                   "--json", str(out)])
+    args = _parse(
+        [
+            "--metric",
+            "test-tiny-fid",
+            "--images",
+            str(tmp / "images"),
+            "--reference",
+            str(tmp / "real"),
+            "--json",
+            str(out),
+        ]
+    )
     assert run_score(args) == 0
     text = capsys.readouterr().out
     assert "n/a" in text and "over the set of 4 images (lower is better)" in text
@@ -137,8 +180,18 @@ def test_unknown_metric_and_unsupported_option(image_dir, capsys):
     tmp, _ = image_dir
     assert run_score(_parse(["--metric", "nope", "--images", str(tmp / "images")])) == 2
     assert "unknown metric" in capsys.readouterr().err
-    args = _parse(["--metric", "fidelity", "--images", str(tmp / "images"), "--reference", str(tmp / "images"),
-                   "--weights", str(tmp / "w.bin")])
+    args = _parse(
+        [
+            "--metric",
+            "fidelity",
+            "--images",
+            str(tmp / "images"),
+            "--reference",
+            str(tmp / "images"),
+            "--weights",
+            str(tmp / "w.bin"),
+        ]
+    )
     assert run_score(args) == 2
     assert "does not take --weights" in capsys.readouterr().err
 
@@ -159,15 +212,29 @@ def test_unreadable_image_is_a_clear_error(image_dir, capsys):
     (tmp / "images" / "img_01.png").write_bytes(b"\x89PNG truncated")
     with pytest.raises(MetricError, match=r"cannot read image .*img_01\.png"):
         load_image_dir(tmp / "images")
-    assert run_score(_parse(["--metric", "fidelity", "--images", str(tmp / "images"),
-                             "--reference", str(tmp / "images")])) == 2
+    assert (
+        run_score(_parse(["--metric", "fidelity", "--images", str(tmp / "images"), "--reference", str(tmp / "images")]))
+        == 2
+    )
     assert "img_01.png" in capsys.readouterr().err
 
 
 def test_only_the_refused_option_is_named_as_a_flag(image_dir, capsys):
     tmp, _ = image_dir
-    args = _parse(["--metric", "fidelity", "--images", str(tmp / "images"), "--reference", str(tmp / "images"),
-                   "--batch-size", "2", "--weights", str(tmp / "w.bin")])
+    args = _parse(
+        [
+            "--metric",
+            "fidelity",
+            "--images",
+            str(tmp / "images"),
+            "--reference",
+            str(tmp / "images"),
+            "--batch-size",
+            "2",
+            "--weights",
+            str(tmp / "w.bin"),
+        ]
+    )
     assert run_score(args) == 2
     err = capsys.readouterr().err
     assert "does not take --weights" in err and "--batch-size" not in err  # fidelity takes --batch-size (LPIPS)

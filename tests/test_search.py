@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import ecad
@@ -19,11 +18,8 @@ from ecad.cli import main
 from ecad.distributed.pool import PoolError, RayPool, check_ray_address
 from ecad.distributed.worker import WorkerConfig
 from ecad.runs import RunError
-from ecad.search.genome import GenomeSpec, genome_hash
 from ecad.search.run import ExecConfig, SearchConfig, SearchError, SearchRun
-from ecad.search.seeds import random_genomes
-from ecad.spaces import load_space
-from tests.conftest import SMALL
+from tests.conftest import SMALL, candidate_tasks
 
 
 def _population(run_dir: Path) -> list[str]:
@@ -32,16 +28,6 @@ def _population(run_dir: Path) -> list[str]:
 
 def _evaluated_keys(run_dir: Path) -> list[str]:
     return [json.loads(line)["key"] for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_in_process_search_writes_run_files_and_a_usable_frontier(tmp_path, tiny_pixart):
@@ -73,10 +59,7 @@ def test_ray_search_with_two_workers_matches_one_worker(tmp_path, ray_cluster):
 
 
 def test_killed_worker_candidate_is_requeued_and_evaluated_once(ray_cluster):
-    space = load_space("tiny-pixart")
-    spec = GenomeSpec.for_space(space)
-    genomes = random_genomes(spec, np.random.default_rng(5), 8)
-    tasks = [(genome_hash(g), spec.to_schedule(g, space).to_json()) for g in genomes]
+    tasks = candidate_tasks("tiny-pixart", 8)
     config = WorkerConfig("tiny-pixart", ("a red cube", "a cat"), (0, 1), batch_size=2)
     pool = RayPool(config, 2)
     victim = pool.actor_pids()[0]
@@ -100,14 +83,35 @@ def test_killed_worker_candidate_is_requeued_and_evaluated_once(ray_cluster):
 
 
 def test_resume_after_killing_the_driver_reaches_the_same_population(tmp_path):
-    args = ["search", "--workers", "0", "--population", "8", "--generations", "4", "--num-prompts", "2",
-            "--seeds", "1", "--quiet"]
+    args = [
+        "search",
+        "--workers",
+        "0",
+        "--population",
+        "8",
+        "--generations",
+        "4",
+        "--num-prompts",
+        "2",
+        "--seeds",
+        "1",
+        "--quiet",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    subprocess.run([sys.executable, "-m", "ecad.cli", *args, "--out", str(tmp_path / "whole")], check=True,
-                   env=env, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "ecad.cli", *args, "--out", str(tmp_path / "whole")],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "ecad.cli", *args, "--out", str(cut)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecad.cli", *args, "--out", str(cut)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while not (cut / "gen_001.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -115,8 +119,13 @@ def test_resume_after_killing_the_driver_reaches_the_same_population(tmp_path):
     proc.wait()
     assert not (cut / "gen_004.json").exists(), "the run finished before it could be killed"
     before = set(_evaluated_keys(cut))
-    subprocess.run([sys.executable, "-m", "ecad.cli", "search", "--resume", str(cut), "--workers", "0", "--quiet"],
-                   check=True, env=env, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "ecad.cli", "search", "--resume", str(cut), "--workers", "0", "--quiet"],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert _population(cut) == _population(tmp_path / "whole")
     keys = _evaluated_keys(cut)
     assert len(keys) == len(set(keys)) and before <= set(keys)

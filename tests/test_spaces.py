@@ -11,8 +11,8 @@ import torch
 
 from ecad.models.flux import flux_layout
 from ecad.models.pixart import pixart_layout
-from ecad.schedule import Schedule, ScheduleError
 from ecad.resources import shipped_dir
+from ecad.schedule import Schedule, ScheduleError
 from ecad.spaces import ENV_VAR, SearchSpace, SpaceError, list_spaces, load_space
 
 SHIPPED = {
@@ -48,8 +48,13 @@ def test_shipped_space_loads_with_documented_shape(name):
     assert space.steps == steps and (space.height, space.width) == (res, res)
     assert space.dtype == dtype and space.torch_dtype == getattr(torch, dtype)
     assert space.text_length == text_length
-    assert space.pipeline_class == {"alpha": "PixArtAlphaPipeline", "sigma": "PixArtSigmaPipeline", None: "FluxPipeline"}[variant]
-    assert space.scheduler == ("DPMSolverMultistepScheduler" if family == "pixart" else "FlowMatchEulerDiscreteScheduler")
+    assert (
+        space.pipeline_class
+        == {"alpha": "PixArtAlphaPipeline", "sigma": "PixArtSigmaPipeline", None: "FluxPipeline"}[variant]
+    )
+    assert space.scheduler == (
+        "DPMSolverMultistepScheduler" if family == "pixart" else "FlowMatchEulerDiscreteScheduler"
+    )
     assert space.guidance_scale == (4.5 if family == "pixart" else 3.5)
     assert space.description
     if family == "pixart":
@@ -70,9 +75,7 @@ def test_load_by_path_and_env_override(tmp_path, monkeypatch):
     assert load_space("tiny-pixart").steps == 6
 
 
-@pytest.mark.parametrize(
-    "name,bits", [("pixart-alpha-256", 20 * 28 * 3), ("flux-dev-256", 28 * 57 * 3)]
-)
+@pytest.mark.parametrize("name,bits", [("pixart-alpha-256", 20 * 28 * 3), ("flux-dev-256", 28 * 57 * 3)])
 def test_bits_round_trip_in_ecad_order(name, bits):
     space = load_space(name)
     assert space.num_bits == bits
@@ -82,13 +85,17 @@ def test_bits_round_trip_in_ecad_order(name, bits):
     vec[: nb * nc] = True  # step 0 computes everything
     sched = Schedule.from_bits(vec, space)
     assert np.array_equal(sched.to_bits(), vec)
-    assert (sched.height, sched.width, sched.model, sched.variant) == (space.height, space.width, space.model, space.variant)
+    assert (sched.height, sched.width, sched.model, sched.variant) == (
+        space.height,
+        space.width,
+        space.model,
+        space.variant,
+    )
     # ECAD order: step-major, then blocks in layout order, then components in ECAD order.
     ecad = sched.to_ecad_json()["cache_schedule"]["schedule"]
     comps = [g.components for g, _ in space.layout.blocks()]
     flat = [
-        ecad[f"{s:03d}"][space.layout.block_key(b)][c]
-        for s in range(space.steps) for b in range(nb) for c in comps[b]
+        ecad[f"{s:03d}"][space.layout.block_key(b)][c] for s in range(space.steps) for b in range(nb) for c in comps[b]
     ]
     assert flat == vec.tolist()
     # One bit, located by hand: step 1, the last block, its last component.
@@ -141,8 +148,12 @@ def _variant(tmp_path: Path, base: str, old: str, new: str, name: str | None = N
         ("tiny-pixart", 'dtype = "float32"', 'dtype = "fp32"', ["dtype", "bfloat16"]),
         ("tiny-pixart", 'family = "pixart"', 'family = "hunyuan"', ["family", "flux"]),
         ("tiny-pixart", 'variant = "alpha"', 'variant = "beta"', ["variant", "sigma"]),
-        ("tiny-pixart", 'pipeline_class = "PixArtAlphaPipeline"', 'pipeline_class = "PixArtSigmaPipeline"',
-         ["pipeline_class", "PixArtAlphaPipeline"]),
+        (
+            "tiny-pixart",
+            'pipeline_class = "PixArtAlphaPipeline"',
+            'pipeline_class = "PixArtSigmaPipeline"',
+            ["pipeline_class", "PixArtAlphaPipeline"],
+        ),
         ("tiny-pixart", "height = 16", "height = 20", ["'height'", "multiple of 16"]),
         ("tiny-pixart", "count = 4", "count = 0", ["blocks[0].count", ">= 1"]),
         ("tiny-pixart", "min_steps = 4", "min_steps = 9", ["timesteps.min_steps", "between 1 and steps"]),
@@ -150,11 +161,24 @@ def _variant(tmp_path: Path, base: str, old: str, new: str, name: str | None = N
         ("tiny-pixart", "clean_caption = false", "clean_caption = false\nheight = 32", ["pipeline_kwargs", "'height'"]),
         ("tiny-pixart", "steps = 8", "steps = 8\nnum_steps = 8", ["unknown field 'num_steps'"]),
         ("tiny-pixart", 'name = "tiny-pixart"', 'name = "other"', ["name 'other'", "file name"]),
-        ("tiny-pixart", "[timesteps]", "[constraints]\nmax_macs_fraction = 1.5\n\n[timesteps]",
-         ["constraints.max_macs_fraction", "(0, 1]"]),
-        ("tiny-pixart", "[timesteps]", "[constraints]\nmax_flops = 1\n\n[timesteps]", ["'max_flops'", "max_macs_fraction"]),
-        ("tiny-flux", 'name = "single_transformer_blocks"', 'name = "single_blocks"',
-         ["blocks[1].name", "single_transformer_blocks"]),
+        (
+            "tiny-pixart",
+            "[timesteps]",
+            "[constraints]\nmax_macs_fraction = 1.5\n\n[timesteps]",
+            ["constraints.max_macs_fraction", "(0, 1]"],
+        ),
+        (
+            "tiny-pixart",
+            "[timesteps]",
+            "[constraints]\nmax_flops = 1\n\n[timesteps]",
+            ["'max_flops'", "max_macs_fraction"],
+        ),
+        (
+            "tiny-flux",
+            'name = "single_transformer_blocks"',
+            'name = "single_blocks"',
+            ["blocks[1].name", "single_transformer_blocks"],
+        ),
         ("tiny-flux", 'family = "flux"', 'family = "flux"\nvariant = "alpha"', ["variant", "not used by FLUX.1"]),
     ],
 )

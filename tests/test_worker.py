@@ -13,16 +13,30 @@ from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
 from ecad.schedule import Schedule
 
 PROMPTS = ("a red cube", "a cat")
-TINY_CLIP = dict(allow_random_weights=True, seed=0,  # TEST ONLY options of the clip metric: no download
-                 model_config=dict(embed_dim=16, vision_cfg=dict(image_size=32, layers=2, width=32, patch_size=8,
-                                                                 head_width=16),
-                                   text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2)))
+TINY_CLIP = dict(
+    allow_random_weights=True,
+    seed=0,  # TEST ONLY options of the clip metric: no download
+    model_config=dict(
+        embed_dim=16,
+        vision_cfg=dict(image_size=32, layers=2, width=32, patch_size=8, head_width=16),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+    ),
+)
 
 
 def test_no_reference_pass_when_neither_the_metric_nor_the_cost_needs_it(tmp_path):
     with pytest.warns(UserWarning, match="random weights"):
-        w = CandidateEvaluator(WorkerConfig("tiny-pixart", PROMPTS, (0,), metric="clip", metric_options=TINY_CLIP,
-                                            batch_size=2, reference_cache=str(tmp_path)))
+        w = CandidateEvaluator(
+            WorkerConfig(
+                "tiny-pixart",
+                PROMPTS,
+                (0,),
+                metric="clip",
+                metric_options=TINY_CLIP,
+                batch_size=2,
+                reference_cache=str(tmp_path),
+            )
+        )
     assert w.references is None and math.isnan(w.reference_ms)
     assert not list(tmp_path.iterdir()), "reference images were generated and cached for nothing"
     r = w.evaluate(Schedule.every_n(w.space.layout, w.space.steps, 2).to_json())

@@ -179,8 +179,14 @@ class BlockReuseHook(ModelHook):
     outputs (reused components' norms skipped); in a folded run of fully reused steps, the first
     block produces the whole step's output and the others pass their input through."""
 
-    def __init__(self, state: ScheduleState, block_index: int, path: BlockPath | None, arg_names: tuple[str, ...],
-                 blocks: list[nn.Module]):
+    def __init__(
+        self,
+        state: ScheduleState,
+        block_index: int,
+        path: BlockPath | None,
+        arg_names: tuple[str, ...],
+        blocks: list[nn.Module],
+    ):
         super().__init__()
         self.state, self.block_index, self.path = state, block_index, path
         self.arg_names = arg_names
@@ -197,7 +203,9 @@ class BlockReuseHook(ModelHook):
         if state.fold[state.step]:
             return self._fused_step(kwargs)
         b, plan = self.block_index, state.plan
-        cached = {name: state.take(b, c) for c, name in enumerate(state.components[b]) if not plan.compute[state.step, b, c]}
+        cached = {
+            name: state.take(b, c) for c, name in enumerate(state.components[b]) if not plan.compute[state.step, b, c]
+        }
         return self.path.fn(module, kwargs, cached, state.exact)
 
     def _fused_step(self, kwargs):
@@ -205,10 +213,12 @@ class BlockReuseHook(ModelHook):
         plan, adapter = state.plan, state.adapter
         consts = state.fused.pop(branch, None)
         if consts is None:  # first step of a run of fully reused steps: fold the cache once
-            cached = [{name: state.cache[(b, c, branch)] for c, name in enumerate(names)}
-                      for b, names in enumerate(state.components)]
+            cached = [
+                {name: state.cache[(b, c, branch)] for c, name in enumerate(names)}
+                for b, names in enumerate(state.components)
+            ]
             consts = adapter.step_reuse_prepare(self.blocks, cached)
-        for (b, c) in zip(*np.nonzero(plan.drop[s])):  # keep the per-component bookkeeping exact
+        for b, c in zip(*np.nonzero(plan.drop[s])):  # keep the per-component bookkeeping exact
             state.cache.pop((int(b), int(c), branch), None)
         if s + 1 < plan.num_steps and state.fold[s + 1]:
             state.fused[branch] = consts  # the next step reuses the same folded sums
@@ -255,7 +265,7 @@ class Installation:
             out.append([mods[name] for name in group.components])
         return out
 
-    def install(self) -> "Installation":
+    def install(self) -> Installation:
         state, transformer = self.state, self.transformer
         adapter, layout = state.adapter, state.schedule.layout
 
@@ -326,8 +336,10 @@ def apply_schedule_to_transformer(transformer: nn.Module, schedule: Schedule, ex
     check_layout(adapter, transformer, schedule)
     installed = installation_of(transformer)
     if installed is not None and installed.by_pipeline:
-        raise ScheduleError("this transformer follows a schedule applied to its pipeline; call ecad.remove_schedule "
-                            "on that pipeline first")
+        raise ScheduleError(
+            "this transformer follows a schedule applied to its pipeline; call ecad.remove_schedule "
+            "on that pipeline first"
+        )
     if installed is not None:
         installed.state.set_schedule(schedule, exact)
         installed.state.clear()

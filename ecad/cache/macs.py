@@ -26,8 +26,18 @@ import numpy as np
 from ecad.models.base import TransformerDims, block_costs
 from ecad.schedule import Schedule
 
-__all__ = ["MacsReport", "TransformerDims", "block_macs", "component_macs", "dims_for_space", "fixed_macs",
-           "full_macs", "latent_tokens", "schedule_macs", "transformer_batch"]
+__all__ = [
+    "MacsReport",
+    "TransformerDims",
+    "block_macs",
+    "component_macs",
+    "dims_for_space",
+    "fixed_macs",
+    "full_macs",
+    "latent_tokens",
+    "schedule_macs",
+    "transformer_batch",
+]
 
 
 def _adapter(dims: TransformerDims):
@@ -50,16 +60,28 @@ def latent_tokens(dims: TransformerDims, height: int, width: int) -> int:
     return _adapter(dims).tokens(dims, height, width).image
 
 
-def block_macs(dims: TransformerDims, height: int, width: int, batch: int = 1, text_len: int | None = None,
-               attention_matmuls: bool = True) -> np.ndarray:
+def block_macs(
+    dims: TransformerDims,
+    height: int,
+    width: int,
+    batch: int = 1,
+    text_len: int | None = None,
+    attention_matmuls: bool = True,
+) -> np.ndarray:
     """[blocks, components] MACs of every block's cacheable components, in grid order (padding 0)."""
     adapter = _adapter(dims)
     tokens = adapter.tokens(dims, height, width, text_len)
     return batch * block_costs(adapter, dims, adapter.layout_of_dims(dims), tokens, attention_matmuls)
 
 
-def component_macs(dims: TransformerDims, height: int, width: int, batch: int = 1, text_len: int | None = None,
-                   attention_matmuls: bool = True) -> dict[str, float]:
+def component_macs(
+    dims: TransformerDims,
+    height: int,
+    width: int,
+    batch: int = 1,
+    text_len: int | None = None,
+    attention_matmuls: bool = True,
+) -> dict[str, float]:
     """MACs of ONE block's cacheable components, by component name (every group of the family).
     A family whose blocks of one component name differ in cost (SD3's last block) has no such
     table: use `block_macs`."""
@@ -69,8 +91,9 @@ def component_macs(dims: TransformerDims, height: int, width: int, batch: int = 
     for group in adapter.layout_of_dims(dims).groups:
         for name, macs in adapter.group_macs(dims, group, tokens, attention_matmuls).items():
             if out.setdefault(name, float(macs * batch)) != float(macs * batch):
-                raise ValueError(f"{adapter.display_name}: component {name!r} costs differ between block groups; "
-                                 "use block_macs")
+                raise ValueError(
+                    f"{adapter.display_name}: component {name!r} costs differ between block groups; use block_macs"
+                )
     return out
 
 
@@ -80,8 +103,15 @@ def fixed_macs(dims: TransformerDims, height: int, width: int, batch: int = 1, t
     return float(batch * adapter.fixed_macs(dims, adapter.tokens(dims, height, width, text_len)))
 
 
-def full_macs(dims: TransformerDims, height: int, width: int, batch: int = 1, text_len: int | None = None,
-              attention_matmuls: bool = True, num_steps: int = 1) -> float:
+def full_macs(
+    dims: TransformerDims,
+    height: int,
+    width: int,
+    batch: int = 1,
+    text_len: int | None = None,
+    attention_matmuls: bool = True,
+    num_steps: int = 1,
+) -> float:
     """MACs of `num_steps` uncached steps: the baseline every schedule is compared against."""
     blocks = float(block_macs(dims, height, width, batch, text_len, attention_matmuls).sum())
     return num_steps * (blocks + fixed_macs(dims, height, width, batch, text_len))
@@ -113,8 +143,15 @@ class MacsReport:
         }
 
 
-def schedule_macs(schedule: Schedule, dims: TransformerDims, height: int | None = None, width: int | None = None,
-                  batch: int = 1, text_len: int | None = None, attention_matmuls: bool = True) -> MacsReport:
+def schedule_macs(
+    schedule: Schedule,
+    dims: TransformerDims,
+    height: int | None = None,
+    width: int | None = None,
+    batch: int = 1,
+    text_len: int | None = None,
+    attention_matmuls: bool = True,
+) -> MacsReport:
     """MACs of running `schedule` (an ecad Schedule): fixed part + computed components of executed steps."""
     layout = schedule.layout
     expected = _adapter(dims).layout_of_dims(dims) if dims.family == layout.family else None
@@ -132,8 +169,9 @@ def schedule_macs(schedule: Schedule, dims: TransformerDims, height: int | None 
         for j, c in enumerate(group.components):
             per_component[c] = per_component.get(c, 0.0) + float(grid[:, b, j].sum() * cost[b, j])
     full = schedule.num_steps * (float(cost.sum()) + fixed)
-    return MacsReport(schedule.executed_steps, per_step, per_component, fixed * len(per_step), sum(per_step), full,
-                      attention_matmuls)
+    return MacsReport(
+        schedule.executed_steps, per_step, per_component, fixed * len(per_step), sum(per_step), full, attention_matmuls
+    )
 
 
 def dims_for_space(space: Any) -> TransformerDims:

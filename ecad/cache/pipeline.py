@@ -15,8 +15,14 @@ from typing import Any
 
 from torch import nn
 
-from ecad.cache.hooks import (Installation, ScheduleState, apply_schedule_to_transformer, check_layout,
-                              installation_of, remove_schedule_from_transformer)
+from ecad.cache.hooks import (
+    Installation,
+    ScheduleState,
+    apply_schedule_to_transformer,
+    check_layout,
+    installation_of,
+    remove_schedule_from_transformer,
+)
 from ecad.models import adapter_for_pipeline
 from ecad.schedule import Schedule, ScheduleError
 
@@ -47,9 +53,12 @@ def _scheduled_class(cls: type) -> type:
                 out = cls.__call__(self, **kwargs)
             expected, done = state.plan.num_steps, state.steps_done or state.last_steps_done
             if not done or any(n != expected for n in done.values()):
-                logger.warning("the pipeline made %s transformer calls per guidance branch where the schedule "
-                               "expects %d in each; its steps did not line up with the schedule's",
-                               dict(done) or 0, expected)
+                logger.warning(
+                    "the pipeline made %s transformer calls per guidance branch where the schedule "
+                    "expects %d in each; its steps did not line up with the schedule's",
+                    dict(done) or 0,
+                    expected,
+                )
             return out
         finally:
             state.end()
@@ -155,10 +164,15 @@ def apply_schedule(target, schedule: Schedule, exact: bool = False):
         remove_schedule(pipe)
     installed = installation_of(pipe.transformer)
     if installed is not None:
-        raise ScheduleError("this pipeline's transformer already follows a schedule "
-                            + ("applied to another pipeline that shares it; call ecad.remove_schedule on that pipeline"
-                               if installed.by_pipeline else "applied to the transformer itself; call "
-                               "ecad.remove_schedule(transformer)") + " first")
+        raise ScheduleError(
+            "this pipeline's transformer already follows a schedule "
+            + (
+                "applied to another pipeline that shares it; call ecad.remove_schedule on that pipeline"
+                if installed.by_pipeline
+                else "applied to the transformer itself; call ecad.remove_schedule(transformer)"
+            )
+            + " first"
+        )
     installation = Installation(pipe.transformer, ScheduleState(schedule, adapter, exact), by_pipeline=True).install()
     pipe._ecad_handle = _Handle(installation)
     pipe.__class__ = _scheduled_class(type(pipe))

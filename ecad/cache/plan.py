@@ -31,7 +31,7 @@ class CachePlan:
     reused_run: np.ndarray  # [S] length of the run of fully reused steps that step s belongs to (0: none)
 
     @classmethod
-    def from_schedule(cls, schedule: Schedule) -> "CachePlan":
+    def from_schedule(cls, schedule: Schedule) -> CachePlan:
         g = schedule.executed_grid()  # padding cells (ragged layouts) always compute
         reused_next = np.zeros_like(g)
         reused_next[:-1] = ~g[1:]
@@ -40,10 +40,17 @@ class CachePlan:
         run, start = np.zeros(len(g), dtype=int), 0
         for reused, steps in itertools.groupby(step_reused):
             n = len(list(steps))
-            run[start:start + n] = n if reused else 0
+            run[start : start + n] = n if reused else 0
             start += n
-        return cls(compute=g, keep=g & reused_next, drop=~g & ~reused_next, block_reused=block_reused,
-                   any_reused=~g.all(axis=2), step_reused=step_reused, reused_run=run)
+        return cls(
+            compute=g,
+            keep=g & reused_next,
+            drop=~g & ~reused_next,
+            block_reused=block_reused,
+            any_reused=~g.all(axis=2),
+            step_reused=step_reused,
+            reused_run=run,
+        )
 
     @property
     def num_steps(self) -> int:

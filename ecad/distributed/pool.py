@@ -15,8 +15,9 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
 from ecad.metrics.base import MetricError
@@ -78,15 +79,19 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise PoolError(f"--ray-address {address!r} is not HOST:PORT (or ray://HOST:PORT); "
-                        "use the address printed by `ray start --head`")
+        raise PoolError(
+            f"--ray-address {address!r} is not HOST:PORT (or ray://HOST:PORT); "
+            "use the address printed by `ray start --head`"
+        )
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise PoolError(f"cannot reach the Ray cluster at {address} ({exc}); start it with `ray start --head` "
-                        "on that machine, check the address/port and firewall, or leave --ray-address out to "
-                        "start a local cluster") from None
+        raise PoolError(
+            f"cannot reach the Ray cluster at {address} ({exc}); start it with `ray start --head` "
+            "on that machine, check the address/port and firewall, or leave --ray-address out to "
+            "start a local cluster"
+        ) from None
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -101,22 +106,26 @@ def local_worker_count(requested: int, gpus: float) -> int:
     frees (the default `--workers 2` on a one-GPU machine), so the count is lowered with a warning."""
     available = int(gpus)
     if available < 1:
-        raise PoolError("this machine has no GPU for the workers; leave out use_gpu (CPU workers), or pass "
-                        "--ray-address to use a cluster with GPUs")
+        raise PoolError(
+            "this machine has no GPU for the workers; leave out use_gpu (CPU workers), or pass "
+            "--ray-address to use a cluster with GPUs"
+        )
     if requested <= available:
         return requested
-    print(f"ecad: warning: --workers {requested} but this machine has {available} GPU"
-          f"{'' if available == 1 else 's'}; using {available} worker{'' if available == 1 else 's'} "
-          f"(pass --workers {available} to silence this, or --ray-address to use a cluster)",
-          file=sys.stderr, flush=True)
+    print(
+        f"ecad: warning: --workers {requested} but this machine has {available} GPU"
+        f"{'' if available == 1 else 's'}; using {available} worker{'' if available == 1 else 's'} "
+        f"(pass --workers {available} to silence this, or --ray-address to use a cluster)",
+        file=sys.stderr,
+        flush=True,
+    )
     return available
 
 
 class RayPool:
     """Ray actors holding one pipeline each; `num_gpus=1` per actor when GPUs exist, else one CPU slot."""
 
-    def __init__(self, config: WorkerConfig, num_workers: int, address: str | None = None,
-                 use_gpu: bool | None = None):
+    def __init__(self, config: WorkerConfig, num_workers: int, address: str | None = None, use_gpu: bool | None = None):
         import ray
 
         self.ray, self.config = ray, config
@@ -125,8 +134,14 @@ class RayPool:
                 check_ray_address(address)
                 ray.init(address=address, log_to_driver=False, include_dashboard=False)
             else:
-                ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                # a cluster of this machine only: nothing listens beyond loopback
+                ray.init(
+                    num_cpus=max(num_workers, os.cpu_count() or 1),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    _node_ip_address="127.0.0.1",
+                )
         gpus = ray.cluster_resources().get("GPU", 0)
         if use_gpu is None:
             use_gpu = gpus >= 1
@@ -143,8 +158,10 @@ class RayPool:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=START_TIMEOUT_S)
             if not ready:
-                raise PoolError(f"{len(pending)} worker(s) did not start within {START_TIMEOUT_S / 60:.0f} minutes; "
-                                "check the cluster's resources (`ray status`) and that ecad is installed on every node")
+                raise PoolError(
+                    f"{len(pending)} worker(s) did not start within {START_TIMEOUT_S / 60:.0f} minutes; "
+                    "check the cluster's resources (`ray status`) and that ecad is installed on every node"
+                )
             i = pending.pop(ready[0])
             try:
                 self.workers[i].info = ray.get(ready[0])
@@ -190,8 +207,10 @@ class RayPool:
                     except ray.exceptions.RayError as exc:
                         failed_starts[i] += 1
                         if failed_starts[i] >= MAX_FAILED_STARTS:
-                            raise PoolError(f"worker {i} died and {failed_starts[i]} replacements failed to start: "
-                                            f"{_root_cause(exc)}; fix that and resume the run with --resume") from None
+                            raise PoolError(
+                                f"worker {i} died and {failed_starts[i]} replacements failed to start: "
+                                f"{_root_cause(exc)}; fix that and resume the run with --resume"
+                            ) from None
                         starting[self._replace(i)] = (i, time.perf_counter())
                         continue
                     failed_starts[i] = 0
@@ -212,8 +231,10 @@ class RayPool:
                     continue
                 except ray.exceptions.RayTaskError as exc:
                     if isinstance(exc.cause, MetricError):  # the metric's set-up, not this candidate: stop
-                        raise PoolError(f"the metric cannot score on the workers: {exc.cause}; fix the metric "
-                                        "options, then resume the run with --resume") from None
+                        raise PoolError(
+                            f"the metric cannot score on the workers: {exc.cause}; fix the metric "
+                            "options, then resume the run with --resume"
+                        ) from None
                     result = {"feasible": False, "reason": f"worker error: {exc.cause!r}"[:500]}
                 status.busy_s += time.perf_counter() - t0
                 status.done += 1
@@ -222,8 +243,10 @@ class RayPool:
             now = time.perf_counter()
             late = [i for i, t0 in starting.values() if now - t0 > START_TIMEOUT_S]
             if late:
-                raise PoolError(f"replacement for worker {late[0]} did not start within {START_TIMEOUT_S / 60:.0f} "
-                                "minutes; check the cluster's resources (`ray status`), then resume with --resume")
+                raise PoolError(
+                    f"replacement for worker {late[0]} did not start within {START_TIMEOUT_S / 60:.0f} "
+                    "minutes; check the cluster's resources (`ray status`), then resume with --resume"
+                )
             if on_progress:
                 on_progress()
 

@@ -89,14 +89,20 @@ class CandidateEvaluator:
 
         ident = {
             "weights": self._weights_fingerprint(),
-            "model": self.space.model, "space": self.space.name, "steps": self.space.steps,
+            "model": self.space.model,
+            "space": self.space.name,
+            "steps": self.space.steps,
             "scheduler": type(self.pipe.scheduler).__name__,
-            "size": [self.space.height, self.space.width], "guidance": self.space.guidance_scale,
-            "dtype": str(self.pipe.transformer.dtype), "device": self.device.type,
-            "device_name": device_name(self.device), "batch_size": self.config.batch_size,
+            "size": [self.space.height, self.space.width],
+            "guidance": self.space.guidance_scale,
+            "dtype": str(self.pipe.transformer.dtype),
+            "device": self.device.type,
+            "device_name": device_name(self.device),
+            "batch_size": self.config.batch_size,
             # CPU results depend on the thread set-up: a Ray actor and the driver process differ
             "threads": [torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")],
-            "prompts": list(self.config.prompts), "seeds": list(self.config.seeds),
+            "prompts": list(self.config.prompts),
+            "seeds": list(self.config.seeds),
             "call": {k: v for k, v in self.space.call_kwargs().items()},
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
@@ -121,9 +127,15 @@ class CandidateEvaluator:
             return load_file(str(path))["images"].to(self.device), float("nan")
         images, ms, _ = self._render_all(self.config.batch_size)
         if not path.exists():
-            atomic_write(path, lambda tmp: save_file({"images": images.cpu().contiguous()}, str(tmp),
-                                                     metadata={"space": self.space.name}))
-        return (images if self.metric.needs_reference else None), (ms if self.config.cost == "latency" else float("nan"))
+            atomic_write(
+                path,
+                lambda tmp: save_file(
+                    {"images": images.cpu().contiguous()}, str(tmp), metadata={"space": self.space.name}
+                ),
+            )
+        return (images if self.metric.needs_reference else None), (
+            ms if self.config.cost == "latency" else float("nan")
+        )
 
     def _render_all(self, batch_size: int) -> tuple[torch.Tensor, float, bool]:
         """Every prompt x seed: 8-bit images on the worker's device, the median ms per image over
@@ -134,9 +146,15 @@ class CandidateEvaluator:
 
     # ------------------------------------------------------------ evaluation
     def ready(self) -> dict[str, Any]:
-        return {"worker": self.worker_id, "pid": os.getpid(), "device": str(self.device),
-                "init_seconds": round(self.init_seconds, 2), "reference_ms_per_image": self.reference_ms,
-                "metric": self.metric.name, "higher_is_better": self.metric.higher_is_better}
+        return {
+            "worker": self.worker_id,
+            "pid": os.getpid(),
+            "device": str(self.device),
+            "init_seconds": round(self.init_seconds, 2),
+            "reference_ms_per_image": self.reference_ms,
+            "metric": self.metric.name,
+            "higher_is_better": self.metric.higher_is_better,
+        }
 
     def pid(self) -> int:
         return os.getpid()
@@ -176,9 +194,13 @@ class CandidateEvaluator:
         if not np.isfinite(result.summary):
             return self._infeasible(f"metric {result.name} returned {result.summary}", t0)
         out = {
-            "feasible": True, "quality": float(result.summary), "higher_is_better": result.higher_is_better,
+            "feasible": True,
+            "quality": float(result.summary),
+            "higher_is_better": result.higher_is_better,
             "extras": {k: float(np.nanmean(v)) for k, v in result.extras.items()},
-            "ms_per_image": ms, "batch_size": bs, "worker": self.worker_id,
+            "ms_per_image": ms,
+            "batch_size": bs,
+            "worker": self.worker_id,
             "timings": {"generate_s": round(t1 - t0, 4), "score_s": round(t2 - t1, 4)},
         }
         if self.config.cost == "latency":
@@ -187,11 +209,18 @@ class CandidateEvaluator:
             out["relative_latency"] = ms / self.reference_ms
             out["reference_ms_per_image"] = self.reference_ms
             out["latency_settings"] = {
-                "device": device_name(self.device), "dtype": str(self.pipe.transformer.dtype), "batch": bs,
-                "resolution": [self.space.height, self.space.width], "steps": self.space.steps,
+                "device": device_name(self.device),
+                "dtype": str(self.pipe.transformer.dtype),
+                "batch": bs,
+                "resolution": [self.space.height, self.space.width],
+                "steps": self.space.steps,
             }
         return out
 
     def _infeasible(self, reason: str, t0: float) -> dict[str, Any]:
-        return {"feasible": False, "reason": reason, "worker": self.worker_id,
-                "timings": {"generate_s": round(time.perf_counter() - t0, 4), "score_s": 0.0}}
+        return {
+            "feasible": False,
+            "reason": reason,
+            "worker": self.worker_id,
+            "timings": {"generate_s": round(time.perf_counter() - t0, 4), "score_s": 0.0},
+        }

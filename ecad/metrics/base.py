@@ -10,8 +10,9 @@ import abc
 import inspect
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,35 +77,43 @@ class QualityMetric(abc.ABC):
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
 
-    def score(self, images: torch.Tensor, prompts: list[str] | None = None,
-              references: torch.Tensor | None = None) -> MetricResult:
+    def score(
+        self, images: torch.Tensor, prompts: list[str] | None = None, references: torch.Tensor | None = None
+    ) -> MetricResult:
         if self.needs_prompts and prompts is None:
             raise MetricError(prompts_required_message(self.name))
-        images = _check_images(images, "images", self.device)
+        images = check_images(images, "images", self.device)
         if prompts is not None and len(prompts) != images.shape[0]:
-            raise MetricError(f"{self.name}: {images.shape[0]} images but {len(prompts)} prompts; give one prompt per image")
+            raise MetricError(
+                f"{self.name}: {images.shape[0]} images but {len(prompts)} prompts; give one prompt per image"
+            )
         if self.needs_reference:
             if references is None:
-                raise MetricError(f"{self.name}: needs reference images (the uncached outputs of the same prompts and seeds)")
-            references = _check_images(references, "references", self.device)
+                raise MetricError(
+                    f"{self.name}: needs reference images (the uncached outputs of the same prompts and seeds)"
+                )
+            references = check_images(references, "references", self.device)
             if references.shape != images.shape:
-                raise MetricError(f"{self.name}: references {tuple(references.shape)} differ from images {tuple(images.shape)}")
+                raise MetricError(
+                    f"{self.name}: references {tuple(references.shape)} differ from images {tuple(images.shape)}"
+                )
         with torch.inference_mode():
             return self._score(images, prompts, references if self.needs_reference else None)
 
     @abc.abstractmethod
-    def _score(self, images: torch.Tensor, prompts: list[str] | None,
-               references: torch.Tensor | None) -> MetricResult:
+    def _score(self, images: torch.Tensor, prompts: list[str] | None, references: torch.Tensor | None) -> MetricResult:
         """Score checked images already on `self.device`; called in inference mode."""
 
 
 def prompts_required_message(name: str) -> str:
     """One wording for "this metric needs prompts", from the API and from `ecad score` alike."""
-    return (f"{name}: scores each image against its own prompt; pass one prompt per image "
-            "(prompts=[...]; `ecad score --prompts FILE`)")
+    return (
+        f"{name}: scores each image against its own prompt; pass one prompt per image "
+        "(prompts=[...]; `ecad score --prompts FILE`)"
+    )
 
 
-def _check_images(x: torch.Tensor, what: str, device: torch.device | None = None) -> torch.Tensor:
+def check_images(x: torch.Tensor, what: str, device: torch.device | None = None) -> torch.Tensor:
     """[N, 3, H, W] float32 in [0, 1] on `device`. Integer images (8-bit) are moved first, then
     converted once; float images are copied only when a conversion or a clamp is needed."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
@@ -129,8 +138,9 @@ _DESCRIPTIONS: dict[str, str] = {}
 _CLASSES: dict[str, type[QualityMetric]] = {}
 
 
-def register_metric(name: str, description: str = "",
-                    metric_class: type[QualityMetric] | None = None) -> Callable[[MetricFactory], MetricFactory]:
+def register_metric(
+    name: str, description: str = "", metric_class: type[QualityMetric] | None = None
+) -> Callable[[MetricFactory], MetricFactory]:
     """Register a factory under `name`; `metric_class` (the class it builds) lets callers read class
     attributes such as `needs_prompts` before loading any weights."""
 

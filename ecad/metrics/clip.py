@@ -30,8 +30,14 @@ from ecad.metrics.loading import find_hf_file, parse_dtype, seeded, warn_random
 
 # approximate download sizes of full open_clip checkpoints, by architecture (fp32)
 _APPROX_SIZES = {
-    "RN50": "~400 MB", "RN101": "~480 MB", "ViT-B-32": "~600 MB", "ViT-B-16": "~600 MB",
-    "ViT-L-14": "~1.7 GB", "ViT-L-14-336": "~1.7 GB", "ViT-H-14": "~3.9 GB", "ViT-g-14": "~5.5 GB",
+    "RN50": "~400 MB",
+    "RN101": "~480 MB",
+    "ViT-B-32": "~600 MB",
+    "ViT-B-16": "~600 MB",
+    "ViT-L-14": "~1.7 GB",
+    "ViT-L-14-336": "~1.7 GB",
+    "ViT-H-14": "~3.9 GB",
+    "ViT-g-14": "~5.5 GB",
     "ViT-bigG-14": "~10 GB",
 }
 
@@ -45,8 +51,10 @@ def resolve_open_clip_weights(model_name: str, pretrained: str) -> tuple[str, di
     cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise MetricError(f"open_clip has no pretrained tag {pretrained!r} for {model_name!r}; "
-                          f"known tags: {', '.join(tags) or 'none'} (or pass weights=PATH)")
+        raise MetricError(
+            f"open_clip has no pretrained tag {pretrained!r} for {model_name!r}; "
+            f"known tags: {', '.join(tags) or 'none'} (or pass weights=PATH)"
+        )
     size = _APPROX_SIZES.get(model_name.replace("-quickgelu", ""), "size: see the hub page")
     what = f"open_clip {model_name} ({pretrained})"
     hub = cfg.get("hf_hub", "")
@@ -72,8 +80,9 @@ def resolve_open_clip_weights(model_name: str, pretrained: str) -> tuple[str, di
     raise MetricError(f"{what}: the pretrained config names no hub repository or URL; pass weights=PATH")
 
 
-def open_clip_architecture(model_name: str, model_config: dict | None, seed: int,
-                           default_resize_mode: str = "shortest"):
+def open_clip_architecture(
+    model_name: str, model_config: dict | None, seed: int, default_resize_mode: str = "shortest"
+):
     """(model, tokenizer, preprocess) with seeded random weights: a named open_clip architecture or a
     config dict (embed_dim, vision_cfg, text_cfg). Callers load real weights on top or warn."""
     import open_clip
@@ -82,13 +91,19 @@ def open_clip_architecture(model_name: str, model_config: dict | None, seed: int
     if model_config is not None:
         cfg = dict(model_config)
         with seeded(seed):
-            model = open_clip.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"], text_cfg=cfg["text_cfg"],
-                                   quick_gelu=cfg.get("quick_gelu", False))
+            model = open_clip.CLIP(
+                embed_dim=cfg["embed_dim"],
+                vision_cfg=cfg["vision_cfg"],
+                text_cfg=cfg["text_cfg"],
+                quick_gelu=cfg.get("quick_gelu", False),
+            )
         tokenizer = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"].get("context_length", 77))
         preprocess["size"] = cfg["vision_cfg"].get("image_size", 224)
         return model.eval(), tokenizer, preprocess
     if open_clip.get_model_config(model_name) is None:
-        raise MetricError(f"open_clip has no model config {model_name!r}; available: {', '.join(open_clip.list_models())}")
+        raise MetricError(
+            f"open_clip has no model config {model_name!r}; available: {', '.join(open_clip.list_models())}"
+        )
     with seeded(seed):
         model = open_clip.create_model(model_name, pretrained=None)
     tokenizer = open_clip.get_tokenizer(model_name)
@@ -96,26 +111,35 @@ def open_clip_architecture(model_name: str, model_config: dict | None, seed: int
     return model.eval(), tokenizer, preprocess
 
 
-def build_open_clip(model_name: str, pretrained: str | None, weights: str | os.PathLike | None,
-                    allow_random_weights: bool, model_config: dict | None, seed: int,
-                    default_resize_mode: str = "shortest"):
+def build_open_clip(
+    model_name: str,
+    pretrained: str | None,
+    weights: str | os.PathLike | None,
+    allow_random_weights: bool,
+    model_config: dict | None,
+    seed: int,
+    default_resize_mode: str = "shortest",
+):
     """(model, tokenizer, preprocess dict) from local weights only; random only when explicitly allowed."""
     import open_clip
 
     preprocess = {"mean": OPENAI_MEAN, "std": OPENAI_STD, "resize_mode": default_resize_mode}
     if model_config is not None:
         if not allow_random_weights and weights is None:
-            raise MetricError("model_config builds a model from scratch; pass weights=PATH, or "
-                              "allow_random_weights=True in tests")
+            raise MetricError(
+                "model_config builds a model from scratch; pass weights=PATH, or allow_random_weights=True in tests"
+            )
         model, tokenizer, preprocess = open_clip_architecture(model_name, model_config, seed, default_resize_mode)
         if weights is not None:
-            _load_open_clip_file(model, weights)
+            load_open_clip_file(model, weights)
         else:
             warn_random(f"open_clip custom config {model_config.get('name', '(dict)')}")
         return model, tokenizer, preprocess
 
     if open_clip.get_model_config(model_name) is None:
-        raise MetricError(f"open_clip has no model config {model_name!r}; available: {', '.join(open_clip.list_models())}")
+        raise MetricError(
+            f"open_clip has no model config {model_name!r}; available: {', '.join(open_clip.list_models())}"
+        )
     if weights is not None:
         if not Path(weights).is_file():
             raise MetricError(f"weights file {weights} does not exist")
@@ -129,8 +153,12 @@ def build_open_clip(model_name: str, pretrained: str | None, weights: str | os.P
     force_pp = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
     try:
         with seeded(seed):
-            model = open_clip.create_model(model_name, pretrained=path, force_quick_gelu=bool(tag_cfg.get("quick_gelu")),
-                                           force_preprocess_cfg=force_pp or None)
+            model = open_clip.create_model(
+                model_name,
+                pretrained=path,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu")),
+                force_preprocess_cfg=force_pp or None,
+            )
     except (RuntimeError, KeyError) as exc:
         raise MetricError(f"open_clip {model_name}: cannot load {path}: {exc}") from exc
     if path is None:
@@ -146,7 +174,9 @@ def build_open_clip(model_name: str, pretrained: str | None, weights: str | os.P
     return model.eval(), tokenizer, preprocess
 
 
-def _load_open_clip_file(model, weights) -> None:
+def load_open_clip_file(model, weights) -> None:
+    """Load an open_clip state dict file into `model`, strictly, with one clear error for a bad file
+    (CLIP here; PickScore and HPSv2 ship open_clip checkpoints too)."""
     from open_clip.factory import load_checkpoint
 
     if not Path(weights).is_file():
@@ -174,8 +204,15 @@ class OpenClipSimilarity(QualityMetric):
     scale = 100.0
     clamp = True
 
-    def __init__(self, device="cpu", model=None, tokenizer=None, preprocess: dict | None = None,
-                 batch_size: int = 16, dtype: str | torch.dtype = "float32"):
+    def __init__(
+        self,
+        device="cpu",
+        model=None,
+        tokenizer=None,
+        preprocess: dict | None = None,
+        batch_size: int = 16,
+        dtype: str | torch.dtype = "float32",
+    ):
         super().__init__(device)
         if batch_size < 1:
             raise MetricError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
@@ -209,15 +246,17 @@ class OpenClipSimilarity(QualityMetric):
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings, float32, batched by `batch_size`."""
-        out = [F.normalize(self.encode_images(self.image_input(images[i:i + self.batch_size])).float(), dim=-1)
-               for i in range(0, images.shape[0], self.batch_size)]
+        out = [
+            F.normalize(self.encode_images(self.image_input(images[i : i + self.batch_size])).float(), dim=-1)
+            for i in range(0, images.shape[0], self.batch_size)
+        ]
         return torch.cat(out) if out else torch.zeros(0, device=self.device)
 
     def text_embeddings(self, prompts: list[str]) -> torch.Tensor:
         """L2-normalised text embeddings, float32; only prompts not seen before are encoded."""
         unseen = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
         for i in range(0, len(unseen), self.batch_size):
-            chunk = unseen[i:i + self.batch_size]
+            chunk = unseen[i : i + self.batch_size]
             for prompt, emb in zip(chunk, F.normalize(self.encode_texts(chunk).float(), dim=-1)):
                 self._prompt_cache[prompt] = emb
         if not prompts:
@@ -237,8 +276,9 @@ class OpenClipSimilarity(QualityMetric):
         cos = (img * txt).sum(-1)
         score = self.logit_scale() * (cos.clamp(min=0) if self.clamp else cos)
         per = score.cpu().double().numpy()
-        return MetricResult(self.name, per, float(np.mean(per)) if len(per) else math.nan, True,
-                            {"cosine": cos.cpu().double().numpy()})
+        return MetricResult(
+            self.name, per, float(np.mean(per)) if len(per) else math.nan, True, {"cosine": cos.cpu().double().numpy()}
+        )
 
 
 class ClipScoreMetric(OpenClipSimilarity):
@@ -246,9 +286,18 @@ class ClipScoreMetric(OpenClipSimilarity):
 
     name = "clip"
 
-    def __init__(self, device="cpu", model: str = "ViT-B-32", pretrained: str | None = "openai",
-                 weights: str | os.PathLike | None = None, batch_size: int = 16, dtype: str | torch.dtype = "float32",
-                 allow_random_weights: bool = False, model_config: dict | None = None, seed: int = 0):
+    def __init__(
+        self,
+        device="cpu",
+        model: str = "ViT-B-32",
+        pretrained: str | None = "openai",
+        weights: str | os.PathLike | None = None,
+        batch_size: int = 16,
+        dtype: str | torch.dtype = "float32",
+        allow_random_weights: bool = False,
+        model_config: dict | None = None,
+        seed: int = 0,
+    ):
         """
         Args:
             model: open_clip architecture name (``open_clip.list_models()``).
@@ -260,11 +309,14 @@ class ClipScoreMetric(OpenClipSimilarity):
                 built from scratch (random unless `weights` is given).
         """
         self.model_name, self.pretrained = model, pretrained
-        net, tokenizer, preprocess = build_open_clip(model, pretrained, weights, allow_random_weights, model_config, seed)
+        net, tokenizer, preprocess = build_open_clip(
+            model, pretrained, weights, allow_random_weights, model_config, seed
+        )
         super().__init__(device, net, tokenizer, preprocess, batch_size, dtype)
 
 
-@register_metric("clip", "CLIP score (open_clip, default ViT-B-32/openai): 100*max(cos,0), higher is better",
-                 ClipScoreMetric)
+@register_metric(
+    "clip", "CLIP score (open_clip, default ViT-B-32/openai): 100*max(cos,0), higher is better", ClipScoreMetric
+)
 def _clip(device="cpu", **options) -> QualityMetric:
     return ClipScoreMetric(device, **options)

@@ -9,10 +9,11 @@ not to rank candidates inside a search (use ``fidelity``, ``clip``, ``pickscore`
 References are a directory of images (PNG/JPG, e.g. a real-image set; sizes may differ) or a
 tensor of images (e.g. the uncached model's outputs for the same prompts). Reference statistics
 ``(mu, sigma, n)`` are cached on disk as safetensors (never pickle) under
-``fid/`` under ecad's cache root (``ECAD_CACHE``, default ``~/.cache/ecad``; ``cache_dir=``), keyed by the SHA-256 of the reference image bytes and the
-feature extractor's identity, so they are computed once. Within one metric object that digest is
-itself memoised: for a directory on (resolved path, each file's name, size and mtime), for a tensor
-on the tensor object and its in-place version counter, so repeated calls hash nothing.
+``fid/`` under ecad's cache root (``ECAD_CACHE``, default ``~/.cache/ecad``; ``cache_dir=``), keyed
+by the SHA-256 of the reference image bytes and the feature extractor's identity, so they are
+computed once. Within one metric object that digest is itself memoised: for a directory on
+(resolved path, each file's name, size and mtime), for a tensor on the tensor object and its
+in-place version counter, so repeated calls hash nothing.
 
 Feature extractor, in order of preference (weights are never downloaded):
 1. any ``nn.Module`` passed as ``feature=`` (image batch in [0, 1] -> [N, D] features);
@@ -37,7 +38,14 @@ from torch import nn
 
 from ecad.files import atomic_write
 from ecad.files import cache_dir as ecad_cache_dir
-from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, _check_images, register_metric
+from ecad.metrics.base import (
+    MetricError,
+    MetricResult,
+    MissingWeightsError,
+    QualityMetric,
+    check_images,
+    register_metric,
+)
 from ecad.metrics.images import list_image_files, load_image
 
 TORCHVISION_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
@@ -72,7 +80,7 @@ class TorchvisionInceptionFeatures(nn.Module):
         self.net.fc = nn.Identity()
         self.eval()
 
-    def train(self, mode: bool = True) -> "TorchvisionInceptionFeatures":
+    def train(self, mode: bool = True) -> TorchvisionInceptionFeatures:
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,14 +103,21 @@ def default_feature_extractor(weights: str | os.PathLike | None = None) -> tuple
         return TorchvisionInceptionFeatures(path), f"torchvision-inception_v3/{path.name}/{path.stat().st_size}", {}
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     if _TORCH_FIDELITY_AVAILABLE and (hub / FIDELITY_INCEPTION).is_file():  # pragma: no cover - not installed here
-        return 2048, "torch-fidelity-inception-2015-12-05/2048", {
-            "feature_extractor_weights_path": str(hub / FIDELITY_INCEPTION)}
+        return (
+            2048,
+            "torch-fidelity-inception-2015-12-05/2048",
+            {"feature_extractor_weights_path": str(hub / FIDELITY_INCEPTION)},
+        )
     path = hub / TORCHVISION_INCEPTION
     if path.is_file():
         return TorchvisionInceptionFeatures(path), f"torchvision-inception_v3/{path.name}/{path.stat().st_size}", {}
     raise MissingWeightsError(
-        "InceptionV3 (FID feature extractor)", TORCHVISION_INCEPTION_URL, "~104 MB",
-        f"curl -L --create-dirs -o {path} {TORCHVISION_INCEPTION_URL}", where=f"the torch hub cache ({hub})")
+        "InceptionV3 (FID feature extractor)",
+        TORCHVISION_INCEPTION_URL,
+        "~104 MB",
+        f"curl -L --create-dirs -o {path} {TORCHVISION_INCEPTION_URL}",
+        where=f"the torch hub cache ({hub})",
+    )
 
 
 def module_identity(module: nn.Module) -> str:
@@ -125,10 +140,17 @@ class FIDMetric(QualityMetric):
     higher_is_better = False
     needs_reference = False  # references are handled here: a directory, or a tensor of any count
 
-    def __init__(self, device="cpu", reference: str | os.PathLike | torch.Tensor | None = None,
-                 feature: nn.Module | None = None, weights: str | os.PathLike | None = None,
-                 feature_id: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 batch_size: int = 32, use_cache: bool = True):
+    def __init__(
+        self,
+        device="cpu",
+        reference: str | os.PathLike | torch.Tensor | None = None,
+        feature: nn.Module | None = None,
+        weights: str | os.PathLike | None = None,
+        feature_id: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        batch_size: int = 32,
+        use_cache: bool = True,
+    ):
         """
         Args:
             reference: default references - a directory of PNG/JPG images or a [M, 3, H, W] tensor in [0, 1];
@@ -168,13 +190,16 @@ class FIDMetric(QualityMetric):
         self._tensor_digests: dict[int, tuple[weakref.ref, int, str]] = {}
 
     # ------------------------------------------------------------------ public
-    def score(self, images: torch.Tensor, prompts: list[str] | None = None,
-              references: torch.Tensor | None = None) -> MetricResult:
-        images = _check_images(images, "images", self.device)
+    def score(
+        self, images: torch.Tensor, prompts: list[str] | None = None, references: torch.Tensor | None = None
+    ) -> MetricResult:
+        images = check_images(images, "images", self.device)
         reference = references if references is not None else self.reference
         if reference is None:
-            raise MetricError("fid: needs references - a directory of reference images (reference=DIR / "
-                              "--reference DIR) or reference images as a tensor")
+            raise MetricError(
+                "fid: needs references - a directory of reference images (reference=DIR / "
+                "--reference DIR) or reference images as a tensor"
+            )
         with torch.no_grad():  # not inference_mode: torchmetrics states are updated in place across calls
             return self._score(images, prompts, reference)  # a tensor reference is checked where it is read
 
@@ -207,7 +232,7 @@ class FIDMetric(QualityMetric):
         self.fid.reset()
         self._set_real(mu, sigma, m)
         for i in range(0, n, self.batch_size):
-            self.fid.update(images[i:i + self.batch_size], real=False)
+            self.fid.update(images[i : i + self.batch_size], real=False)
         value = float(self.fid.compute())
         return MetricResult(self.name, np.full(n, np.nan), value, False)
 
@@ -237,7 +262,7 @@ class FIDMetric(QualityMetric):
         memo = self._tensor_digests.get(id(reference))
         if memo is not None and memo[0]() is reference and memo[1] == version:
             return memo[2]
-        t = _check_images(reference, "references").detach().cpu().contiguous()
+        t = check_images(reference, "references").detach().cpu().contiguous()
         h = hashlib.sha256()
         h.update(f"tensor:{tuple(t.shape)}".encode())
         h.update(t.numpy().tobytes())
@@ -251,16 +276,16 @@ class FIDMetric(QualityMetric):
         self.fid.reset()
         if isinstance(reference, torch.Tensor):
             for i in range(0, reference.shape[0], self.batch_size):
-                self.fid.update(_check_images(reference[i:i + self.batch_size], "references", self.device), real=True)
+                self.fid.update(check_images(reference[i : i + self.batch_size], "references", self.device), real=True)
         else:
             files = list_image_files(reference)
             for i in range(0, len(files), self.batch_size):
                 groups: dict[tuple[int, int], list[torch.Tensor]] = {}
-                for f in files[i:i + self.batch_size]:
+                for f in files[i : i + self.batch_size]:
                     img = load_image(f)  # uint8: a quarter of the host-to-device traffic
                     groups.setdefault(tuple(img.shape[-2:]), []).append(img)
                 for imgs in groups.values():  # reference images may differ in size; the extractor resizes
-                    self.fid.update(_check_images(torch.stack(imgs), "references", self.device), real=True)
+                    self.fid.update(check_images(torch.stack(imgs), "references", self.device), real=True)
         n = int(self.fid.real_features_num_samples)
         if n < 2:
             raise MetricError(f"fid: needs at least 2 reference images, got {n}")
@@ -274,8 +299,10 @@ class FIDMetric(QualityMetric):
         f = self.fid
         dev = f.real_features_sum.device
         if mu.shape != f.real_features_sum.shape:
-            raise MetricError(f"fid: cached statistics have {mu.shape[0]} features, the extractor gives "
-                              f"{f.real_features_sum.shape[0]}")
+            raise MetricError(
+                f"fid: cached statistics have {mu.shape[0]} features, the extractor gives "
+                f"{f.real_features_sum.shape[0]}"
+            )
         mu, sigma = mu.double().to(dev), sigma.double().to(dev)
         f.real_features_sum = mu * n
         f.real_features_cov_sum = sigma * (n - 1) + n * torch.outer(mu, mu)
@@ -286,8 +313,12 @@ class FIDMetric(QualityMetric):
 
         mu, sigma, n = stats
         tensors = {"mu": mu.contiguous(), "sigma": sigma.contiguous(), "n": torch.tensor([n], dtype=torch.int64)}
-        metadata = {"format": STATS_FORMAT, "feature_extractor": self.feature_id, "reference_sha256": digest,
-                    "num_images": str(n)}
+        metadata = {
+            "format": STATS_FORMAT,
+            "feature_extractor": self.feature_id,
+            "reference_sha256": digest,
+            "num_images": str(n),
+        }
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @staticmethod
@@ -305,8 +336,8 @@ class FIDMetric(QualityMetric):
             raise MetricError(f"fid: cannot read cached statistics {path} ({exc}); delete it to recompute") from exc
 
 
-@register_metric("fid", "FID against reference images (set metric, needs thousands of images), lower is better",
-                 FIDMetric)
+@register_metric(
+    "fid", "FID against reference images (set metric, needs thousands of images), lower is better", FIDMetric
+)
 def _fid(device="cpu", **options) -> QualityMetric:
     return FIDMetric(device, **options)
-

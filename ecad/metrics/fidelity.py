@@ -27,17 +27,17 @@ def psnr(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
 def ssim(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM; the Gaussian window shrinks for images smaller than 11 px."""
     kernel = max(3, min(11, (min(images.shape[-2:]) // 2) * 2 - 1))
-    return structural_similarity_index_measure(
-        images, references, data_range=1.0, reduction="none", kernel_size=kernel
-    )
+    return structural_similarity_index_measure(images, references, data_range=1.0, reduction="none", kernel_size=kernel)
 
 
 def lpips(net: nn.Module, images: torch.Tensor, references: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """Per-image LPIPS of images in [0, 1] with an LPIPS network (torchmetrics' `_LPIPS`: called as
     ``net(a, b, normalize=True)`` -> [N, 1, 1, 1]), whole batches at a time and stateless: no
     metric object accumulating scores, no host sync until the caller reads the result."""
-    out = [net(images[i:i + batch_size], references[i:i + batch_size], normalize=True).reshape(-1)
-           for i in range(0, images.shape[0], batch_size)]
+    out = [
+        net(images[i : i + batch_size], references[i : i + batch_size], normalize=True).reshape(-1)
+        for i in range(0, images.shape[0], batch_size)
+    ]
     return torch.cat(out) if out else images.new_zeros(0)
 
 
@@ -89,8 +89,9 @@ class FidelityMetric(QualityMetric):
         return MetricResult(self.name, main, float(np.mean(main)), True, extras)
 
 
-@register_metric("fidelity", "SSIM to the uncached output of the same prompt and seed (offline default)",
-                 FidelityMetric)
+@register_metric(
+    "fidelity", "SSIM to the uncached output of the same prompt and seed (offline default)", FidelityMetric
+)
 def _fidelity(device="cpu", **options) -> QualityMetric:
     return FidelityMetric(device, "ssim", **options)
 

@@ -36,9 +36,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,7 +105,7 @@ class ImageRewardConfig:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
-    def with_med_config(self, med: Mapping[str, Any] | str | os.PathLike) -> "ImageRewardConfig":
+    def with_med_config(self, med: Mapping[str, Any] | str | os.PathLike) -> ImageRewardConfig:
         """This config with the text encoder described by a BLIP `med_config.json` (path or dict)."""
         if not isinstance(med, Mapping):
             med = json.loads(Path(med).read_text())
@@ -112,11 +113,17 @@ class ImageRewardConfig:
             raise MetricError("med_config.json: ImageReward's text encoder needs add_cross_attention=true")
         if med.get("position_embedding_type", "absolute") != "absolute":
             raise MetricError("med_config.json: only absolute position embeddings are supported")
-        names = {"hidden_size": "text_width", "num_hidden_layers": "text_layers",
-                 "num_attention_heads": "text_heads", "intermediate_size": "text_intermediate",
-                 "vocab_size": "vocab_size", "max_position_embeddings": "max_position_embeddings",
-                 "layer_norm_eps": "text_layer_norm_eps", "pad_token_id": "pad_token_id",
-                 "hidden_act": "hidden_act"}
+        names = {
+            "hidden_size": "text_width",
+            "num_hidden_layers": "text_layers",
+            "num_attention_heads": "text_heads",
+            "intermediate_size": "text_intermediate",
+            "vocab_size": "vocab_size",
+            "max_position_embeddings": "max_position_embeddings",
+            "layer_norm_eps": "text_layer_norm_eps",
+            "pad_token_id": "pad_token_id",
+            "hidden_act": "hidden_act",
+        }
         # encoder_width is ignored on purpose: BLIP_Pretrain overwrites it with the ViT width.
         return replace(self, **{ours: med[theirs] for theirs, ours in names.items() if theirs in med})
 
@@ -132,20 +139,41 @@ class ImageRewardModel(nn.Module):
         from transformers.models.blip.modeling_blip_text import BlipTextModel
 
         self.config = config = config or ImageRewardConfig()
-        self.vision = BlipVisionModel(BlipVisionConfig(
-            hidden_size=config.vision_width, intermediate_size=config.vision_intermediate,
-            num_hidden_layers=config.vision_layers, num_attention_heads=config.vision_heads,
-            image_size=config.image_size, patch_size=config.patch_size, hidden_act=config.hidden_act,
-            layer_norm_eps=config.vision_layer_norm_eps, attention_dropout=0.0))
-        self.text = BlipTextModel(BlipTextConfig(
-            vocab_size=config.vocab_size, hidden_size=config.text_width, encoder_hidden_size=config.vision_width,
-            intermediate_size=config.text_intermediate, num_hidden_layers=config.text_layers,
-            num_attention_heads=config.text_heads, max_position_embeddings=config.max_position_embeddings,
-            hidden_act=config.hidden_act, layer_norm_eps=config.text_layer_norm_eps,
-            pad_token_id=config.pad_token_id, bos_token_id=None, eos_token_id=None, sep_token_id=None,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-            is_decoder=True,  # makes BlipTextLayer build its cross-attention; forward runs bidirectionally
-            use_cache=False), add_pooling_layer=False)
+        self.vision = BlipVisionModel(
+            BlipVisionConfig(
+                hidden_size=config.vision_width,
+                intermediate_size=config.vision_intermediate,
+                num_hidden_layers=config.vision_layers,
+                num_attention_heads=config.vision_heads,
+                image_size=config.image_size,
+                patch_size=config.patch_size,
+                hidden_act=config.hidden_act,
+                layer_norm_eps=config.vision_layer_norm_eps,
+                attention_dropout=0.0,
+            )
+        )
+        self.text = BlipTextModel(
+            BlipTextConfig(
+                vocab_size=config.vocab_size,
+                hidden_size=config.text_width,
+                encoder_hidden_size=config.vision_width,
+                intermediate_size=config.text_intermediate,
+                num_hidden_layers=config.text_layers,
+                num_attention_heads=config.text_heads,
+                max_position_embeddings=config.max_position_embeddings,
+                hidden_act=config.hidden_act,
+                layer_norm_eps=config.text_layer_norm_eps,
+                pad_token_id=config.pad_token_id,
+                bos_token_id=None,
+                eos_token_id=None,
+                sep_token_id=None,
+                hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+                is_decoder=True,  # makes BlipTextLayer build its cross-attention; forward runs bidirectionally
+                use_cache=False,
+            ),
+            add_pooling_layer=False,
+        )
         self.vision_proj = nn.Linear(config.vision_width, config.embed_dim)  # unused to score
         self.text_proj = nn.Linear(config.text_width, config.embed_dim)  # unused to score
         layers: list[nn.Module] = []
@@ -163,15 +191,22 @@ class ImageRewardModel(nn.Module):
         dtype = self.vision.embeddings.patch_embedding.weight.dtype
         return self.vision(pixel_values=pixel_values.to(dtype)).last_hidden_state
 
-    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      image_embeds: torch.Tensor) -> torch.Tensor:
+    def text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor
+    ) -> torch.Tensor:
         """First-token output of the text encoder cross-attending to the image, in float32."""
-        out = self.text(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds,
-                        is_decoder=False, use_cache=False)
+        out = self.text(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_hidden_states=image_embeds,
+            is_decoder=False,
+            use_cache=False,
+        )
         return out.last_hidden_state[:, 0, :].float()
 
-    def raw_reward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor) -> torch.Tensor:
+    def raw_reward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """The head's output before normalisation, [B] float32."""
         features = self.text_features(input_ids, attention_mask, self.image_embeddings(pixel_values))
         head_dtype = self.reward_head[0].weight.dtype
@@ -180,8 +215,9 @@ class ImageRewardModel(nn.Module):
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.config.reward_mean) / self.config.reward_std
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         return self.normalize(self.raw_reward(pixel_values, input_ids, attention_mask))
 
 
@@ -200,12 +236,20 @@ def official_key_shapes(config: ImageRewardConfig | None = None) -> dict[str, tu
     shapes[v + "patch_embed.proj.bias"] = (d,)
     for i in range(c.vision_layers):
         b = f"{v}blocks.{i}."
-        for name, shape in (("norm1.weight", (d,)), ("norm1.bias", (d,)),
-                            ("attn.qkv.weight", (3 * d, d)), ("attn.qkv.bias", (3 * d,)),
-                            ("attn.proj.weight", (d, d)), ("attn.proj.bias", (d,)),
-                            ("norm2.weight", (d,)), ("norm2.bias", (d,)),
-                            ("mlp.fc1.weight", (hid, d)), ("mlp.fc1.bias", (hid,)),
-                            ("mlp.fc2.weight", (d, hid)), ("mlp.fc2.bias", (d,))):
+        for name, shape in (
+            ("norm1.weight", (d,)),
+            ("norm1.bias", (d,)),
+            ("attn.qkv.weight", (3 * d, d)),
+            ("attn.qkv.bias", (3 * d,)),
+            ("attn.proj.weight", (d, d)),
+            ("attn.proj.bias", (d,)),
+            ("norm2.weight", (d,)),
+            ("norm2.bias", (d,)),
+            ("mlp.fc1.weight", (hid, d)),
+            ("mlp.fc1.bias", (hid,)),
+            ("mlp.fc2.weight", (d, hid)),
+            ("mlp.fc2.bias", (d,)),
+        ):
             shapes[b + name] = shape
     shapes[v + "norm.weight"] = (d,)
     shapes[v + "norm.bias"] = (d,)
@@ -252,23 +296,44 @@ def official_key_shapes(config: ImageRewardConfig | None = None) -> dict[str, tu
 # Buffers of the upstream checkpoint that our module recomputes (non-persistent in transformers).
 _OPTIONAL_BUFFERS = ("blip.text_encoder.embeddings.position_ids",)
 
-_VISION_BLOCK = {"norm1": "layer_norm1", "attn.qkv": "self_attn.qkv", "attn.proj": "self_attn.projection",
-                 "norm2": "layer_norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+_VISION_BLOCK = {
+    "norm1": "layer_norm1",
+    "attn.qkv": "self_attn.qkv",
+    "attn.proj": "self_attn.projection",
+    "norm2": "layer_norm2",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
 _RULES: list[tuple[re.Pattern, Any]] = [
     (re.compile(r"blip\.visual_encoder\.cls_token"), "vision.embeddings.class_embedding"),
     (re.compile(r"blip\.visual_encoder\.pos_embed"), "vision.embeddings.position_embedding"),
-    (re.compile(r"blip\.visual_encoder\.patch_embed\.proj\.(weight|bias)"),
-     lambda m: f"vision.embeddings.patch_embedding.{m[1]}"),
-    (re.compile(r"blip\.visual_encoder\.blocks\.(\d+)\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)"
-                r"\.(weight|bias)"),
-     lambda m: f"vision.encoder.layers.{m[1]}.{_VISION_BLOCK[m[2]]}.{m[3]}"),
+    (
+        re.compile(r"blip\.visual_encoder\.patch_embed\.proj\.(weight|bias)"),
+        lambda m: f"vision.embeddings.patch_embedding.{m[1]}",
+    ),
+    (
+        re.compile(
+            r"blip\.visual_encoder\.blocks\.(\d+)\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)"
+            r"\.(weight|bias)"
+        ),
+        lambda m: f"vision.encoder.layers.{m[1]}.{_VISION_BLOCK[m[2]]}.{m[3]}",
+    ),
     (re.compile(r"blip\.visual_encoder\.norm\.(weight|bias)"), lambda m: f"vision.post_layernorm.{m[1]}"),
-    (re.compile(r"blip\.text_encoder\.(embeddings\.(?:word_embeddings|position_embeddings)\.weight"
-                r"|embeddings\.LayerNorm\.(?:weight|bias))"), lambda m: f"text.{m[1]}"),
-    (re.compile(r"blip\.text_encoder\.(encoder\.layer\.\d+\."
-                r"(?:(?:attention|crossattention)\.(?:self\.(?:query|key|value)|output\.dense|output\.LayerNorm)"
-                r"|intermediate\.dense|output\.dense|output\.LayerNorm)\.(?:weight|bias))"),
-     lambda m: f"text.{m[1]}"),
+    (
+        re.compile(
+            r"blip\.text_encoder\.(embeddings\.(?:word_embeddings|position_embeddings)\.weight"
+            r"|embeddings\.LayerNorm\.(?:weight|bias))"
+        ),
+        lambda m: f"text.{m[1]}",
+    ),
+    (
+        re.compile(
+            r"blip\.text_encoder\.(encoder\.layer\.\d+\."
+            r"(?:(?:attention|crossattention)\.(?:self\.(?:query|key|value)|output\.dense|output\.LayerNorm)"
+            r"|intermediate\.dense|output\.dense|output\.LayerNorm)\.(?:weight|bias))"
+        ),
+        lambda m: f"text.{m[1]}",
+    ),
     (re.compile(r"blip\.(vision_proj|text_proj)\.(weight|bias)"), lambda m: f"{m[1]}.{m[2]}"),
     (re.compile(r"mlp\.layers\.(\d+)\.(weight|bias)"), lambda m: f"reward_head.{m[1]}.{m[2]}"),
 ]
@@ -283,15 +348,16 @@ def official_to_ours(key: str) -> str | None:
     return None
 
 
-def convert_official_state_dict(sd: Mapping[str, torch.Tensor],
-                                config: ImageRewardConfig | None = None) -> dict[str, torch.Tensor]:
+def convert_official_state_dict(
+    sd: Mapping[str, torch.Tensor], config: ImageRewardConfig | None = None
+) -> dict[str, torch.Tensor]:
     """Rename an upstream ImageReward state dict to `ImageRewardModel`'s names (tensors are not copied).
 
     Every key must map (the `position_ids` buffer is checked and dropped: our module rebuilds it);
     with `config`, the key set and every shape must equal `official_key_shapes(config)`. Raises
     `MetricError` naming the offending keys otherwise. A DDP `module.` prefix is stripped."""
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     out: dict[str, torch.Tensor] = {}
     unmapped: list[str] = []
     for key, value in sd.items():
@@ -329,9 +395,13 @@ def _param_count(config: ImageRewardConfig) -> int:
 
 
 # ----------------------------------------------------------------------------- images and text
-def preprocess_images(images: torch.Tensor, size: int = 224, quantize_8bit: bool = True,
-                      mean: Sequence[float] | torch.Tensor = OPENAI_MEAN,
-                      std: Sequence[float] | torch.Tensor = OPENAI_STD) -> torch.Tensor:
+def preprocess_images(
+    images: torch.Tensor,
+    size: int = 224,
+    quantize_8bit: bool = True,
+    mean: Sequence[float] | torch.Tensor = OPENAI_MEAN,
+    std: Sequence[float] | torch.Tensor = OPENAI_STD,
+) -> torch.Tensor:
     """Upstream `_transform(size)` on a float batch [N,3,H,W] in [0,1]: shorter side to `size` (bicubic,
     antialiased like PIL), centre crop, CLIP normalisation (upstream's constants are OpenAI CLIP's).
 
@@ -405,8 +475,13 @@ def _find_checkpoint(path_or_repo: str | os.PathLike | None) -> tuple[Path, Path
     if repo == HUB_REPO and (legacy / CHECKPOINT_FILE).is_file():
         med = legacy / MED_CONFIG_FILE
         return legacy / CHECKPOINT_FILE, med if med.is_file() else None
-    raise MissingWeightsError("ImageReward-v1.0", repo, CHECKPOINT_SIZE, FETCH_WEIGHTS,
-                              where=f"the Hugging Face cache ({hf_cache_dir()}) or {legacy}")
+    raise MissingWeightsError(
+        "ImageReward-v1.0",
+        repo,
+        CHECKPOINT_SIZE,
+        FETCH_WEIGHTS,
+        where=f"the Hugging Face cache ({hf_cache_dir()}) or {legacy}",
+    )
 
 
 def load_tokenizer(tokenizer=None):
@@ -417,8 +492,9 @@ def load_tokenizer(tokenizer=None):
     from transformers import BertTokenizer
 
     if tokenizer is not None and Path(tokenizer).expanduser().is_dir():
-        return prepare_tokenizer(BertTokenizer.from_pretrained(str(Path(tokenizer).expanduser()),
-                                                               local_files_only=True))
+        return prepare_tokenizer(
+            BertTokenizer.from_pretrained(str(Path(tokenizer).expanduser()), local_files_only=True)
+        )
     repos = (str(tokenizer),) if tokenizer is not None else TOKENIZER_REPOS
     for repo in repos:
         if find_hf_file(repo, ["vocab.txt", "tokenizer.json"]) is None:
@@ -429,8 +505,13 @@ def load_tokenizer(tokenizer=None):
             continue
         return prepare_tokenizer(tok)
     where = f"the Hugging Face cache ({hf_cache_dir()})" if tokenizer is None else str(tokenizer)
-    raise MissingWeightsError("BERT tokenizer (bert-base-uncased, for ImageReward)", "bert-base-uncased",
-                              TOKENIZER_SIZE, FETCH_TOKENIZER, where=where)
+    raise MissingWeightsError(
+        "BERT tokenizer (bert-base-uncased, for ImageReward)",
+        "bert-base-uncased",
+        TOKENIZER_SIZE,
+        FETCH_TOKENIZER,
+        where=where,
+    )
 
 
 def _check_config_against_med(config: ImageRewardConfig, med_path: Path | None) -> ImageRewardConfig:
@@ -438,16 +519,24 @@ def _check_config_against_med(config: ImageRewardConfig, med_path: Path | None) 
         return config
     from_med = config.with_med_config(med_path)
     if from_med != config:
-        diff = [f"{f.name}: {getattr(config, f.name)} vs {getattr(from_med, f.name)}" for f in fields(config)
-                if getattr(config, f.name) != getattr(from_med, f.name)]
+        diff = [
+            f"{f.name}: {getattr(config, f.name)} vs {getattr(from_med, f.name)}"
+            for f in fields(config)
+            if getattr(config, f.name) != getattr(from_med, f.name)
+        ]
         raise MetricError(f"ImageReward: the given config disagrees with {med_path}: {_few(diff)}")
     return config
 
 
-def load_image_reward(path_or_repo: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                      dtype: str | torch.dtype = torch.float32, *, tokenizer=None,
-                      config: ImageRewardConfig | None = None,
-                      allow_random_weights: bool = False) -> tuple[ImageRewardModel, Any]:
+def load_image_reward(
+    path_or_repo: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.float32,
+    *,
+    tokenizer=None,
+    config: ImageRewardConfig | None = None,
+    allow_random_weights: bool = False,
+) -> tuple[ImageRewardModel, Any]:
     """(model in eval mode on `device`, tokenizer).
 
     `path_or_repo`: a folder holding ImageReward.pt (+ med_config.json), the .pt file itself, or a
@@ -463,8 +552,10 @@ def load_image_reward(path_or_repo: str | os.PathLike | None = None, device: str
         if path_or_repo is not None:
             raise MetricError("ImageReward: allow_random_weights=True conflicts with a weights path")
         if config is None or _param_count(config) > TINY_PARAM_LIMIT:
-            raise MetricError("ImageReward: random weights are for tests only and need an explicit tiny "
-                              "ImageRewardConfig (they would make the score meaningless)")
+            raise MetricError(
+                "ImageReward: random weights are for tests only and need an explicit tiny "
+                "ImageRewardConfig (they would make the score meaningless)"
+            )
         tok = load_tokenizer(tokenizer)
         model = ImageRewardModel(config)
         _check_vocab(tok, config)
@@ -472,8 +563,11 @@ def load_image_reward(path_or_repo: str | os.PathLike | None = None, device: str
 
     ckpt, med = _find_checkpoint(path_or_repo)
     tok = load_tokenizer(tokenizer)
-    config = ImageRewardConfig().with_med_config(med) if config is None and med is not None else \
-        _check_config_against_med(config or ImageRewardConfig(), med)
+    config = (
+        ImageRewardConfig().with_med_config(med)
+        if config is None and med is not None
+        else _check_config_against_med(config or ImageRewardConfig(), med)
+    )
     _check_vocab(tok, config)
     try:
         sd = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
@@ -497,8 +591,10 @@ def load_image_reward(path_or_repo: str | os.PathLike | None = None, device: str
 
 def _check_vocab(tokenizer, config: ImageRewardConfig) -> None:
     if len(tokenizer) > config.vocab_size:
-        raise MetricError(f"ImageReward: tokenizer has {len(tokenizer)} tokens but the text encoder only "
-                          f"{config.vocab_size}; use bert-base-uncased's tokenizer")
+        raise MetricError(
+            f"ImageReward: tokenizer has {len(tokenizer)} tokens but the text encoder only "
+            f"{config.vocab_size}; use bert-base-uncased's tokenizer"
+        )
 
 
 def _finish(model: ImageRewardModel, device: torch.device, dtype: torch.dtype) -> ImageRewardModel:
@@ -516,8 +612,14 @@ class ImageRewardMetric(QualityMetric):
     needs_reference = False
     needs_prompts = True
 
-    def __init__(self, model: ImageRewardModel, tokenizer, device: str | torch.device = "cpu",
-                 batch_size: int = 16, quantize_8bit: bool = True):
+    def __init__(
+        self,
+        model: ImageRewardModel,
+        tokenizer,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+        quantize_8bit: bool = True,
+    ):
         super().__init__(device)
         if batch_size < 1:
             raise MetricError(f"image-reward: batch_size must be >= 1, got {batch_size}")
@@ -532,9 +634,10 @@ class ImageRewardMetric(QualityMetric):
         cfg = self.model.config
         raw = []
         for start in range(0, images.shape[0], self.batch_size):
-            pixels = preprocess_images(images[start:start + self.batch_size], cfg.image_size, self.quantize_8bit,
-                                       self._mean, self._std)
-            ids, mask = tokenize(self.tokenizer, prompts[start:start + self.batch_size], cfg.max_length, self.device)
+            pixels = preprocess_images(
+                images[start : start + self.batch_size], cfg.image_size, self.quantize_8bit, self._mean, self._std
+            )
+            ids, mask = tokenize(self.tokenizer, prompts[start : start + self.batch_size], cfg.max_length, self.device)
             raw.append(self.model.raw_reward(pixels, ids, mask))
         raw_t = torch.cat(raw) if raw else torch.zeros(0, device=self.device)
         scores = self.model.normalize(raw_t).cpu().numpy().astype(np.float64)
@@ -542,14 +645,23 @@ class ImageRewardMetric(QualityMetric):
         return MetricResult(self.name, scores, summary, True, {"raw_reward": raw_t.cpu().numpy().astype(np.float64)})
 
 
-@register_metric("image-reward", "ImageReward-v1.0 human-preference score of image vs prompt (THUDM/ImageReward)",
-                 ImageRewardMetric)
-def _image_reward(device: str | torch.device = "cpu", *, weights: str | os.PathLike | None = None,
-                  tokenizer: Any = None, batch_size: int = 16, dtype: str | torch.dtype = "float32",
-                  config: ImageRewardConfig | None = None, allow_random_weights: bool = False,
-                  quantize_8bit: bool = True) -> QualityMetric:
+@register_metric(
+    "image-reward", "ImageReward-v1.0 human-preference score of image vs prompt (THUDM/ImageReward)", ImageRewardMetric
+)
+def _image_reward(
+    device: str | torch.device = "cpu",
+    *,
+    weights: str | os.PathLike | None = None,
+    tokenizer: Any = None,
+    batch_size: int = 16,
+    dtype: str | torch.dtype = "float32",
+    config: ImageRewardConfig | None = None,
+    allow_random_weights: bool = False,
+    quantize_8bit: bool = True,
+) -> QualityMetric:
     """Options are explicit so get_metric names any unknown one (and lists these) before loading.
     `config`, `allow_random_weights` and `quantize_8bit` are for tests; see `load_image_reward`."""
-    model, tok = load_image_reward(weights, device, dtype, tokenizer=tokenizer, config=config,
-                                   allow_random_weights=allow_random_weights)
+    model, tok = load_image_reward(
+        weights, device, dtype, tokenizer=tokenizer, config=config, allow_random_weights=allow_random_weights
+    )
     return ImageRewardMetric(model, tok, device, batch_size, quantize_8bit=quantize_8bit)

@@ -4,8 +4,8 @@ for the CLIP-style models (one implementation for clip, pickscore, hpsv2 and ima
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,8 +49,13 @@ def channel_tensor(values: Sequence[float] | torch.Tensor, device: str | torch.d
     return torch.as_tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
 
-def preprocess_images(images: torch.Tensor, size: int | tuple[int, int], mean: Sequence[float] | torch.Tensor,
-                      std: Sequence[float] | torch.Tensor, resize_mode: str = "shortest") -> torch.Tensor:
+def preprocess_images(
+    images: torch.Tensor,
+    size: int | tuple[int, int],
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    resize_mode: str = "shortest",
+) -> torch.Tensor:
     """[N, 3, H, W] in [0, 1] -> the model's normalised input, in-graph (bicubic + antialias).
 
     resize_mode: "shortest" (shortest side to size, then center crop: CLIP / HF CLIPImageProcessor),
@@ -77,7 +82,7 @@ def preprocess_images(images: torch.Tensor, size: int | tuple[int, int], mean: S
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
         top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
-        x = x[..., top:top + th, left:left + tw]
+        x = x[..., top : top + th, left : left + tw]
     else:
         raise MetricError(f"unknown resize_mode {resize_mode!r}; use shortest, longest or squash")
     x = x.clamp(0, 1)  # bicubic overshoots; PIL-based pipelines clip to [0, 255] too

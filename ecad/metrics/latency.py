@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +56,9 @@ class CallTimer:
         return out, (time.perf_counter() - t0) * 1e3
 
 
-def measure_latency(fn: Callable[[], Any], batch: int, device: torch.device | str, warmup: int = 1,
-                    repeats: int = 3, **settings: Any) -> LatencyResult:
+def measure_latency(
+    fn: Callable[[], Any], batch: int, device: torch.device | str, warmup: int = 1, repeats: int = 3, **settings: Any
+) -> LatencyResult:
     """Warm-up calls (autotuning, allocator), then `repeats` timed calls of `fn` (one batch each)."""
     timer = CallTimer(device)
     for _ in range(warmup):

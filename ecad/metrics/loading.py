@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 
 from ecad.metrics.base import MetricError
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def hf_cache_dir() -> str:
@@ -24,7 +30,8 @@ def hf_cache_dir() -> str:
         if os.environ.get(var):
             return os.path.expanduser(os.environ[var])
     home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
     return os.path.join(os.path.expanduser(home), "hub")
 
 
@@ -63,5 +70,6 @@ def seeded(seed: int) -> Iterator[None]:
 
 def warn_random(what: str) -> None:
     """Random weights are never silent: they make every score meaningless."""
-    warnings.warn(f"{what}: random weights (allow_random_weights=True) - scores are meaningless, for tests only",
-                  stacklevel=3)
+    warnings.warn(
+        f"{what}: random weights (allow_random_weights=True) - scores are meaningless, for tests only", stacklevel=3
+    )

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ecad.metrics.base import MetricError, MissingWeightsError, QualityMetric, register_metric
-from ecad.metrics.clip import OpenClipSimilarity, _load_open_clip_file, open_clip_architecture
+from ecad.metrics.clip import OpenClipSimilarity, load_open_clip_file, open_clip_architecture
 from ecad.metrics.images import OPENAI_MEAN, OPENAI_STD
 from ecad.metrics.loading import find_hf_file, hf_cache_dir, seeded, warn_random
 
@@ -32,8 +32,9 @@ PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 HPSV2_REPO = "xswu/HPSv2"
 HPSV2_FILES = {"v2.1": "HPS_v2.1_compressed.pt", "v2.0": "HPS_v2_compressed.pt"}
-_PROCESSOR_FILES = ("tokenizer.json tokenizer_config.json special_tokens_map.json vocab.json merges.txt "
-                    "preprocessor_config.json")
+_PROCESSOR_FILES = (
+    "tokenizer.json tokenizer_config.json special_tokens_map.json vocab.json merges.txt preprocessor_config.json"
+)
 
 
 def _features(out: Any) -> torch.Tensor:
@@ -57,10 +58,23 @@ class PickScoreMetric(OpenClipSimilarity):
     name = "pickscore"
     clamp = False
 
-    def __init__(self, device="cpu", model: str = PICKSCORE_MODEL, processor: str = PICKSCORE_PROCESSOR,
-                 weights: str | os.PathLike | None = None, batch_size: int = 16, dtype: str | torch.dtype = "float32",
-                 max_length: int = 77, allow_random_weights: bool = False, config: Any = None, tokenizer: Any = None,
-                 image_size: int | None = None, image_mean=OPENAI_MEAN, image_std=OPENAI_STD, seed: int = 0):
+    def __init__(
+        self,
+        device="cpu",
+        model: str = PICKSCORE_MODEL,
+        processor: str = PICKSCORE_PROCESSOR,
+        weights: str | os.PathLike | None = None,
+        batch_size: int = 16,
+        dtype: str | torch.dtype = "float32",
+        max_length: int = 77,
+        allow_random_weights: bool = False,
+        config: Any = None,
+        tokenizer: Any = None,
+        image_size: int | None = None,
+        image_mean=OPENAI_MEAN,
+        image_std=OPENAI_STD,
+        seed: int = 0,
+    ):
         """
         Args:
             model: hub id of the PickScore CLIPModel (read from the local HF cache only).
@@ -83,16 +97,23 @@ class PickScoreMetric(OpenClipSimilarity):
             size = size or cfg.vision_config.image_size
         else:
             if weights is not None and not Path(weights).is_dir():
-                raise MetricError(f"pickscore: weights= must be a model directory (config.json + model.safetensors), "
-                                  f"got {weights}")
+                raise MetricError(
+                    f"pickscore: weights= must be a model directory (config.json + model.safetensors), got {weights}"
+                )
             net = self._load_model(CLIPModel, weights or model)
             if tokenizer is None:
                 tokenizer, pp = self._load_processor(processor)
                 size, mean, std = size or pp["size"], pp["mean"], pp["std"]
                 resize_mode = pp["resize_mode"]
             size = size or net.config.vision_config.image_size
-        super().__init__(device, net, tokenizer, {"size": size, "mean": mean, "std": std, "resize_mode": resize_mode},
-                         batch_size, dtype)
+        super().__init__(
+            device,
+            net,
+            tokenizer,
+            {"size": size, "mean": mean, "std": std, "resize_mode": resize_mode},
+            batch_size,
+            dtype,
+        )
 
     @staticmethod
     def _load_model(cls, source):
@@ -103,8 +124,9 @@ class PickScoreMetric(OpenClipSimilarity):
             if local:
                 raise MetricError(f"pickscore: cannot load a CLIPModel from {source}: {exc}") from exc
             files = " config.json model.safetensors" if str(source) == PICKSCORE_MODEL else ""
-            raise MissingWeightsError(f"PickScore ({source})", str(source), "~3.9 GB",
-                                      f"hf download {source}{files}") from exc
+            raise MissingWeightsError(
+                f"PickScore ({source})", str(source), "~3.9 GB", f"hf download {source}{files}"
+            ) from exc
 
     @staticmethod
     def _load_processor(source) -> tuple[Any, dict]:
@@ -116,8 +138,12 @@ class PickScoreMetric(OpenClipSimilarity):
             tok = CLIPTokenizerFast.from_pretrained(str(source), **kw)
             ip = CLIPImageProcessor.from_pretrained(str(source), **kw)
         except OSError as exc:
-            raise MissingWeightsError(f"PickScore processor ({source})", str(source), "a few MB (tokenizer + config only)",
-                                      f"hf download {source} {_PROCESSOR_FILES}") from exc
+            raise MissingWeightsError(
+                f"PickScore processor ({source})",
+                str(source),
+                "a few MB (tokenizer + config only)",
+                f"hf download {source} {_PROCESSOR_FILES}",
+            ) from exc
         crop = getattr(ip, "crop_size", None) or {}
         short = (getattr(ip, "size", None) or {}).get("shortest_edge")
         size = (crop.get("height"), crop.get("width")) if crop.get("height") else short or 224
@@ -130,10 +156,14 @@ class PickScoreMetric(OpenClipSimilarity):
         return _features(self.model.get_image_features(pixel_values=pixels))
 
     def encode_texts(self, prompts: list[str]) -> torch.Tensor:
-        tok = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        return _features(self.model.get_text_features(input_ids=tok["input_ids"].to(self.device),
-                                                      attention_mask=tok["attention_mask"].to(self.device)))
+        tok = self.tokenizer(
+            list(prompts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return _features(
+            self.model.get_text_features(
+                input_ids=tok["input_ids"].to(self.device), attention_mask=tok["attention_mask"].to(self.device)
+            )
+        )
 
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.exp().float()
@@ -151,9 +181,12 @@ def resolve_hpsv2_weights(version: str) -> str:
     root = Path(os.environ.get("HPS_ROOT") or os.path.expanduser("~/.cache/hpsv2"))
     if (root / filename).is_file():
         return str(root / filename)
-    raise MissingWeightsError(f"HPSv{version[1:]} ({filename})", f"{HPSV2_REPO}/{filename}",
-                              "~1.9 GB; the ViT-H-14 config and tokenizer ship with open_clip",
-                              f"hf download {HPSV2_REPO} {filename}")
+    raise MissingWeightsError(
+        f"HPSv{version[1:]} ({filename})",
+        f"{HPSV2_REPO}/{filename}",
+        "~1.9 GB; the ViT-H-14 config and tokenizer ship with open_clip",
+        f"hf download {HPSV2_REPO} {filename}",
+    )
 
 
 class HPSv2Metric(OpenClipSimilarity):
@@ -163,9 +196,17 @@ class HPSv2Metric(OpenClipSimilarity):
     scale = 100.0
     clamp = False
 
-    def __init__(self, device="cpu", version: str = "v2.1", weights: str | os.PathLike | None = None,
-                 batch_size: int = 16, dtype: str | torch.dtype = "float32", allow_random_weights: bool = False,
-                 model_config: dict | None = None, seed: int = 0):
+    def __init__(
+        self,
+        device="cpu",
+        version: str = "v2.1",
+        weights: str | os.PathLike | None = None,
+        batch_size: int = 16,
+        dtype: str | torch.dtype = "float32",
+        allow_random_weights: bool = False,
+        model_config: dict | None = None,
+        seed: int = 0,
+    ):
         """
         Args:
             version: "v2.1" (HPS_v2.1_compressed.pt, default) or "v2.0" (HPS_v2_compressed.pt).
@@ -181,15 +222,16 @@ class HPSv2Metric(OpenClipSimilarity):
         # the architecture (random init, no download), then HPSv2's full state dict on top
         net, tokenizer, pp = open_clip_architecture("ViT-H-14", model_config, seed, "longest")
         if path is not None:
-            _load_open_clip_file(net, path)
+            load_open_clip_file(net, path)
         else:
             warn_random("hpsv2")
         pp = {**pp, "mean": OPENAI_MEAN, "std": OPENAI_STD, "resize_mode": "longest"}
         super().__init__(device, net, tokenizer, pp, batch_size, dtype)
 
 
-@register_metric("pickscore", "PickScore (yuvalkirstain/PickScore_v1): logit_scale*cos, higher is better",
-                 PickScoreMetric)
+@register_metric(
+    "pickscore", "PickScore (yuvalkirstain/PickScore_v1): logit_scale*cos, higher is better", PickScoreMetric
+)
 def _pickscore(device="cpu", **options) -> QualityMetric:
     return PickScoreMetric(device, **options)
 

@@ -20,8 +20,14 @@ import numpy as np
 import torch
 
 from ecad.files import atomic_write_json
-from ecad.metrics.base import (MetricError, MetricResult, UnknownOptionError, get_metric, prompts_required_message,
-                               registered_class)
+from ecad.metrics.base import (
+    MetricError,
+    MetricResult,
+    UnknownOptionError,
+    get_metric,
+    prompts_required_message,
+    registered_class,
+)
 from ecad.metrics.images import list_image_files, load_image
 
 PROMPT_WIDTH = 40
@@ -35,9 +41,11 @@ def load_image_dir(path: str | Path) -> tuple[torch.Tensor, list[str]]:
     for f in files:
         img = load_image(f)
         if images and img.shape != images[0].shape:
-            raise MetricError(f"images in {path} differ in size: {files[0].name} is {images[0].shape[2]}x"
-                              f"{images[0].shape[1]}, {f.name} is {img.shape[2]}x{img.shape[1]}; "
-                              "score images of one size at a time")
+            raise MetricError(
+                f"images in {path} differ in size: {files[0].name} is {images[0].shape[2]}x"
+                f"{images[0].shape[1]}, {f.name} is {img.shape[2]}x{img.shape[1]}; "
+                "score images of one size at a time"
+            )
         images.append(img)
     return torch.stack(images).float().div_(255), [f.name for f in files]
 
@@ -55,15 +63,29 @@ def read_prompts(path: str | Path) -> list[str]:
 
 def add_score_parser(subparsers) -> argparse.ArgumentParser:
     """Add `score` to an argparse subparsers object; sets func=run_score."""
-    p = subparsers.add_parser("score", help="score a directory of images with a quality metric",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--metric", required=True,
-                   help="metric name: fidelity, psnr, clip, pickscore, hpsv2, fid, ... (ecad.metrics.list_metrics())")
+    p = subparsers.add_parser(
+        "score",
+        help="score a directory of images with a quality metric",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--metric",
+        required=True,
+        help="metric name: fidelity, psnr, clip, pickscore, hpsv2, fid, ... (ecad.metrics.list_metrics())",
+    )
     p.add_argument("--images", required=True, type=Path, help="directory of PNG/JPG images (sorted by name)")
-    p.add_argument("--prompts", type=Path, help="text file, one prompt per line in image order "
-                                                "(required by clip, pickscore, hpsv2)")
-    p.add_argument("--reference", type=Path, help="directory of reference images (fidelity/psnr: the uncached "
-                                                  "images, same names order; fid: any reference set)")
+    p.add_argument(
+        "--prompts",
+        type=Path,
+        help="text file, one prompt per line in image order (required by clip, pickscore, hpsv2)",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="directory of reference images (fidelity/psnr: the uncached "
+        "images, same names order; fid: any reference set)",
+    )
     p.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="write scores as JSON here")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (metric default if unset)")
@@ -88,8 +110,10 @@ def _run(args: argparse.Namespace) -> int:
     images, names = load_image_dir(args.images)
     prompts = read_prompts(args.prompts) if args.prompts is not None else None
     if prompts is not None and len(prompts) != len(names):
-        raise MetricError(f"{len(names)} images in {args.images} but {len(prompts)} prompts in {args.prompts}; "
-                          "give one prompt per line, in the images' file-name order")
+        raise MetricError(
+            f"{len(names)} images in {args.images} but {len(prompts)} prompts in {args.prompts}; "
+            "give one prompt per line, in the images' file-name order"
+        )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = {}
     if args.batch_size is not None:
@@ -134,7 +158,7 @@ def _fmt(x: float) -> str:
 
 def _truncate(text: str, width: int = PROMPT_WIDTH) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def format_table(result: MetricResult, names: list[str], prompts: list[str] | None) -> str:
@@ -150,8 +174,9 @@ def format_table(result: MetricResult, names: list[str], prompts: list[str] | No
     numeric = set(range(len(header) - 1 - len(extras), len(header)))
 
     def line(r):
-        return "  ".join(str(v).rjust(w) if c in numeric else str(v).ljust(w)
-                         for c, (v, w) in enumerate(zip(r, widths))).rstrip()
+        return "  ".join(
+            str(v).rjust(w) if c in numeric else str(v).ljust(w) for c, (v, w) in enumerate(zip(r, widths))
+        ).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 

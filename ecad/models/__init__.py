@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecad.models.base import (FamilyAdapter, ModelWeightsError, TransformerDims, UnsupportedModelError,
-                              load_pretrained)
+from ecad.models.base import FamilyAdapter, ModelWeightsError, TransformerDims, UnsupportedModelError, load_pretrained
 from ecad.models.flux import FLUX
 from ecad.models.pixart import PIXART
 from ecad.models.sana import SANA
@@ -61,9 +60,22 @@ def build_tiny(name: str):
     return builders[name]()
 
 
-__all__ = ["ADAPTERS", "FAMILIES", "FamilyAdapter", "ModelWeightsError", "TINY_PREFIX", "TransformerDims",
-           "UnsupportedModelError", "adapter_for", "adapter_for_pipeline", "adapter_for_transformer", "build_tiny",
-           "load_pipeline", "load_pretrained", "tiny_builders"]
+__all__ = [
+    "ADAPTERS",
+    "FAMILIES",
+    "FamilyAdapter",
+    "ModelWeightsError",
+    "TINY_PREFIX",
+    "TransformerDims",
+    "UnsupportedModelError",
+    "adapter_for",
+    "adapter_for_pipeline",
+    "adapter_for_transformer",
+    "build_tiny",
+    "load_pipeline",
+    "load_pretrained",
+    "tiny_builders",
+]
 
 
 def load_pipeline(space, device: str | None = None, dtype=None):
@@ -83,7 +95,9 @@ def load_pipeline(space, device: str | None = None, dtype=None):
     if type(pipe.scheduler).__name__ != space.scheduler:  # the space fixes the sampler, not the checkpoint
         scheduler_cls = getattr(diffusers, space.scheduler, None)
         if scheduler_cls is None:
-            raise ValueError(f"space {space.name!r}: scheduler {space.scheduler!r} is not a diffusers scheduler class; "
-                             "fix `scheduler` in its TOML")
+            raise ValueError(
+                f"space {space.name!r}: scheduler {space.scheduler!r} is not a diffusers scheduler class; "
+                "fix `scheduler` in its TOML"
+            )
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
     return pipe.to(device) if device is not None else pipe

@@ -16,8 +16,9 @@ import dataclasses
 import inspect
 import logging
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, ContextManager, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,7 +26,6 @@ from torch import nn
 
 from ecad.layouts import BlockGroup, Layout
 from ecad.schedule import ScheduleError
-
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class StepSelection:
     context entered around the call (for pipelines that take no `timesteps=`/`sigmas=`)."""
 
     kwargs: dict[str, Any]
-    context: Callable[[], ContextManager] = contextlib.nullcontext
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 # ----------------------------------------------------------------------- MACs
@@ -92,7 +92,7 @@ class TransformerDims:
     text_len: int = 120  # default text tokens of the pipeline's prompt encoding
 
     @classmethod
-    def from_transformer(cls, module: Any, vae_scale_factor: int = 8, text_len: int | None = None) -> "TransformerDims":
+    def from_transformer(cls, module: Any, vae_scale_factor: int = 8, text_len: int | None = None) -> TransformerDims:
         """From a loaded (or meta-device) diffusers transformer, through its family's adapter."""
         from ecad.models import adapter_for_transformer
 
@@ -141,13 +141,16 @@ class FamilyAdapter:
     def layout(self, counts: Sequence[int]) -> Layout:
         """The layout with `counts[i]` blocks of `block_kinds[i]` (0 only for optional kinds)."""
         if len(counts) != len(self.block_kinds):
-            raise ValueError(f"{self.display_name} layouts take {len(self.block_kinds)} block counts "
-                             f"({', '.join(k.label for k in self.block_kinds)}), got {list(counts)}")
+            raise ValueError(
+                f"{self.display_name} layouts take {len(self.block_kinds)} block counts "
+                f"({', '.join(k.label for k in self.block_kinds)}), got {list(counts)}"
+            )
         groups = []
         for kind, n in zip(self.block_kinds, counts):
             if n < 0 or (n == 0 and not kind.optional):
-                raise ValueError(f"{self.display_name}: {kind.label} blocks must number >= {0 if kind.optional else 1}, "
-                                 f"got {n}")
+                raise ValueError(
+                    f"{self.display_name}: {kind.label} blocks must number >= {0 if kind.optional else 1}, got {n}"
+                )
             if n:
                 groups.append(kind.group(int(n)))
         return Layout(self.family, tuple(groups))
@@ -159,25 +162,35 @@ class FamilyAdapter:
         k = 0
         for i, (name, components, count) in enumerate(groups):
             components = tuple(components)
-            while k < len(self.block_kinds) and not (self.block_kinds[k].name == name
-                                                      and self.block_kinds[k].components == components):
+            while k < len(self.block_kinds) and not (
+                self.block_kinds[k].name == name and self.block_kinds[k].components == components
+            ):
                 if not self.block_kinds[k].optional:
                     break
                 k += 1
-            if k >= len(self.block_kinds) or self.block_kinds[k].name != name or self.block_kinds[k].components != components:
-                raise ValueError(f"group {i + 1} ({name} {list(components)}) is not where a {self.display_name} layout "
-                                 f"has it; the groups, in order, are: {self.describe_kinds()}")
+            if (
+                k >= len(self.block_kinds)
+                or self.block_kinds[k].name != name
+                or self.block_kinds[k].components != components
+            ):
+                raise ValueError(
+                    f"group {i + 1} ({name} {list(components)}) is not where a {self.display_name} layout "
+                    f"has it; the groups, in order, are: {self.describe_kinds()}"
+                )
             counts[k] = int(count)
             k += 1
         missing = [kind.label for kind, n in zip(self.block_kinds, counts) if n == 0 and not kind.optional]
         if missing:
-            raise ValueError(f"a {self.display_name} layout needs its {', '.join(missing)} group(s); the groups, "
-                             f"in order, are: {self.describe_kinds()}")
+            raise ValueError(
+                f"a {self.display_name} layout needs its {', '.join(missing)} group(s); the groups, "
+                f"in order, are: {self.describe_kinds()}"
+            )
         return self.layout(counts)
 
     def describe_kinds(self) -> str:
-        return "; ".join(f"{k.name} {list(k.components)}" + (" (optional)" if k.optional else "")
-                         for k in self.block_kinds)
+        return "; ".join(
+            f"{k.name} {list(k.components)}" + (" (optional)" if k.optional else "") for k in self.block_kinds
+        )
 
     def block_kind_of(self, block: nn.Module, list_name: str) -> BlockKind:
         """Which kind a block of module list `list_name` is; one kind per list unless overridden."""
@@ -194,13 +207,16 @@ class FamilyAdapter:
                 if order and order[-1] != k and k in order:
                     raise UnsupportedModelError(
                         f"{type(transformer).__name__}: block {list_name}[{i}] is a {self.block_kinds[k].label} block "
-                        f"after other kinds; ecad's {self.display_name} layouts hold {self.describe_kinds()}, in order")
+                        f"after other kinds; ecad's {self.display_name} layouts hold {self.describe_kinds()}, in order"
+                    )
                 if not order or order[-1] != k:
                     order.append(k)
                 counts[k] += 1
         if order != sorted(order):
-            raise UnsupportedModelError(f"{type(transformer).__name__}: its block kinds come in an order ecad's "
-                                        f"{self.display_name} layouts do not have ({self.describe_kinds()})")
+            raise UnsupportedModelError(
+                f"{type(transformer).__name__}: its block kinds come in an order ecad's "
+                f"{self.display_name} layouts do not have ({self.describe_kinds()})"
+            )
         return self.layout(counts)
 
     def component_modules(self, block: nn.Module, group: BlockGroup) -> dict[str, nn.Module]:
@@ -236,8 +252,9 @@ class FamilyAdapter:
         scheduler's set_timesteps for the call so it builds the base grid and keeps the chosen
         timesteps and sigmas (and the final sigma): works for pipelines that take neither
         `timesteps=` nor `sigmas=`, and for schedulers that would rebuild a custom grid."""
-        return StepSelection({"num_inference_steps": base_steps},
-                             lambda: scheduler_subset(pipe.scheduler, selected, base_steps))
+        return StepSelection(
+            {"num_inference_steps": base_steps}, lambda: scheduler_subset(pipe.scheduler, selected, base_steps)
+        )
 
     def encode_prompts(self, pipe: Any, prompts: list[str], call: Mapping[str, Any], device) -> dict[str, torch.Tensor]:
         """Prompt (and negative-prompt) embeddings for `prompts`, one row per prompt, keyed by the
@@ -258,8 +275,9 @@ class FamilyAdapter:
         return 2 * batch if guidance_scale is None or guidance_scale > 1.0 else batch
 
     # ------------------------------------------------------------ MACs
-    def dims_from_config(self, config: Mapping[str, Any], vae_scale_factor: int = 8,
-                         text_len: int | None = None) -> TransformerDims:
+    def dims_from_config(
+        self, config: Mapping[str, Any], vae_scale_factor: int = 8, text_len: int | None = None
+    ) -> TransformerDims:
         raise NotImplementedError
 
     def preset_config(self, space: Any) -> dict[str, Any]:
@@ -272,15 +290,19 @@ class FamilyAdapter:
         import diffusers
 
         cls = getattr(diffusers, self.transformer_classes[0])
-        defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
-                    if p.default is not inspect.Parameter.empty}
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
         config = {**defaults, **self.preset_config(space), "_class_name": cls.__name__}
         return self.dims_from_config(config, self.preset_vae_scale_factor, space.text_length)
 
     def dims_for_pipeline(self, pipe: Any, space: Any) -> TransformerDims:
         """Dimensions of a loaded pipeline (the offline tiny ones)."""
-        return TransformerDims.from_transformer(pipe.transformer, vae_scale_factor=pipe.vae_scale_factor,
-                                                text_len=space.text_length)
+        return TransformerDims.from_transformer(
+            pipe.transformer, vae_scale_factor=pipe.vae_scale_factor, text_len=space.text_length
+        )
 
     def layout_of_dims(self, dims: TransformerDims) -> Layout:
         raise NotImplementedError
@@ -289,8 +311,9 @@ class FamilyAdapter:
         cell = dims.vae_scale_factor * dims.patch_size
         return Tokens((height // cell) * (width // cell), text_len or dims.text_len)
 
-    def group_macs(self, dims: TransformerDims, group: BlockGroup, tokens: Tokens,
-                   attention_matmuls: bool) -> dict[str, float]:
+    def group_macs(
+        self, dims: TransformerDims, group: BlockGroup, tokens: Tokens, attention_matmuls: bool
+    ) -> dict[str, float]:
         """MACs of one block of `group` at batch 1, by component."""
         raise NotImplementedError
 
@@ -333,11 +356,15 @@ class FamilyAdapter:
             torch.set_default_dtype(previous)
         pipeline_cls = getattr(diffusers, space.pipeline_class)
         params = inspect.signature(pipeline_cls.__init__).parameters
-        parts = {name: None for name, p in params.items()
-                 if name not in ("self", "transformer", "vae", "scheduler") and p.default is inspect.Parameter.empty}
+        parts = {
+            name: None
+            for name, p in params.items()
+            if name not in ("self", "transformer", "vae", "scheduler") and p.default is inspect.Parameter.empty
+        }
         scheduler = getattr(diffusers, space.scheduler)(**self.scheduler_config(space))
-        return pipeline_cls(transformer=transformer.to(dtype).eval(), vae=vae.to(dtype).eval(), scheduler=scheduler,
-                            **parts)
+        return pipeline_cls(
+            transformer=transformer.to(dtype).eval(), vae=vae.to(dtype).eval(), scheduler=scheduler, **parts
+        )
 
     # ------------------------------------------------------------ elsewhere
     def mag_ratios(self, steps: int) -> list[float] | None:
@@ -355,8 +382,10 @@ class FamilyAdapter:
 
     def ecad_block_counts(self, layout: Layout) -> dict[str, int]:
         if not self.ecad_count_keys:
-            raise UnsupportedModelError(f"ECAD's schedule format has no {self.display_name} schedules; save this one "
-                                        "in ecad's own format (ecad-schedule/1) instead")
+            raise UnsupportedModelError(
+                f"ECAD's schedule format has no {self.display_name} schedules; save this one "
+                "in ecad's own format (ecad-schedule/1) instead"
+            )
         return {key: g.num_blocks for key, g in zip(self.ecad_count_keys, layout.groups)}
 
     def variant_error(self, variant: Any) -> str | None:
@@ -365,8 +394,10 @@ class FamilyAdapter:
             return None
         if list(self.pipeline_classes) == [None]:
             return f"field 'variant' is not used by {self.display_name}; remove it"
-        return (f"field 'variant' must be one of {', '.join(str(v) for v in self.pipeline_classes)} for "
-                f"{self.display_name}, got {variant!r}")
+        return (
+            f"field 'variant' must be one of {', '.join(str(v) for v in self.pipeline_classes)} for "
+            f"{self.display_name}, got {variant!r}"
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.family!r}>"
@@ -397,9 +428,11 @@ def scheduler_subset(scheduler: Any, selected: list[int], base_steps: int) -> It
             keep = torch.cat([index, torch.tensor([len(timesteps)])]).to(sigmas.device)
             scheduler.sigmas = sigmas[keep]
         elif sigmas is not None:
-            raise UnsupportedModelError(f"{type(scheduler).__name__}: its sigmas do not line up with its timesteps, "
-                                        "so ecad cannot run a step subset on it; use a schedule without a timestep "
-                                        "selection or another scheduler")
+            raise UnsupportedModelError(
+                f"{type(scheduler).__name__}: its sigmas do not line up with its timesteps, "
+                "so ecad cannot run a step subset on it; use a schedule without a timestep "
+                "selection or another scheduler"
+            )
         if hasattr(scheduler, "num_inference_steps"):
             scheduler.num_inference_steps = len(selected)
 
@@ -434,18 +467,25 @@ def checked_block_path(adapter: FamilyAdapter, block: nn.Module, group: BlockGro
             raise TypeError(f"{adapter!r} has a block path for {type(block).__name__} but no block_probe to check it")
         kwargs, outputs = probe
         with torch.no_grad():
-            agree = _same(_stock_with_outputs(adapter, block, group, kwargs, outputs), path.fn(block, kwargs, outputs, True))
+            agree = _same(
+                _stock_with_outputs(adapter, block, group, kwargs, outputs), path.fn(block, kwargs, outputs, True)
+            )
             if path.partial:
                 agree = agree and _same(type(block).forward(block, **kwargs), path.fn(block, kwargs, {}, True))
         _AGREES[key] = agree
         if not agree:
-            logger.warning("%s.forward differs from ecad's %s block path (a diffusers change?); blocks with reused "
-                           "components run the stock forward (correct, slower)", type(block).__name__, adapter.family)
+            logger.warning(
+                "%s.forward differs from ecad's %s block path (a diffusers change?); blocks with reused "
+                "components run the stock forward (correct, slower)",
+                type(block).__name__,
+                adapter.family,
+            )
     return path if _AGREES[key] else None
 
 
-def _stock_with_outputs(adapter: FamilyAdapter, block: nn.Module, group: BlockGroup, kwargs: dict,
-                        outputs: dict[str, Any]) -> Any:
+def _stock_with_outputs(
+    adapter: FamilyAdapter, block: nn.Module, group: BlockGroup, kwargs: dict, outputs: dict[str, Any]
+) -> Any:
     """The stock forward with each component module returning the given output (reuse by hand)."""
     modules = adapter.component_modules(block, group)
     saved = {name: m.__dict__.get("forward") for name, m in modules.items()}
@@ -463,8 +503,9 @@ def _stock_with_outputs(adapter: FamilyAdapter, block: nn.Module, group: BlockGr
 
 def _same(a: Any, b: Any) -> bool:
     a, b = _tensors(a), _tensors(b)
-    return len(a) == len(b) and all((x is None and y is None) or (x is not None and y is not None and torch.equal(x, y))
-                                    for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        (x is None and y is None) or (x is not None and y is not None and torch.equal(x, y)) for x, y in zip(a, b)
+    )
 
 
 def _tensors(x: Any) -> tuple:
@@ -496,8 +537,9 @@ def load_pretrained(pipeline_cls, hub_id: str, dtype: torch.dtype, device: str |
     return pipe.to(device) if device is not None else pipe
 
 
-def block_costs(adapter: FamilyAdapter, dims: TransformerDims, layout: Layout, tokens: Tokens,
-                attention_matmuls: bool) -> np.ndarray:
+def block_costs(
+    adapter: FamilyAdapter, dims: TransformerDims, layout: Layout, tokens: Tokens, attention_matmuls: bool
+) -> np.ndarray:
     """[blocks, components] MACs of one block each at batch 1, in grid order; padding cells 0."""
     out = np.zeros((layout.num_blocks, layout.num_components), dtype=np.float64)
     per_group = {g: adapter.group_macs(dims, g, tokens, attention_matmuls) for g in layout.groups}

@@ -23,7 +23,9 @@ def gated_add(hidden_states: torch.Tensor, gate: torch.Tensor, out: torch.Tensor
     return hidden_states + gate * out if exact else torch.addcmul(hidden_states, gate, out)
 
 
-def adaln_chunks(norm: nn.Module, temb: torch.Tensor, n: int, which: tuple[int, ...], exact: bool) -> list[torch.Tensor]:
+def adaln_chunks(
+    norm: nn.Module, temb: torch.Tensor, n: int, which: tuple[int, ...], exact: bool
+) -> list[torch.Tensor]:
     """Chunks `which` (of `n`) of an adaLN-Zero modulation `linear(silu(temb))`, without the norm
     of the activations. Fast mode reads only those rows of a plain Linear's weight: at batch 1
     these GEMVs are weight reads, and a fully reused block needs only its gates."""
@@ -34,8 +36,10 @@ def adaln_chunks(norm: nn.Module, temb: torch.Tensor, n: int, which: tuple[int, 
         return [chunks[i] for i in which]
     d = linear.out_features // n
     bias = linear.bias
-    return [F.linear(x, linear.weight[i * d:(i + 1) * d], None if bias is None else bias[i * d:(i + 1) * d])
-            for i in which]
+    return [
+        F.linear(x, linear.weight[i * d : (i + 1) * d], None if bias is None else bias[i * d : (i + 1) * d])
+        for i in which
+    ]
 
 
 def shared_modulation(block: nn.Module, timestep: torch.Tensor, batch: int) -> tuple[torch.Tensor, ...]:
@@ -48,8 +52,12 @@ def masked_caption_embeds(batch: int, text_len: int, width: int, generator: torc
     """Random prompt and negative-prompt embeddings with all-ones masks (T5/Gemma-captioned pipelines)."""
     embeds, neg = (torch.randn(batch, text_len, width, generator=generator) for _ in range(2))
     mask = torch.ones(batch, text_len, dtype=torch.long)
-    return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "negative_prompt_embeds": neg,
-            "negative_prompt_attention_mask": mask}
+    return {
+        "prompt_embeds": embeds,
+        "prompt_attention_mask": mask,
+        "negative_prompt_embeds": neg,
+        "negative_prompt_attention_mask": mask,
+    }
 
 
 def clip_fp16(hidden_states: torch.Tensor) -> torch.Tensor:

@@ -7,24 +7,41 @@ step (cond, then uncond).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout
-from ecad.models.base import (BlockKind, BlockPath, FamilyAdapter, StepSelection, Tokens, TransformerDims,
-                              UnsupportedModelError, probe_tensors)
+from ecad.models.base import (
+    BlockKind,
+    BlockPath,
+    FamilyAdapter,
+    StepSelection,
+    Tokens,
+    TransformerDims,
+    UnsupportedModelError,
+    probe_tensors,
+)
 from ecad.models.common import TIME_PROJ, adaln_chunks, clip_fp16, gated_add
-from ecad.models.tiny import TINY_PREFIX, TINY_VOCAB, amplify_blocks, byte_tokenizer, kl_vae, t5_encoder
+from ecad.models.tiny import TINY_PREFIX, amplify_blocks, byte_tokenizer, clip_text_encoder, kl_vae, t5_encoder
 
 DOUBLE_COMPONENTS = ("full_attn", "full_ff", "full_ff_context")
 # FLUX.1's VAE: 8x downsampling, 16 latent channels (packed 2x2 into 64-channel tokens).
-FLUX_VAE_CONFIG = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                       up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=16,
-                       use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
+FLUX_VAE_CONFIG = dict(
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=2,
+    latent_channels=16,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+    shift_factor=0.1159,
+    scaling_factor=0.3611,
+)
 SINGLE_COMPONENTS = ("single_attn", "single_proj_mlp", "single_proj_out")
 
 
@@ -47,8 +64,9 @@ class FluxDims(TransformerDims):
 
 
 # FLUX.1-dev: 24 heads x 128, 19 double + 38 single blocks, 2x2-packed 16-channel latents.
-FLUX_DEV_DIMS = FluxDims(hidden=3072, num_blocks=19, num_single_blocks=38, text_dim=4096, pooled_dim=768,
-                         guidance_embeds=True, text_len=512)
+FLUX_DEV_DIMS = FluxDims(
+    hidden=3072, num_blocks=19, num_single_blocks=38, text_dim=4096, pooled_dim=768, guidance_embeds=True, text_len=512
+)
 
 
 def flux_layout(num_double: int = 19, num_single: int = 38) -> Layout:
@@ -64,8 +82,14 @@ class FluxAdapter(FamilyAdapter):
     )
     pipeline_classes = {None: "FluxPipeline"}
     transformer_classes = ("FluxTransformer2DModel",)
-    roles = {"full_attn": "attention", "full_ff": "mlp", "full_ff_context": "text_mlp",
-             "single_attn": "attention", "single_proj_mlp": "mlp", "single_proj_out": "mlp"}
+    roles = {
+        "full_attn": "attention",
+        "full_ff": "mlp",
+        "full_ff_context": "text_mlp",
+        "single_attn": "attention",
+        "single_proj_mlp": "mlp",
+        "single_proj_out": "mlp",
+    }
     ecad_pipeline_names = {None: "flux"}
     ecad_count_keys = ("num_blocks", "num_single_blocks")
 
@@ -84,8 +108,10 @@ class FluxAdapter(FamilyAdapter):
 
     def random_prompt_kwargs(self, pipe, batch: int, text_len: int, generator) -> dict[str, Any]:
         config = pipe.transformer.config
-        return {"prompt_embeds": torch.randn(batch, text_len, config.joint_attention_dim, generator=generator),
-                "pooled_prompt_embeds": torch.randn(batch, config.pooled_projection_dim, generator=generator)}
+        return {
+            "prompt_embeds": torch.randn(batch, text_len, config.joint_attention_dim, generator=generator),
+            "pooled_prompt_embeds": torch.randn(batch, config.pooled_projection_dim, generator=generator),
+        }
 
     def component_modules(self, block: nn.Module, group: BlockGroup) -> dict[str, nn.Module]:
         if group.name == "transformer_blocks":
@@ -102,11 +128,17 @@ class FluxAdapter(FamilyAdapter):
         dim, rand = weight.shape[1], probe_tensors(weight)
         kwargs = dict(hidden_states=rand(1, 4, dim), encoder_hidden_states=rand(1, 2, dim), temb=rand(1, dim))
         if group.name == "transformer_blocks":
-            outputs = {"full_attn": (rand(1, 4, dim), rand(1, 2, dim)), "full_ff": rand(1, 4, dim),
-                       "full_ff_context": rand(1, 2, dim)}
+            outputs = {
+                "full_attn": (rand(1, 4, dim), rand(1, 2, dim)),
+                "full_ff": rand(1, 4, dim),
+                "full_ff_context": rand(1, 2, dim),
+            }
         else:
-            outputs = {"single_attn": rand(1, 6, dim), "single_proj_mlp": rand(1, 6, block.proj_mlp.out_features),
-                       "single_proj_out": rand(1, 6, dim)}
+            outputs = {
+                "single_attn": rand(1, 6, dim),
+                "single_proj_mlp": rand(1, 6, block.proj_mlp.out_features),
+                "single_proj_out": rand(1, 6, dim),
+            }
         return kwargs, outputs
 
     # ------------------------------------------------------------ pipeline calls
@@ -117,29 +149,39 @@ class FluxAdapter(FamilyAdapter):
     def select_steps(self, pipe, selected: list[int], base_steps: int) -> StepSelection:
         """FluxPipeline accepts `sigmas=`: its default grid is linspace(1, 1/N, N); take the chosen ones."""
         if getattr(pipe.scheduler.config, "use_flow_sigmas", False):
-            raise UnsupportedModelError("this schedule selects timesteps, but the pipeline's scheduler has "
-                                        "use_flow_sigmas=True, under which FluxPipeline ignores sigmas=; use a "
-                                        "scheduler without use_flow_sigmas")
+            raise UnsupportedModelError(
+                "this schedule selects timesteps, but the pipeline's scheduler has "
+                "use_flow_sigmas=True, under which FluxPipeline ignores sigmas=; use a "
+                "scheduler without use_flow_sigmas"
+            )
         grid = np.linspace(1.0, 1 / base_steps, base_steps)
         return StepSelection({"sigmas": [float(grid[i]) for i in selected], "num_inference_steps": len(selected)})
 
     def encode_prompts(self, pipe, prompts, call, device):
-        pe, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device,
-                                           max_sequence_length=call["max_sequence_length"])
+        pe, pooled, _ = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, device=device, max_sequence_length=call["max_sequence_length"]
+        )
         return {"prompt_embeds": pe, "pooled_prompt_embeds": pooled}
 
     # ------------------------------------------------------------ MACs
-    def dims_from_config(self, config: Mapping[str, Any], vae_scale_factor: int = 8,
-                         text_len: int | None = None) -> FluxDims:
+    def dims_from_config(
+        self, config: Mapping[str, Any], vae_scale_factor: int = 8, text_len: int | None = None
+    ) -> FluxDims:
         c = dict(config)
         hidden = int(c.get("num_attention_heads", 24)) * int(c.get("attention_head_dim", 128))
         in_ch = int(c.get("in_channels", 64))
         return FluxDims(
-            hidden=hidden, num_blocks=int(c.get("num_layers", 19)), num_single_blocks=int(c.get("num_single_layers", 38)),
-            ff_inner=4 * hidden, text_dim=int(c.get("joint_attention_dim", 4096)),
-            pooled_dim=int(c.get("pooled_projection_dim", 768)), patch_size=int(c.get("patch_size", 1)),
-            in_channels=in_ch, out_channels=int(c.get("out_channels") or in_ch),
-            guidance_embeds=bool(c.get("guidance_embeds", False)), vae_scale_factor=vae_scale_factor,
+            hidden=hidden,
+            num_blocks=int(c.get("num_layers", 19)),
+            num_single_blocks=int(c.get("num_single_layers", 38)),
+            ff_inner=4 * hidden,
+            text_dim=int(c.get("joint_attention_dim", 4096)),
+            pooled_dim=int(c.get("pooled_projection_dim", 768)),
+            patch_size=int(c.get("patch_size", 1)),
+            in_channels=in_ch,
+            out_channels=int(c.get("out_channels") or in_ch),
+            guidance_embeds=bool(c.get("guidance_embeds", False)),
+            vae_scale_factor=vae_scale_factor,
             text_len=text_len or 512,
         )
 
@@ -153,7 +195,9 @@ class FluxAdapter(FamilyAdapter):
         cell = dims.vae_scale_factor * 2 * dims.patch_size  # 2x2 latent cells packed into one token
         return Tokens((height // cell) * (width // cell), text_len or dims.text_len)
 
-    def group_macs(self, dims: FluxDims, group: BlockGroup, tokens: Tokens, attention_matmuls: bool) -> dict[str, float]:
+    def group_macs(
+        self, dims: FluxDims, group: BlockGroup, tokens: Tokens, attention_matmuls: bool
+    ) -> dict[str, float]:
         n, l, d, f = tokens.image, tokens.text, dims.hidden, dims.ff_inner
         a = 1.0 if attention_matmuls else 0.0
         s = n + l  # joint sequence
@@ -171,7 +215,9 @@ class FluxAdapter(FamilyAdapter):
 
     def fixed_macs(self, dims: FluxDims, tokens: Tokens) -> float:
         n, l, d, p2 = tokens.image, tokens.text, dims.hidden, dims.patch_size**2
-        embed = TIME_PROJ * d + d * d + (TIME_PROJ * d + d * d if dims.guidance_embeds else 0) + dims.pooled_dim * d + d * d
+        embed = (
+            TIME_PROJ * d + d * d + (TIME_PROJ * d + d * d if dims.guidance_embeds else 0) + dims.pooled_dim * d + d * d
+        )
         modulation = dims.num_blocks * 2 * 6 * d * d + dims.num_single_blocks * 3 * d * d + 2 * d * d  # + norm_out
         head = n * d * p2 * dims.out_channels
         return float(n * dims.in_channels * d + embed + l * dims.text_dim * d + modulation + head)
@@ -185,8 +231,10 @@ class FluxAdapter(FamilyAdapter):
 
     def ecad_claims(self, cache_schedule) -> bool:
         sched = cache_schedule.get("schedule")
-        return "num_single_blocks" in cache_schedule or (isinstance(sched, dict) and any(
-            isinstance(v, dict) and any(str(k).startswith("single_") for k in v) for v in sched.values()))
+        return "num_single_blocks" in cache_schedule or (
+            isinstance(sched, dict)
+            and any(isinstance(v, dict) and any(str(k).startswith("single_") for k in v) for v in sched.values())
+        )
 
 
 FLUX = FluxAdapter()
@@ -220,8 +268,10 @@ def _reuse_single(block, kwargs, cached, exact):
     gate = gate.unsqueeze(1)
     out = cached["single_proj_out"]
     text_seq_len = encoder_hidden_states.shape[1]
-    parts = [clip_fp16(gated_add(residual, gate, part, exact))
-             for residual, part in ((encoder_hidden_states, out[:, :text_seq_len]), (hidden_states, out[:, text_seq_len:]))]
+    parts = [
+        clip_fp16(gated_add(residual, gate, part, exact))
+        for residual, part in ((encoder_hidden_states, out[:, :text_seq_len]), (hidden_states, out[:, text_seq_len:]))
+    ]
     return parts[0], parts[1]
 
 
@@ -229,24 +279,31 @@ def _reuse_single(block, kwargs, cached, exact):
 def build_tiny_flux(num_double: int = 2, num_single: int = 2, seed: int = 0, text_length: int = 16):
     """A FLUX pipeline (guidance-distilled like FLUX.1-dev) with 2+2 blocks, hidden size 16."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=num_double, num_single_layers=num_single, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(2, 2, 4),
+        patch_size=1,
+        in_channels=16,
+        num_layers=num_double,
+        num_single_layers=num_single,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=16,
+        axes_dims_rope=(2, 2, 4),
         guidance_embeds=True,
     ).eval()
     amplify_blocks(transformer, seed, std=0.5)
-    torch.manual_seed(seed + 3)
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=TINY_VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=77, projection_dim=16, bos_token_id=0, eos_token_id=1, pad_token_id=0,
-        )
-    ).eval()
-    vae = kl_vae(seed + 2, 2, 4, shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False)
+    clip = clip_text_encoder(seed + 3)
+    vae = kl_vae(
+        seed + 2, 2, 4, shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False
+    )
     return FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=clip, tokenizer=byte_tokenizer(77),
-        text_encoder_2=t5_encoder(seed + 1), tokenizer_2=byte_tokenizer(text_length), transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=clip,
+        tokenizer=byte_tokenizer(77),
+        text_encoder_2=t5_encoder(seed + 1),
+        tokenizer_2=byte_tokenizer(text_length),
+        transformer=transformer,
     )

@@ -7,17 +7,24 @@ reused steps fold into a few element-wise ops.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout
-from ecad.models.base import (BlockKind, BlockPath, FamilyAdapter, StepSelection, Tokens, TransformerDims,
-                              probe_tensors)
-from ecad.models.common import (TIME_PROJ, apply_folded_step, fold_shared_modulation, gated_add,
-                               masked_caption_embeds, modulate, shared_modulation)
+from ecad.models.base import BlockKind, BlockPath, FamilyAdapter, StepSelection, Tokens, TransformerDims, probe_tensors
+from ecad.models.common import (
+    TIME_PROJ,
+    apply_folded_step,
+    fold_shared_modulation,
+    gated_add,
+    masked_caption_embeds,
+    modulate,
+    shared_modulation,
+)
 from ecad.models.tiny import TINY_PREFIX, amplify_blocks, byte_tokenizer, kl_vae, t5_encoder
 
 
@@ -42,8 +49,13 @@ PIXART_SIGMA_DIMS = PixArtDims(hidden=1152, num_blocks=28, text_dim=4096, cross_
 
 COMPONENTS = ("attn1", "attn2", "ff")
 # Stable Diffusion's KL VAE (PixArt's): 8x downsampling, 4 latent channels.
-SD_VAE_CONFIG = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                     up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4)
+SD_VAE_CONFIG = dict(
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=2,
+    latent_channels=4,
+)
 
 
 def pixart_layout(num_blocks: int = 28) -> Layout:
@@ -63,8 +75,10 @@ class PixArtAdapter(FamilyAdapter):
 
     @property
     def tiny_models(self):
-        return {f"{TINY_PREFIX}pixart-alpha": lambda: build_tiny_pixart("alpha"),
-                f"{TINY_PREFIX}pixart-sigma": lambda: build_tiny_pixart("sigma")}
+        return {
+            f"{TINY_PREFIX}pixart-alpha": lambda: build_tiny_pixart("alpha"),
+            f"{TINY_PREFIX}pixart-sigma": lambda: build_tiny_pixart("sigma"),
+        }
 
     def build_tiny(self, num_blocks: int | None = None):
         return build_tiny_pixart(num_blocks=num_blocks or 4)
@@ -78,16 +92,23 @@ class PixArtAdapter(FamilyAdapter):
     # ------------------------------------------------------------ block path
     def block_path(self, block: nn.Module, group: BlockGroup) -> BlockPath | None:
         """PixArt's configuration of diffusers' BasicTransformerBlock; anything else keeps the stock forward."""
-        plain = (getattr(block, "norm_type", None) == "ada_norm_single" and getattr(block, "pos_embed", None) is None
-                 and not getattr(block, "only_cross_attention", True) and getattr(block, "attn2", None) is not None
-                 and getattr(block, "_chunk_size", 0) is None)
+        plain = (
+            getattr(block, "norm_type", None) == "ada_norm_single"
+            and getattr(block, "pos_embed", None) is None
+            and not getattr(block, "only_cross_attention", True)
+            and getattr(block, "attn2", None) is not None
+            and getattr(block, "_chunk_size", 0) is None
+        )
         return BlockPath(_compose_block, partial=True) if plain else None
 
     def block_probe(self, block: nn.Module, group: BlockGroup) -> tuple[dict, dict]:
         table = block.scale_shift_table
         dim, rand = table.shape[-1], probe_tensors(table)
-        kwargs = dict(hidden_states=rand(1, 4, dim), encoder_hidden_states=rand(1, 2, block.attn2.to_k.in_features),
-                      timestep=rand(1, 6 * dim))
+        kwargs = dict(
+            hidden_states=rand(1, 4, dim),
+            encoder_hidden_states=rand(1, 2, block.attn2.to_k.in_features),
+            timestep=rand(1, 6 * dim),
+        )
         return kwargs, {name: rand(1, 4, dim) for name in COMPONENTS}
 
     def step_reuse_prepare(self, blocks, cached):
@@ -106,18 +127,27 @@ class PixArtAdapter(FamilyAdapter):
 
     def encode_prompts(self, pipe, prompts, call, device):
         pe, pm, ne, nm = pipe.encode_prompt(
-            prompts, do_classifier_free_guidance=True, negative_prompt="", device=device,
-            clean_caption=call.get("clean_caption", False), max_sequence_length=call["max_sequence_length"],
+            prompts,
+            do_classifier_free_guidance=True,
+            negative_prompt="",
+            device=device,
+            clean_caption=call.get("clean_caption", False),
+            max_sequence_length=call["max_sequence_length"],
         )
-        return {"prompt_embeds": pe, "prompt_attention_mask": pm, "negative_prompt_embeds": ne,
-                "negative_prompt_attention_mask": nm}
+        return {
+            "prompt_embeds": pe,
+            "prompt_attention_mask": pm,
+            "negative_prompt_embeds": ne,
+            "negative_prompt_attention_mask": nm,
+        }
 
     def embeds_call_kwargs(self) -> dict[str, Any]:
         return {"negative_prompt": None}  # the pipeline would otherwise encode "" again
 
     # ------------------------------------------------------------ MACs
-    def dims_from_config(self, config: Mapping[str, Any], vae_scale_factor: int = 8,
-                         text_len: int | None = None) -> PixArtDims:
+    def dims_from_config(
+        self, config: Mapping[str, Any], vae_scale_factor: int = 8, text_len: int | None = None
+    ) -> PixArtDims:
         c = dict(config)
         if c.get("activation_fn", "gelu-approximate") not in ("gelu", "gelu-approximate"):
             raise ValueError(f"activation_fn {c['activation_fn']!r}: only GELU feed-forwards are counted")
@@ -125,11 +155,17 @@ class PixArtAdapter(FamilyAdapter):
         in_ch = int(c.get("in_channels", 4))
         extra = c.get("use_additional_conditions")  # diffusers: None means "sample_size == 128"
         return PixArtDims(
-            hidden=hidden, num_blocks=int(c.get("num_layers", 28)), ff_inner=4 * hidden,
-            text_dim=int(c.get("caption_channels") or 0), cross_dim=int(c.get("cross_attention_dim") or hidden),
-            patch_size=int(c.get("patch_size", 2)), in_channels=in_ch, out_channels=int(c.get("out_channels") or in_ch),
+            hidden=hidden,
+            num_blocks=int(c.get("num_layers", 28)),
+            ff_inner=4 * hidden,
+            text_dim=int(c.get("caption_channels") or 0),
+            cross_dim=int(c.get("cross_attention_dim") or hidden),
+            patch_size=int(c.get("patch_size", 2)),
+            in_channels=in_ch,
+            out_channels=int(c.get("out_channels") or in_ch),
             additional_conditions=bool(extra) if extra is not None else int(c.get("sample_size", 128)) == 128,
-            vae_scale_factor=vae_scale_factor, text_len=text_len or 120,
+            vae_scale_factor=vae_scale_factor,
+            text_len=text_len or 120,
         )
 
     def preset_config(self, space) -> dict[str, Any]:
@@ -144,7 +180,9 @@ class PixArtAdapter(FamilyAdapter):
     def layout_of_dims(self, dims: PixArtDims) -> Layout:
         return self.layout([dims.num_blocks])
 
-    def group_macs(self, dims: PixArtDims, group: BlockGroup, tokens: Tokens, attention_matmuls: bool) -> dict[str, float]:
+    def group_macs(
+        self, dims: PixArtDims, group: BlockGroup, tokens: Tokens, attention_matmuls: bool
+    ) -> dict[str, float]:
         n, l, d, f = tokens.image, tokens.text, dims.hidden, dims.ff_inner
         a = 1.0 if attention_matmuls else 0.0
         return {
@@ -186,8 +224,12 @@ def _compose_block(block, kwargs, cached, exact):
     hidden_states = _squeeze(gated_add(hidden_states, gate_msa, attn, exact))
     cross = cached.get("attn2")
     if cross is None:
-        cross = block.attn2(hidden_states, encoder_hidden_states=kwargs.get("encoder_hidden_states"),
-                            attention_mask=kwargs.get("encoder_attention_mask"), **attn_kwargs)
+        cross = block.attn2(
+            hidden_states,
+            encoder_hidden_states=kwargs.get("encoder_hidden_states"),
+            attention_mask=kwargs.get("encoder_attention_mask"),
+            **attn_kwargs,
+        )
     hidden_states = cross + hidden_states
     ff = cached.get("ff")
     if ff is None:
@@ -202,16 +244,32 @@ def _squeeze(hidden_states):
 # ---------------------------------------------------------------------- tiny
 def build_tiny_pixart(variant: str = "alpha", num_blocks: int = 4, seed: int = 0, text_length: int = 16):
     """A PixArt-alpha/sigma pipeline with `num_blocks` blocks, hidden size 16, 8x8 latents."""
-    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        PixArtAlphaPipeline,
+        PixArtSigmaPipeline,
+        PixArtTransformer2DModel,
+    )
 
     torch.manual_seed(seed)
     transformer = PixArtTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=num_blocks,
-        cross_attention_dim=16, sample_size=8, patch_size=2, caption_channels=32, norm_num_groups=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=num_blocks,
+        cross_attention_dim=16,
+        sample_size=8,
+        patch_size=2,
+        caption_channels=32,
+        norm_num_groups=1,
     ).eval()
     amplify_blocks(transformer, seed, std=0.6)
     cls = PixArtAlphaPipeline if variant == "alpha" else PixArtSigmaPipeline
     return cls(
-        tokenizer=byte_tokenizer(text_length), text_encoder=t5_encoder(seed + 1), vae=kl_vae(seed + 2, 1, 4),
-        transformer=transformer, scheduler=DPMSolverMultistepScheduler(),
+        tokenizer=byte_tokenizer(text_length),
+        text_encoder=t5_encoder(seed + 1),
+        vae=kl_vae(seed + 2, 1, 4),
+        transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(),
     )

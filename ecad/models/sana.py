@@ -8,30 +8,53 @@ reused steps fold the same way. Its deep-compression VAE has 32 pixels per laten
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout
-from ecad.models.base import (BlockKind, BlockPath, FamilyAdapter, Tokens, TransformerDims, UnsupportedModelError,
-                              probe_tensors, signature_default)
-from ecad.models.common import (TIME_PROJ, apply_folded_step, fold_shared_modulation, gated_add,
-                               masked_caption_embeds, modulate, shared_modulation)
+from ecad.models.base import (
+    BlockKind,
+    BlockPath,
+    FamilyAdapter,
+    Tokens,
+    TransformerDims,
+    UnsupportedModelError,
+    probe_tensors,
+    signature_default,
+)
+from ecad.models.common import (
+    TIME_PROJ,
+    apply_folded_step,
+    fold_shared_modulation,
+    gated_add,
+    masked_caption_embeds,
+    modulate,
+    shared_modulation,
+)
 from ecad.models.tiny import TINY_PREFIX, TINY_VOCAB, amplify_blocks, byte_tokenizer
 
 COMPONENTS = ("attn1", "attn2", "ff")
 # DC-AE f32c32 (Sana 1.0's VAE): 32x downsampling, 32 latent channels.
 DC_AE_F32C32_CONFIG = dict(
-    latent_channels=32, attention_head_dim=32,
+    latent_channels=32,
+    attention_head_dim=32,
     encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
     decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-    encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024), decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-    encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
-    encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
-    upsample_block_type="interpolate", downsample_block_type="Conv", decoder_norm_types="rms_norm",
-    decoder_act_fns="silu", scaling_factor=0.41407,
+    encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+    decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+    encoder_layers_per_block=(2, 2, 2, 3, 3, 3),
+    decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
+    encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+    decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+    upsample_block_type="interpolate",
+    downsample_block_type="Conv",
+    decoder_norm_types="rms_norm",
+    decoder_act_fns="silu",
+    scaling_factor=0.41407,
 )
 
 
@@ -81,11 +104,20 @@ class SanaAdapter(FamilyAdapter):
         table = block.scale_shift_table
         dim, rand = table.shape[-1], probe_tensors(table)
         height, width = 2, 2
-        kwargs = dict(hidden_states=rand(1, height * width, dim), attention_mask=None,
-                      encoder_hidden_states=rand(1, 3, block.attn2.to_k.in_features), encoder_attention_mask=None,
-                      timestep=rand(1, 6 * dim), height=height, width=width)
-        outputs = {"attn1": rand(1, height * width, dim), "attn2": rand(1, height * width, dim),
-                   "ff": rand(1, dim, height, width)}  # GLUMBConv works on the [B, C, H, W] grid
+        kwargs = dict(
+            hidden_states=rand(1, height * width, dim),
+            attention_mask=None,
+            encoder_hidden_states=rand(1, 3, block.attn2.to_k.in_features),
+            encoder_attention_mask=None,
+            timestep=rand(1, 6 * dim),
+            height=height,
+            width=width,
+        )
+        outputs = {
+            "attn1": rand(1, height * width, dim),
+            "attn2": rand(1, height * width, dim),
+            "ff": rand(1, dim, height, width),
+        }  # GLUMBConv works on the [B, C, H, W] grid
         return kwargs, outputs
 
     def step_reuse_prepare(self, blocks, cached):
@@ -98,15 +130,24 @@ class SanaAdapter(FamilyAdapter):
     def encode_prompts(self, pipe, prompts, call, device):
         """As SanaPipeline's call encodes them: with its complex human instruction (the call's
         default unless the space sets one; an empty list switches it off)."""
-        instruction = call.get("complex_human_instruction",
-                               signature_default(type(pipe).__call__, "complex_human_instruction"))
+        instruction = call.get(
+            "complex_human_instruction", signature_default(type(pipe).__call__, "complex_human_instruction")
+        )
         pe, pm, ne, nm = pipe.encode_prompt(
-            prompts, do_classifier_free_guidance=True, negative_prompt=call.get("negative_prompt", ""), device=device,
-            clean_caption=call.get("clean_caption", False), max_sequence_length=call["max_sequence_length"],
+            prompts,
+            do_classifier_free_guidance=True,
+            negative_prompt=call.get("negative_prompt", ""),
+            device=device,
+            clean_caption=call.get("clean_caption", False),
+            max_sequence_length=call["max_sequence_length"],
             complex_human_instruction=instruction,
         )
-        return {"prompt_embeds": pe, "prompt_attention_mask": pm, "negative_prompt_embeds": ne,
-                "negative_prompt_attention_mask": nm}
+        return {
+            "prompt_embeds": pe,
+            "prompt_attention_mask": pm,
+            "negative_prompt_embeds": ne,
+            "negative_prompt_attention_mask": nm,
+        }
 
     def embeds_call_kwargs(self) -> dict[str, Any]:
         return {"negative_prompt": None}  # SanaPipeline refuses a negative prompt next to its embeddings
@@ -115,22 +156,31 @@ class SanaAdapter(FamilyAdapter):
         return masked_caption_embeds(batch, text_len, pipe.transformer.config.caption_channels, generator)
 
     # ------------------------------------------------------------ MACs
-    def dims_from_config(self, config: Mapping[str, Any], vae_scale_factor: int = 32,
-                         text_len: int | None = None) -> SanaDims:
+    def dims_from_config(
+        self, config: Mapping[str, Any], vae_scale_factor: int = 32, text_len: int | None = None
+    ) -> SanaDims:
         c = dict(config)
         if c.get("guidance_embeds"):
-            raise UnsupportedModelError("Sana transformers with guidance embeddings (Sana-Sprint) are not counted; "
-                                        "ecad's Sana MACs cover the guidance-free Sana 1.x transformers")
+            raise UnsupportedModelError(
+                "Sana transformers with guidance embeddings (Sana-Sprint) are not counted; "
+                "ecad's Sana MACs cover the guidance-free Sana 1.x transformers"
+            )
         heads, head_dim = int(c.get("num_attention_heads", 70)), int(c.get("attention_head_dim", 32))
         hidden = heads * head_dim
         in_ch = int(c.get("in_channels", 32))
         return SanaDims(
-            hidden=hidden, num_blocks=int(c.get("num_layers", 20)), patch_size=int(c.get("patch_size", 1)),
-            in_channels=in_ch, out_channels=int(c.get("out_channels") or in_ch),
+            hidden=hidden,
+            num_blocks=int(c.get("num_layers", 20)),
+            patch_size=int(c.get("patch_size", 1)),
+            in_channels=in_ch,
+            out_channels=int(c.get("out_channels") or in_ch),
             ff_hidden=int(float(c.get("mlp_ratio", 2.5)) * hidden),
             cross_inner=int(c.get("num_cross_attention_heads", 20)) * int(c.get("cross_attention_head_dim", 112)),
-            cross_dim=int(c.get("cross_attention_dim") or hidden), caption_channels=int(c.get("caption_channels", 2304)),
-            head_dim=head_dim, vae_scale_factor=vae_scale_factor, text_len=text_len or 300,
+            cross_dim=int(c.get("cross_attention_dim") or hidden),
+            caption_channels=int(c.get("caption_channels", 2304)),
+            head_dim=head_dim,
+            vae_scale_factor=vae_scale_factor,
+            text_len=text_len or 300,
         )
 
     def preset_config(self, space) -> dict[str, Any]:
@@ -140,7 +190,9 @@ class SanaAdapter(FamilyAdapter):
     def layout_of_dims(self, dims: SanaDims) -> Layout:
         return self.layout([dims.num_blocks])
 
-    def group_macs(self, dims: SanaDims, group: BlockGroup, tokens: Tokens, attention_matmuls: bool) -> dict[str, float]:
+    def group_macs(
+        self, dims: SanaDims, group: BlockGroup, tokens: Tokens, attention_matmuls: bool
+    ) -> dict[str, float]:
         n, l, d = tokens.image, tokens.text, dims.hidden
         a = 1.0 if attention_matmuls else 0.0
         h, ci = dims.ff_hidden, dims.cross_inner
@@ -185,8 +237,11 @@ def _compose_block(block, kwargs, cached, exact):
     hidden_states = gated_add(hidden_states, gate_msa, attn, exact)
     cross = cached.get("attn2")
     if cross is None:
-        cross = block.attn2(hidden_states, encoder_hidden_states=kwargs.get("encoder_hidden_states"),
-                            attention_mask=kwargs.get("encoder_attention_mask"))
+        cross = block.attn2(
+            hidden_states,
+            encoder_hidden_states=kwargs.get("encoder_hidden_states"),
+            attention_mask=kwargs.get("encoder_attention_mask"),
+        )
     hidden_states = cross + hidden_states
     ff = cached.get("ff")
     if ff is None:
@@ -204,27 +259,61 @@ def build_tiny_sana(num_blocks: int = 4, seed: int = 0, text_length: int = 16):
 
     torch.manual_seed(seed)
     transformer = SanaTransformer2DModel(
-        patch_size=1, in_channels=4, out_channels=4, num_layers=num_blocks, num_attention_heads=2, attention_head_dim=8,
-        num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=32,
-        sample_size=8, mlp_ratio=2.5,
+        patch_size=1,
+        in_channels=4,
+        out_channels=4,
+        num_layers=num_blocks,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=8,
+        cross_attention_dim=16,
+        caption_channels=32,
+        sample_size=8,
+        mlp_ratio=2.5,
     ).eval()
     amplify_blocks(transformer, seed, std=0.5)
     torch.manual_seed(seed + 2)
     vae = AutoencoderDC(
-        in_channels=3, latent_channels=4, attention_head_dim=2,
+        in_channels=3,
+        latent_channels=4,
+        attention_head_dim=2,
         encoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
-        decoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"), encoder_block_out_channels=(8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8), encoder_qkv_multiscales=((), (), (5,)),
-        decoder_qkv_multiscales=((), (), (5,)), encoder_layers_per_block=(1, 1, 1), decoder_layers_per_block=(1, 1, 1),
-        downsample_block_type="conv", upsample_block_type="interpolate", decoder_norm_types="rms_norm",
-        decoder_act_fns="silu", scaling_factor=0.41407,
+        decoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
+        encoder_block_out_channels=(8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8),
+        encoder_qkv_multiscales=((), (), (5,)),
+        decoder_qkv_multiscales=((), (), (5,)),
+        encoder_layers_per_block=(1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1),
+        downsample_block_type="conv",
+        upsample_block_type="interpolate",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
     ).eval()
     torch.manual_seed(seed + 1)
-    text_encoder = Gemma2Model(Gemma2Config(
-        vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, pad_token_id=0, eos_token_id=1,
-        bos_token_id=1, attn_implementation="eager",
-    )).eval()
+    text_encoder = Gemma2Model(
+        Gemma2Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=1,
+            attn_implementation="eager",
+        )
+    ).eval()
     scheduler = DPMSolverMultistepScheduler(**SANA.scheduler_config(None))
-    return SanaPipeline(tokenizer=byte_tokenizer(text_length), text_encoder=text_encoder, vae=vae,
-                        transformer=transformer, scheduler=scheduler)
+    return SanaPipeline(
+        tokenizer=byte_tokenizer(text_length),
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=scheduler,
+    )

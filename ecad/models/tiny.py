@@ -33,13 +33,44 @@ def byte_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
 def t5_encoder(seed: int, d_model: int = 32, cls=T5EncoderModel, config_cls=T5Config) -> torch.nn.Module:
     torch.manual_seed(seed)
     cfg = config_cls(
-        vocab_size=TINY_VOCAB, d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=TINY_VOCAB,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
     return cls(cfg).eval()
 
 
-def amplify_blocks(transformer: torch.nn.Module, seed: int, std: float = 1.0, prefix: str = "transformer_blocks") -> None:
+def clip_text_encoder(seed: int, projection_dim: int = 16, with_projection: bool = False) -> torch.nn.Module:
+    """A 2-layer CLIP text encoder (hidden 16) on the byte vocabulary; `with_projection`: the
+    CLIPTextModelWithProjection SD3 takes (its pooled output projected to `projection_dim`)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=TINY_VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config).eval()
+
+
+def amplify_blocks(
+    transformer: torch.nn.Module, seed: int, std: float = 1.0, prefix: str = "transformer_blocks"
+) -> None:
     """Re-draw the blocks' matrices with a large std: with default init a tiny random model barely
     moves the latents, so every schedule would score the same and a search would see no signal."""
     g = torch.Generator().manual_seed(seed)
@@ -55,7 +86,14 @@ def kl_vae(seed: int, levels: int, latent_channels: int, **kw):
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        block_out_channels=tuple(8 * 2**i for i in range(levels)), in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
-        latent_channels=latent_channels, norm_num_groups=8, layers_per_block=1, sample_size=32, **kw,
+        block_out_channels=tuple(8 * 2**i for i in range(levels)),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        latent_channels=latent_channels,
+        norm_num_groups=8,
+        layers_per_block=1,
+        sample_size=32,
+        **kw,
     ).eval()

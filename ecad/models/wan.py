@@ -12,15 +12,24 @@ fully reused steps are not folded.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout
-from ecad.models.base import (BlockKind, BlockPath, FamilyAdapter, Tokens, TransformerDims, UnsupportedModelError,
-                              probe_tensors, signature_default)
+from ecad.models.base import (
+    BlockKind,
+    BlockPath,
+    FamilyAdapter,
+    Tokens,
+    TransformerDims,
+    UnsupportedModelError,
+    probe_tensors,
+    signature_default,
+)
 from ecad.models.common import modulate
 from ecad.models.tiny import TINY_PREFIX, amplify_blocks, byte_tokenizer, t5_encoder
 
@@ -71,25 +80,40 @@ class WanAdapter(FamilyAdapter):
         dim, rand = table.shape[-1], probe_tensors(table)
         heads = block.attn1.heads
         head_dim = dim // heads
-        rotary = (torch.ones(1, 4, 1, head_dim, device=table.device), torch.zeros(1, 4, 1, head_dim, device=table.device))
-        kwargs = dict(hidden_states=rand(1, 4, dim), encoder_hidden_states=rand(1, 3, dim), temb=rand(1, 6, dim),
-                      rotary_emb=rotary)
+        rotary = (
+            torch.ones(1, 4, 1, head_dim, device=table.device),
+            torch.zeros(1, 4, 1, head_dim, device=table.device),
+        )
+        kwargs = dict(
+            hidden_states=rand(1, 4, dim),
+            encoder_hidden_states=rand(1, 3, dim),
+            temb=rand(1, 6, dim),
+            rotary_emb=rotary,
+        )
         return kwargs, {name: rand(1, 4, dim) for name in COMPONENTS}
 
     # ------------------------------------------------------------ pipeline calls
     def check_call(self, pipe, kwargs: Mapping[str, Any]) -> None:
         if getattr(pipe, "transformer_2", None) is not None:
-            raise UnsupportedModelError("this Wan pipeline has a second transformer (Wan 2.2's low-noise expert); "
-                                        "ecad schedules cover one transformer: use a Wan 2.1 pipeline")
+            raise UnsupportedModelError(
+                "this Wan pipeline has a second transformer (Wan 2.2's low-noise expert); "
+                "ecad schedules cover one transformer: use a Wan 2.1 pipeline"
+            )
         if getattr(getattr(pipe, "config", None), "expand_timesteps", False):
-            raise UnsupportedModelError("this Wan pipeline expands timesteps per token (Wan 2.2 TI2V); ecad's Wan "
-                                        "block path covers Wan 2.1's per-sample timesteps")
+            raise UnsupportedModelError(
+                "this Wan pipeline expands timesteps per token (Wan 2.2 TI2V); ecad's Wan "
+                "block path covers Wan 2.1's per-sample timesteps"
+            )
 
     def encode_prompts(self, pipe, prompts, call, device):
         scale = call.get("guidance_scale", signature_default(type(pipe).__call__, "guidance_scale"))
-        pe, ne = pipe.encode_prompt(prompts, negative_prompt=call.get("negative_prompt"),
-                                    do_classifier_free_guidance=scale > 1.0,
-                                    max_sequence_length=call["max_sequence_length"], device=device)
+        pe, ne = pipe.encode_prompt(
+            prompts,
+            negative_prompt=call.get("negative_prompt"),
+            do_classifier_free_guidance=scale > 1.0,
+            max_sequence_length=call["max_sequence_length"],
+            device=device,
+        )
         return {"prompt_embeds": pe} if ne is None else {"prompt_embeds": pe, "negative_prompt_embeds": ne}
 
     def output_images(self, out: Any) -> torch.Tensor:
@@ -98,24 +122,40 @@ class WanAdapter(FamilyAdapter):
 
     def random_prompt_kwargs(self, pipe, batch: int, text_len: int, generator) -> dict[str, Any]:
         width = pipe.transformer.config.text_dim
-        return {"prompt_embeds": torch.randn(batch, text_len, width, generator=generator),
-                "negative_prompt_embeds": torch.randn(batch, text_len, width, generator=generator)}
+        return {
+            "prompt_embeds": torch.randn(batch, text_len, width, generator=generator),
+            "negative_prompt_embeds": torch.randn(batch, text_len, width, generator=generator),
+        }
 
     # ------------------------------------------------------------ MACs
-    def dims_from_config(self, config: Mapping[str, Any], vae_scale_factor: int = 8,
-                         text_len: int | None = None, frames: int = 81, temporal_scale: int = 4) -> WanDims:
+    def dims_from_config(
+        self,
+        config: Mapping[str, Any],
+        vae_scale_factor: int = 8,
+        text_len: int | None = None,
+        frames: int = 81,
+        temporal_scale: int = 4,
+    ) -> WanDims:
         c = dict(config)
         if c.get("image_dim") is not None or c.get("added_kv_proj_dim") is not None:
-            raise UnsupportedModelError("image-conditioned Wan transformers (I2V) are not counted; ecad's Wan MACs "
-                                        "cover text-to-video")
+            raise UnsupportedModelError(
+                "image-conditioned Wan transformers (I2V) are not counted; ecad's Wan MACs cover text-to-video"
+            )
         hidden = int(c.get("num_attention_heads", 40)) * int(c.get("attention_head_dim", 128))
         in_ch = int(c.get("in_channels", 16))
         return WanDims(
-            hidden=hidden, num_blocks=int(c.get("num_layers", 40)), ffn_dim=int(c.get("ffn_dim", 13824)),
-            text_dim=int(c.get("text_dim", 4096)), freq_dim=int(c.get("freq_dim", 256)),
-            patch=tuple(int(p) for p in c.get("patch_size", (1, 2, 2))), in_channels=in_ch,
-            out_channels=int(c.get("out_channels") or in_ch), vae_scale_factor=vae_scale_factor,
-            temporal_scale=temporal_scale, frames=frames, text_len=text_len or 512,
+            hidden=hidden,
+            num_blocks=int(c.get("num_layers", 40)),
+            ffn_dim=int(c.get("ffn_dim", 13824)),
+            text_dim=int(c.get("text_dim", 4096)),
+            freq_dim=int(c.get("freq_dim", 256)),
+            patch=tuple(int(p) for p in c.get("patch_size", (1, 2, 2))),
+            in_channels=in_ch,
+            out_channels=int(c.get("out_channels") or in_ch),
+            vae_scale_factor=vae_scale_factor,
+            temporal_scale=temporal_scale,
+            frames=frames,
+            text_len=text_len or 512,
         )
 
     def preset_config(self, space) -> dict[str, Any]:
@@ -128,8 +168,13 @@ class WanAdapter(FamilyAdapter):
         return dataclasses.replace(super().preset_dims(space), frames=space.frames)
 
     def dims_for_pipeline(self, pipe, space) -> WanDims:
-        return self.dims_from_config(dict(pipe.transformer.config), pipe.vae_scale_factor_spatial, space.text_length,
-                                     frames=space.frames, temporal_scale=pipe.vae_scale_factor_temporal)
+        return self.dims_from_config(
+            dict(pipe.transformer.config),
+            pipe.vae_scale_factor_spatial,
+            space.text_length,
+            frames=space.frames,
+            temporal_scale=pipe.vae_scale_factor_temporal,
+        )
 
     def layout_of_dims(self, dims: WanDims) -> Layout:
         return self.layout([dims.num_blocks])
@@ -210,14 +255,28 @@ def build_tiny_wan(num_blocks: int = 4, seed: int = 0, text_length: int = 16):
 
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=num_blocks, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=num_blocks,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
     ).eval()
     amplify_blocks(transformer, seed, std=0.5, prefix="blocks.")
     torch.manual_seed(seed + 2)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True]).eval()
-    return WanPipeline(tokenizer=byte_tokenizer(text_length), text_encoder=t5_encoder(seed + 1, cls=UMT5EncoderModel,
-                                                                                       config_cls=UMT5Config),
-                       vae=vae, transformer=transformer, scheduler=UniPCMultistepScheduler(**WAN_SCHEDULER))
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    ).eval()
+    return WanPipeline(
+        tokenizer=byte_tokenizer(text_length),
+        text_encoder=t5_encoder(seed + 1, cls=UMT5EncoderModel, config_cls=UMT5Config),
+        vae=vae,
+        transformer=transformer,
+        scheduler=UniPCMultistepScheduler(**WAN_SCHEDULER),
+    )

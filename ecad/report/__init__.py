@@ -8,9 +8,9 @@ reader tolerates a run that is still going (no frontier/ yet, a torn last log li
 from __future__ import annotations
 
 from ecad.frontier import Point
-from ecad.runs import RunData, load_run
 from ecad.report.html import render_samples, write_report
 from ecad.report.plots import plot_frontier, plot_hypervolume, plot_schedule_heatmap, write_run_plots
+from ecad.runs import RunData, load_run
 
 __all__ = [
     "Point",

@@ -29,16 +29,31 @@ from ecad.report.plots import SEED_MARKERS, schedule_image
 from ecad.runs import RunData, as_run, frontier_schedules, run_space
 
 # the PNG plots' seed markers (matplotlib codes) as the page's shape names
-MARKER_SHAPES = {"s": "square", "^": "triangle", "v": "tri-down", "D": "diamond", "P": "plus", "o": "circle", "*": "star"}
+MARKER_SHAPES = {
+    "s": "square",
+    "^": "triangle",
+    "v": "tri-down",
+    "D": "diamond",
+    "P": "plus",
+    "o": "circle",
+    "*": "star",
+}
 
-SAMPLES_HOWTO = ("ecad report {run} --samples 3",
-                 "python -c \"from ecad.report import render_samples, write_report; "
-                 "write_report('{run}', samples=render_samples('{run}'))\"")
+SAMPLES_HOWTO = (
+    "ecad report {run} --samples 3",
+    'python -c "from ecad.report import render_samples, write_report; '
+    "write_report('{run}', samples=render_samples('{run}'))\"",
+)
 
 
 # ---------------------------------------------------------------------- samples
-def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, seed: int = 0,
-                   device: str | None = None, max_size: int = 384) -> dict[str, Any]:
+def render_samples(
+    run_dir: str | os.PathLike | RunData,
+    num_prompts: int = 3,
+    seed: int = 0,
+    device: str | None = None,
+    max_size: int = 384,
+) -> dict[str, Any]:
     """Render the first `num_prompts` prompts of a run without caching and with each frontier
     schedule, same seed for all. Returns the `samples` argument of `write_report`:
     {"prompts", "uncached": [png], "schedules": {key: [png]}, "seed"}.
@@ -51,10 +66,15 @@ def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, s
     run = as_run(run_dir)
     space = run_space(run)
     if space is None:
-        raise FileNotFoundError(f"search space {run.config.get('space')!r} of {run.root} cannot be loaded here; "
-                                "run from the directory the search ran in or set ECAD_SEARCH_SPACES")
-    prompts = read_prompts(run.config["prompts"], max(1, num_prompts),
-                           fix=f"{run.root} names it relative to the directory the search ran in: run from there")
+        raise FileNotFoundError(
+            f"search space {run.config.get('space')!r} of {run.root} cannot be loaded here; "
+            "run from the directory the search ran in or set ECAD_SEARCH_SPACES"
+        )
+    prompts = read_prompts(
+        run.config["prompts"],
+        max(1, num_prompts),
+        fix=f"{run.root} names it relative to the directory the search ran in: run from there",
+    )
     wanted = frontier_schedules(run, space)
     renderer = Renderer(space, prompts, device)
     items = [(p, seed) for p in range(len(prompts))]
@@ -63,7 +83,7 @@ def render_samples(run_dir: str | os.PathLike | RunData, num_prompts: int = 3, s
         renderer.apply(schedule)
         frames = renderer.images(items)
         per = frames.shape[0] // len(items)
-        stills = to_uint8(frames[per // 2:: per]).cpu()  # a video's middle frame stands for it
+        stills = to_uint8(frames[per // 2 :: per]).cpu()  # a video's middle frame stands for it
         return [_png(Image.fromarray(im.permute(1, 2, 0).numpy()), max_size) for im in stills]
 
     out = {"prompts": prompts, "uncached": render(space.full_schedule()), "schedules": {}, "seed": seed}
@@ -87,9 +107,17 @@ def _data_uri(data: bytes | str | os.PathLike) -> str:
             return str(data)
         data = Path(data).read_bytes()
     raw = bytes(data)
-    mime = ("image/png" if raw[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg" if raw[:3] == b"\xff\xd8\xff"
-            else "image/webp" if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP" else "image/gif" if raw[:3] == b"GIF"
-            else "application/octet-stream")
+    mime = (
+        "image/png"
+        if raw[:8] == b"\x89PNG\r\n\x1a\n"
+        else "image/jpeg"
+        if raw[:3] == b"\xff\xd8\xff"
+        else "image/webp"
+        if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
+        else "image/gif"
+        if raw[:3] == b"GIF"
+        else "application/octet-stream"
+    )
     return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
 
 
@@ -97,17 +125,27 @@ def _data_uri(data: bytes | str | os.PathLike) -> str:
 def _script_json(data: Any) -> str:
     """JSON for a <script type="application/json"> block: nothing in it can close the element."""
     text = json.dumps(json_safe(data), ensure_ascii=False, separators=(",", ":"))
-    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        text.replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def _layout_info(run: RunData, space) -> dict[str, Any] | None:
     layout = space.layout if space is not None else next((sch.layout for _, _, sch in frontier_schedules(run)), None)
     if layout is None:
         return None
-    return {"blocks": layout.num_blocks, "comps": layout.num_components,
-            "groups": [{"name": g.name, "short": g.display, "blocks": g.num_blocks,
-                        "components": list(g.components)} for g in layout.groups]}
+    return {
+        "blocks": layout.num_blocks,
+        "comps": layout.num_components,
+        "groups": [
+            {"name": g.name, "short": g.display, "blocks": g.num_blocks, "components": list(g.components)}
+            for g in layout.groups
+        ],
+    }
 
 
 def _cells(schedule) -> dict[str, Any]:
@@ -116,9 +154,12 @@ def _cells(schedule) -> dict[str, Any]:
     codes = schedule_image(schedule).reshape(-1).astype(np.uint8)
     codes = np.concatenate([codes, np.zeros((-len(codes)) % 4, dtype=np.uint8)]).reshape(-1, 4)
     packed = (codes[:, 0] << 6) | (codes[:, 1] << 4) | (codes[:, 2] << 2) | codes[:, 3]
-    return {"cells": base64.b64encode(packed.astype(np.uint8).tobytes()).decode("ascii"),
-            "computed": schedule.compute_fraction(), "run": len(schedule.executed_steps),
-            "steps": schedule.num_steps}
+    return {
+        "cells": base64.b64encode(packed.astype(np.uint8).tobytes()).decode("ascii"),
+        "computed": schedule.compute_fraction(),
+        "run": len(schedule.executed_steps),
+        "steps": schedule.num_steps,
+    }
 
 
 def _schedules(run: RunData, space) -> dict[str, Any]:
@@ -148,22 +189,44 @@ def _page_data(run: RunData, samples: dict | None) -> dict[str, Any]:
             labels.append(p.label)
         d = p.details
         extras = d.get("extras") if isinstance(d.get("extras"), dict) else {}
-        pts.append({"k": p.key, "g": p.generation, "q": p.quality, "c": p.cost, "sp": p.speedup, "l": index[p.label],
-                    "t": p.kind, "f": seed_family(p.label) if p.kind == "seed" else "", "m": p.macs_fraction,
-                    "ms": d.get("ms_per_image"), "x": extras, "s": schedules.get(p.key)})
+        pts.append(
+            {
+                "k": p.key,
+                "g": p.generation,
+                "q": p.quality,
+                "c": p.cost,
+                "sp": p.speedup,
+                "l": index[p.label],
+                "t": p.kind,
+                "f": seed_family(p.label) if p.kind == "seed" else "",
+                "m": p.macs_fraction,
+                "ms": d.get("ms_per_image"),
+                "x": extras,
+                "s": schedules.get(p.key),
+            }
+        )
     hv = []
     for rec in run.generations:
         if rec.get("hypervolume") is not None:
             hv.append([rec.get("generation"), rec.get("hypervolume"), len(rec.get("evaluated", []))])
     smp = None
     if samples:
-        smp = {"prompts": [str(s) for s in samples.get("prompts", [])],
-               "uncached": [_data_uri(b) for b in samples.get("uncached", [])],
-               "schedules": {str(k): [_data_uri(b) for b in v] for k, v in (samples.get("schedules") or {}).items()},
-               "seed": samples.get("seed")}
+        smp = {
+            "prompts": [str(s) for s in samples.get("prompts", [])],
+            "uncached": [_data_uri(b) for b in samples.get("uncached", [])],
+            "schedules": {str(k): [_data_uri(b) for b in v] for k, v in (samples.get("schedules") or {}).items()},
+            "seed": samples.get("seed"),
+        }
     return {
-        "run": {"name": run.root.name, "space": run.config.get("space"), "metric": run.metric, "cost": run.cost_kind,
-                "higher": run.higher_is_better, "qualityLabel": run.quality_label(), "costLabel": run.cost_label()},
+        "run": {
+            "name": run.root.name,
+            "space": run.config.get("space"),
+            "metric": run.metric,
+            "cost": run.cost_kind,
+            "higher": run.higher_is_better,
+            "qualityLabel": run.quality_label(),
+            "costLabel": run.cost_label(),
+        },
         "layout": _layout_info(run, space),
         "markers": {family: MARKER_SHAPES[marker] for family, marker in SEED_MARKERS.items()},
         "labels": labels,
@@ -205,12 +268,17 @@ def _summary_cards(run: RunData) -> str:
         ("Candidates", f"{len(run.points)}", f"{len(feas)} feasible · {infeasible} infeasible"),
         ("Generations", f"{max(0, gens - 1)}", f"+ initial population · {_duration(seconds)}"),
         ("Frontier", f"{len(front)}", (f"{min(speed):.2f}× – {max(speed):.2f}× est. speedup" if speed else "—")),
-        ("Hypervolume", f"{hv[-1][1]:.4f}" if hv else "—", f"from {hv[0][1]:.4f} at generation {hv[0][0]}" if hv else ""),
+        (
+            "Hypervolume",
+            f"{hv[-1][1]:.4f}" if hv else "—",
+            f"from {hv[0][1]:.4f} at generation {hv[0][0]}" if hv else "",
+        ),
     ]
     return "\n".join(
         f'<div class="card stat"><div class="stat-name">{html.escape(a)}</div>'
         f'<div class="stat-value">{html.escape(b)}</div><div class="stat-sub">{html.escape(c)}</div></div>'
-        for a, b, c in cards)
+        for a, b, c in cards
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -222,8 +290,9 @@ def _duration(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------- page
-def write_report(run_dir: str | os.PathLike | RunData, out_html: str | os.PathLike | None = None,
-                 samples: dict | None = None) -> Path:
+def write_report(
+    run_dir: str | os.PathLike | RunData, out_html: str | os.PathLike | None = None, samples: dict | None = None
+) -> Path:
     """Write one self-contained HTML report of a run (default run_dir/report.html) and return its path.
 
     samples: {"prompts": [str], "uncached": [png bytes per prompt], "schedules": {key: [png bytes
@@ -232,14 +301,29 @@ def write_report(run_dir: str | os.PathLike | RunData, out_html: str | os.PathLi
     out = Path(out_html) if out_html is not None else run.report_path
     data = _page_data(run, samples)
     title = f"ecad report — {run.root.name}"
-    subtitle = " · ".join(str(x) for x in (run.config.get("space", "?"), f"{run.metric} vs {run.cost_kind}",
-                                            f"population {run.config.get('population', '?')}"))
-    page = fill(asset("report.html"), {
-        "TITLE": html.escape(title), "RUN": html.escape(run.root.name), "SUBTITLE": html.escape(subtitle),
-        "PATH": html.escape(str(run.root.resolve())),
-        "DATE": html.escape(_dt.datetime.now().strftime("%Y-%m-%d %H:%M")), "CARDS": _summary_cards(run),
-        "CONFIG": _config_rows(run), "CSS": asset("report.css"), "JS": asset("report.js"), "DATA": _script_json(data),
-    })
+    subtitle = " · ".join(
+        str(x)
+        for x in (
+            run.config.get("space", "?"),
+            f"{run.metric} vs {run.cost_kind}",
+            f"population {run.config.get('population', '?')}",
+        )
+    )
+    page = fill(
+        asset("report.html"),
+        {
+            "TITLE": html.escape(title),
+            "RUN": html.escape(run.root.name),
+            "SUBTITLE": html.escape(subtitle),
+            "PATH": html.escape(str(run.root.resolve())),
+            "DATE": html.escape(_dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
+            "CARDS": _summary_cards(run),
+            "CONFIG": _config_rows(run),
+            "CSS": asset("report.css"),
+            "JS": asset("report.js"),
+            "DATA": _script_json(data),
+        },
+    )
     atomic_write_text(out, page)
     return out
 

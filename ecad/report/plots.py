@@ -30,16 +30,28 @@ if TYPE_CHECKING:
 
 COMPUTE, REUSE, SKIPPED, ABSENT = "#1d3557", "#dbe6f2", "#b0b0b0", "#ffffff"  # ABSENT: no such component
 FRONT = "#d62828"
-SEED_MARKERS = {"every_n (FORA-like)": "s", "attention_every_n": "^", "tgate (T-GATE-like)": "v",
-                "single component": "D", "seed file": "P"}
-STYLE = {"font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10.5, "axes.spines.top": False,
-         "axes.spines.right": False, "figure.dpi": 100}
+SEED_MARKERS = {
+    "every_n (FORA-like)": "s",
+    "attention_every_n": "^",
+    "tgate (T-GATE-like)": "v",
+    "single component": "D",
+    "seed file": "P",
+}
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 12,
+    "axes.labelsize": 10.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 100,
+}
 
 
 def save_figure(fig: Figure, out_png: str | os.PathLike, dpi: int = 110) -> Path:
     """A PNG written atomically (ecad.files.atomic_write)."""
-    return atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight",
-                                                         facecolor="white"))
+    return atomic_write(
+        out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    )
 
 
 def _run_title(run: RunData) -> str:
@@ -64,38 +76,97 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
         else:
             cmap, norm = matplotlib.colormaps["viridis"], Normalize(0, last_gen)
         plain = [p for p in feas if p.kind in ("random", "evolved")]
-        sc = ax.scatter([p.cost for p in plain], [p.quality for p in plain], c=[p.generation for p in plain],
-                        cmap=cmap, norm=norm, s=30, alpha=0.85, edgecolors="white", linewidths=0.4, zorder=2)
-        handles: list[Any] = [Line2D([], [], ls="", marker="o", mfc="#7f7f7f", mec="white", ms=7,
-                                     label="searched candidate")]
+        sc = ax.scatter(
+            [p.cost for p in plain],
+            [p.quality for p in plain],
+            c=[p.generation for p in plain],
+            cmap=cmap,
+            norm=norm,
+            s=30,
+            alpha=0.85,
+            edgecolors="white",
+            linewidths=0.4,
+            zorder=2,
+        )
+        handles: list[Any] = [
+            Line2D([], [], ls="", marker="o", mfc="#7f7f7f", mec="white", ms=7, label="searched candidate")
+        ]
         seeds = [p for p in feas if p.kind == "seed"]
         fams: dict[str, list] = {}
         for p in seeds:
             fams.setdefault(seed_family(p.label), []).append(p)
         for fam, pts in sorted(fams.items()):
             marker = SEED_MARKERS.get(fam, "h")
-            ax.scatter([p.cost for p in pts], [p.quality for p in pts], c=[p.generation for p in pts], cmap=cmap,
-                       norm=norm, marker=marker, s=60, edgecolors="black", linewidths=0.9, zorder=3)
-            handles.append(Line2D([], [], ls="", marker=marker, mfc="white", mec="black", ms=7.5,
-                                  label=f"seed: {fam} ({len(pts)})"))
+            ax.scatter(
+                [p.cost for p in pts],
+                [p.quality for p in pts],
+                c=[p.generation for p in pts],
+                cmap=cmap,
+                norm=norm,
+                marker=marker,
+                s=60,
+                edgecolors="black",
+                linewidths=0.9,
+                zorder=3,
+            )
+            handles.append(
+                Line2D(
+                    [], [], ls="", marker=marker, mfc="white", mec="black", ms=7.5, label=f"seed: {fam} ({len(pts)})"
+                )
+            )
         front = run.frontier
         if front:
             xs, ys = [p.cost for p in front], [p.quality for p in front]
             ax.plot(xs, ys, color=FRONT, lw=1.6, alpha=0.9, zorder=4)
             ax.scatter(xs, ys, s=120, facecolors="none", edgecolors=FRONT, linewidths=1.8, zorder=5)
-            handles.append(Line2D([], [], color=FRONT, lw=1.6, marker="o", mfc="none", mec=FRONT, ms=10, mew=1.8,
-                                  label=f"Pareto frontier ({len(front)})"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=FRONT,
+                    lw=1.6,
+                    marker="o",
+                    mfc="none",
+                    mec=FRONT,
+                    ms=10,
+                    mew=1.8,
+                    label=f"Pareto frontier ({len(front)})",
+                )
+            )
         base = [p for p in feas if p.kind == "no_caching"]
         if base:
-            ax.scatter([p.cost for p in base], [p.quality for p in base], marker="*", s=320, c="#ffb703",
-                       edgecolors="black", linewidths=1.0, zorder=6)
-            ax.annotate("no caching", (base[0].cost, base[0].quality), xytext=(-10, 10), textcoords="offset points",
-                        ha="right", fontsize=9, color="#333333")
+            ax.scatter(
+                [p.cost for p in base],
+                [p.quality for p in base],
+                marker="*",
+                s=320,
+                c="#ffb703",
+                edgecolors="black",
+                linewidths=1.0,
+                zorder=6,
+            )
+            ax.annotate(
+                "no caching",
+                (base[0].cost, base[0].quality),
+                xytext=(-10, 10),
+                textcoords="offset points",
+                ha="right",
+                fontsize=9,
+                color="#333333",
+            )
             handles.append(Line2D([], [], ls="", marker="*", mfc="#ffb703", mec="black", ms=14, label="no caching"))
         infeasible = len(run.points) - len(feas)
         if not feas:
-            ax.text(0.5, 0.5, "no feasible candidates yet", transform=ax.transAxes, ha="center", va="center",
-                    fontsize=13, color="#777777")
+            ax.text(
+                0.5,
+                0.5,
+                "no feasible candidates yet",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=13,
+                color="#777777",
+            )
             ax.set_xlim(0, 1.05)
         else:
             xmax = max(p.cost for p in feas)
@@ -145,15 +216,28 @@ def plot_hypervolume(run_dir: str | os.PathLike | RunData, out_png: str | os.Pat
             ax.set_zorder(ax2.get_zorder() + 1)
             ax.patch.set_visible(False)
             ax.plot(gens, [v for _, v in hv], color="#1d3557", lw=2, marker="o", ms=6, zorder=3)
-            ax.annotate(f"{hv[-1][1]:.4f}", (gens[-1], hv[-1][1]), xytext=(6, -14), textcoords="offset points",
-                        fontsize=9, color="#1d3557")
+            ax.annotate(
+                f"{hv[-1][1]:.4f}",
+                (gens[-1], hv[-1][1]),
+                xytext=(6, -14),
+                textcoords="offset points",
+                fontsize=9,
+                color="#1d3557",
+            )
             ax.set_xticks(gens if len(gens) <= 20 else np.linspace(gens[0], gens[-1], 11).round().astype(int))
             lo, hi = min(v for _, v in hv), max(v for _, v in hv)
             pad = (hi - lo) * 0.15 or max(abs(hi) * 0.05, 1e-3)
             ax.set_ylim(lo - pad, hi + pad)
         else:
-            ax.text(0.5, 0.5, "no generation recorded yet", transform=ax.transAxes, ha="center", va="center",
-                    color="#777777")
+            ax.text(
+                0.5,
+                0.5,
+                "no generation recorded yet",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="#777777",
+            )
         ref = run.generations[-1].get("hv_ref") if run.generations else None
         ax.set_xlabel("generation")
         ax.set_ylabel("hypervolume (higher is better)")
@@ -166,7 +250,7 @@ def plot_hypervolume(run_dir: str | os.PathLike | RunData, out_png: str | os.Pat
 
 
 # ---------------------------------------------------------------------- heatmaps
-def schedule_image(schedule: "Schedule") -> np.ndarray:
+def schedule_image(schedule: Schedule) -> np.ndarray:
     """[steps, blocks, components] of 0 = reuse, 1 = compute, 2 = step not run, 3 = no such
     component (padding of a block with fewer components than the grid is wide)."""
     img = schedule.grid.astype(np.int8)
@@ -176,8 +260,9 @@ def schedule_image(schedule: "Schedule") -> np.ndarray:
     return img
 
 
-def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, title: str | None = None,
-                          note: str | None = None) -> Path:
+def plot_schedule_heatmap(
+    schedule: Schedule, out_png: str | os.PathLike, title: str | None = None, note: str | None = None
+) -> Path:
     """Steps (rows) x blocks (columns), one panel per component index. FLUX panels span the double
     blocks then the single blocks, with a divider between them and both component names in the
     panel title. Dark = compute, light = reuse, grey = step not run. The title is `title` or the
@@ -202,8 +287,15 @@ def plot_schedule_heatmap(schedule: "Schedule", out_png: str | os.PathLike, titl
         if len(layout.groups) > 1:
             xlabel += "  (" + "  |  ".join(f"{g.display} {g.num_blocks}" for g in layout.groups) + ")"
         for c, ax in enumerate(axes):
-            ax.imshow(img[:, :, c], cmap=cmap, vmin=0, vmax=3, aspect="auto", interpolation="nearest",
-                      extent=(-0.5, blocks - 0.5, steps - 0.5, -0.5))
+            ax.imshow(
+                img[:, :, c],
+                cmap=cmap,
+                vmin=0,
+                vmax=3,
+                aspect="auto",
+                interpolation="nearest",
+                extent=(-0.5, blocks - 0.5, steps - 0.5, -0.5),
+            )
             for b in bounds:
                 ax.axvline(b - 0.5, color="#e63946", lw=1.6)
             names = " | ".join(g.components[c] if c < len(g.components) else "\u2014" for g in layout.groups)
@@ -287,8 +379,14 @@ def write_run_plots(run_dir: str | os.PathLike | RunData) -> Path:
         if index.get(target.name) == sig and target.exists():
             new_index[target.name] = sig
             continue
-        moved = next((name for name, s in index.items() if s == sig and name != target.name
-                      and name not in wanted and (heat / name).exists()), None)
+        moved = next(
+            (
+                name
+                for name, s in index.items()
+                if s == sig and name != target.name and name not in wanted and (heat / name).exists()
+            ),
+            None,
+        )
         if moved is not None:
             move(heat / moved, target)
             index.pop(moved)

@@ -27,10 +27,16 @@ class GenomeSpec:
     padding: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def for_space(cls, space) -> "GenomeSpec":
+    def for_space(cls, space) -> GenomeSpec:
         padding = tuple((int(b), int(c)) for b, c in zip(*np.nonzero(~space.layout.cell_mask())))
-        return cls(space.steps, space.layout.num_blocks, space.layout.num_components,
-                   bool(space.timesteps_enabled), int(space.min_steps if space.timesteps_enabled else 1), padding)
+        return cls(
+            space.steps,
+            space.layout.num_blocks,
+            space.layout.num_components,
+            bool(space.timesteps_enabled),
+            int(space.min_steps if space.timesteps_enabled else 1),
+            padding,
+        )
 
     @property
     def grid_size(self) -> int:
@@ -44,7 +50,7 @@ class GenomeSpec:
         return bits[: self.grid_size].reshape(self.steps, self.blocks, self.components)
 
     def selected(self, bits: np.ndarray) -> np.ndarray:
-        return bits[self.grid_size:] if self.timesteps else np.ones(self.steps, dtype=bool)
+        return bits[self.grid_size :] if self.timesteps else np.ones(self.steps, dtype=bool)
 
     # ------------------------------------------------------------- conversion
     def to_schedule(self, bits: np.ndarray, space, **kw) -> Schedule:
@@ -54,8 +60,10 @@ class GenomeSpec:
 
     def from_schedule(self, schedule: Schedule) -> np.ndarray:
         if schedule.grid.shape != (self.steps, self.blocks, self.components):
-            raise ValueError(f"schedule grid {schedule.grid.shape} does not fit this space "
-                             f"({self.steps} steps x {self.blocks} blocks x {self.components})")
+            raise ValueError(
+                f"schedule grid {schedule.grid.shape} does not fit this space "
+                f"({self.steps} steps x {self.blocks} blocks x {self.components})"
+            )
         bits = schedule.to_bits()
         if self.timesteps:
             sel = np.zeros(self.steps, dtype=bool)
@@ -78,7 +86,7 @@ class GenomeSpec:
             blocks, comps = zip(*self.padding)
             grid[:, list(blocks), list(comps)] = True
         if self.timesteps:
-            sel = bits[self.grid_size:]
+            sel = bits[self.grid_size :]
             sel[0] = True
             missing = self.min_steps - int(sel.sum())
             if missing > 0:
@@ -90,7 +98,9 @@ class GenomeSpec:
 
 def genome_hash(bits: np.ndarray) -> str:
     """Stable identity of a genome: a genome is never evaluated twice, across runs and resumes."""
-    return hashlib.sha256(np.packbits(np.asarray(bits, dtype=bool)).tobytes() + str(len(bits)).encode()).hexdigest()[:24]
+    return hashlib.sha256(np.packbits(np.asarray(bits, dtype=bool)).tobytes() + str(len(bits)).encode()).hexdigest()[
+        :24
+    ]
 
 
 def bits_to_hex(bits: np.ndarray) -> str:
@@ -125,8 +135,8 @@ def _swap_steps(a, b, take, spec: GenomeSpec):
     g1, g2 = spec.grid(c1), spec.grid(c2)
     g1[take], g2[take] = spec.grid(b)[take], spec.grid(a)[take]
     if spec.timesteps:
-        s1, s2 = c1[spec.grid_size:], c2[spec.grid_size:]
-        s1[take], s2[take] = b[spec.grid_size:][take], a[spec.grid_size:][take]
+        s1, s2 = c1[spec.grid_size :], c2[spec.grid_size :]
+        s1[take], s2[take] = b[spec.grid_size :][take], a[spec.grid_size :][take]
     return c1, c2
 
 

@@ -8,15 +8,24 @@ with the same config and seed gives the same populations whatever the number of 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import moocore
 import numpy as np
 from deap import base, creator, tools
 
-from ecad.search.genome import (GenomeSpec, bits_to_hex, crossover_steps, crossover_uniform, genome_hash,
-                                hex_to_bits, mutate_bits, mutate_structured)
+from ecad.search.genome import (
+    GenomeSpec,
+    bits_to_hex,
+    crossover_steps,
+    crossover_uniform,
+    genome_hash,
+    hex_to_bits,
+    mutate_bits,
+    mutate_structured,
+)
 
 WORST = 1e12  # objective value of an infeasible candidate: dominated by every feasible one
 
@@ -31,13 +40,21 @@ class Evaluation:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"values": [None if not math.isfinite(v) else v for v in self.values], "feasible": self.feasible,
-                "reason": self.reason, "details": self.details}
+        return {
+            "values": [None if not math.isfinite(v) else v for v in self.values],
+            "feasible": self.feasible,
+            "reason": self.reason,
+            "details": self.details,
+        }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Evaluation":
-        return cls(tuple(float("nan") if v is None else float(v) for v in d["values"]), bool(d["feasible"]),
-                   d.get("reason"), d.get("details") or {})
+    def from_json(cls, d: dict[str, Any]) -> Evaluation:
+        return cls(
+            tuple(float("nan") if v is None else float(v) for v in d["values"]),
+            bool(d["feasible"]),
+            d.get("reason"),
+            d.get("details") or {},
+        )
 
 
 @dataclass(frozen=True)
@@ -118,9 +135,15 @@ class EngineState:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "EngineState":
-        return cls(d["generation"], [hex_to_bits(h, d["genome_size"]) for h in d["population"]], d["labels"],
-                   d["rng_state"], d["hv_ref"], d["hv_history"])
+    def from_json(cls, d: dict[str, Any]) -> EngineState:
+        return cls(
+            d["generation"],
+            [hex_to_bits(h, d["genome_size"]) for h in d["population"]],
+            d["labels"],
+            d["rng_state"],
+            d["hv_ref"],
+            d["hv_history"],
+        )
 
 
 Evaluator = Callable[[list[np.ndarray], int], list[Evaluation]]
@@ -170,8 +193,12 @@ class NSGA2:
         merged = parents + self._individuals(offspring)
         survivors = self._select(merged, self.config.population)
         self.state = EngineState(
-            gen, [ind.bits for ind in survivors], [label_of.get(ind.key, f"gen{gen}") for ind in survivors],
-            self.rng.bit_generator.state, self.state.hv_ref, self.state.hv_history,
+            gen,
+            [ind.bits for ind in survivors],
+            [label_of.get(ind.key, f"gen{gen}") for ind in survivors],
+            self.rng.bit_generator.state,
+            self.state.hv_ref,
+            self.state.hv_history,
         )
         pop_evals = [self.evals[ind.key] for ind in survivors]
         self.state.hv_history = self.state.hv_history + [hypervolume(pop_evals, self.config.weights, self.state.hv_ref)]

@@ -28,7 +28,6 @@ from ecad.search.nsga2 import NSGA2, EngineConfig, EngineState, Evaluation
 from ecad.search.seeds import initial_population, load_seed_schedules
 from ecad.spaces import load_space
 
-
 COSTS = ("macs", "latency")
 
 
@@ -108,8 +107,10 @@ class Progress:
         if self.gen_times:
             remaining = (self.total_gens - self.gen) * float(np.mean(self.gen_times))
             eta = f" | ETA {int(remaining // 60):d}:{int(remaining % 60):02d}"
-        return (f"gen {self.gen}/{self.total_gens} | evals {self.evals} ({rate:.2f}/s){eta} | workers {self.workers}"
-                f" | frontier {self.frontier} | HV {self.hv:.4f}")
+        return (
+            f"gen {self.gen}/{self.total_gens} | evals {self.evals} ({rate:.2f}/s){eta} | workers {self.workers}"
+            f" | frontier {self.frontier} | HV {self.hv:.4f}"
+        )
 
     def update(self, final: bool = False) -> None:
         if self.quiet:
@@ -120,12 +121,13 @@ class Progress:
             print(self.line(), file=sys.stderr, flush=True)
 
 
-def _workers_text(pool) -> str:
+def workers_text(pool) -> str:
     """'3 busy/4', plus how many workers were replaced after dying, so a user sees a sick node."""
     states = [w.state for w in pool.workers]
     restarts = sum(w.restarts for w in pool.workers)
     return f"{states.count('busy')} busy/{len(states)}" + (
-        f" ({restarts} restart{'' if restarts == 1 else 's'})" if restarts else "")
+        f" ({restarts} restart{'' if restarts == 1 else 's'})" if restarts else ""
+    )
 
 
 class SearchRun:
@@ -172,8 +174,10 @@ class SearchRun:
         so editing a comment does not block a resume."""
         source = self.space.source
         space = tomllib.loads(source.read_text()) if source is not None else repr(self.space)
-        return {"prompts_sha256": sha256_text(json.dumps(list(self.prompts))),
-                "space_sha256": sha256_text(json.dumps(space, sort_keys=True))}
+        return {
+            "prompts_sha256": sha256_text(json.dumps(list(self.prompts))),
+            "space_sha256": sha256_text(json.dumps(space, sort_keys=True)),
+        }
 
     # ---------------------------------------------------------------- cost
     def macs_fraction(self, schedule) -> float:
@@ -192,9 +196,12 @@ class SearchRun:
             frac = self.macs_fraction(schedule)
             fractions[key] = frac
             if self.config.max_macs_fraction is not None and frac > self.config.max_macs_fraction + 1e-12:
-                ev = Evaluation((float("nan"), frac), False,
-                                f"constraint: MACs {frac:.1%} of no-caching > {self.config.max_macs_fraction:.0%}",
-                                {"macs_fraction": frac})
+                ev = Evaluation(
+                    (float("nan"), frac),
+                    False,
+                    f"constraint: MACs {frac:.1%} of no-caching > {self.config.max_macs_fraction:.0%}",
+                    {"macs_fraction": frac},
+                )
                 results[key] = ev
                 self._log(key, ev, generation, hexes[key])
                 continue
@@ -213,7 +220,7 @@ class SearchRun:
             self.progress.evals += 1
 
         def on_progress() -> None:
-            self.progress.workers = _workers_text(self.pool)
+            self.progress.workers = workers_text(self.pool)
             self.progress.update()
 
         self.pool.evaluate(tasks, on_result, on_progress)
@@ -227,8 +234,14 @@ class SearchRun:
     def run(self) -> Path:
         cfg = self.config
         worker_config = WorkerConfig(
-            space=cfg.space, prompts=self.prompts, seeds=tuple(range(cfg.seeds)), metric=cfg.metric,
-            metric_options=cfg.metric_options, cost=cfg.cost, batch_size=cfg.batch_size, device=self.exec.device,
+            space=cfg.space,
+            prompts=self.prompts,
+            seeds=tuple(range(cfg.seeds)),
+            metric=cfg.metric,
+            metric_options=cfg.metric_options,
+            cost=cfg.cost,
+            batch_size=cfg.batch_size,
+            device=self.exec.device,
         )
         self.pool = make_pool(worker_config, self.exec.workers, self.exec.ray_address)
         try:
@@ -242,21 +255,24 @@ class SearchRun:
 
     def _run(self) -> None:
         cfg = self.config
-        self.engine = NSGA2(self.spec, EngineConfig(population=cfg.population, seed=cfg.seed, weights=self.weights),
-                            self._evaluate)
+        self.engine = NSGA2(
+            self.spec, EngineConfig(population=cfg.population, seed=cfg.seed, weights=self.weights), self._evaluate
+        )
         self.records = self.store.load_evaluation_records()
         cached = {d["key"]: Evaluation.from_json(d) for d in self.records}
         checkpoint = self.store.read_checkpoint() if self.resume else None
         if checkpoint is not None:
-            self.generation_records = [g for g in self.store.read_generations()
-                                       if g.get("generation", 0) <= checkpoint["generation"]]
+            self.generation_records = [
+                g for g in self.store.read_generations() if g.get("generation", 0) <= checkpoint["generation"]
+            ]
         if checkpoint is not None:
             self.engine.resume(EngineState.from_json(checkpoint), cached)
         else:
             self.engine.evals = dict(cached)
             # the engine's own generator (seeded with cfg.seed): one random stream for the whole run
-            genomes, labels = initial_population(self.space, self.spec, cfg.population, self.engine.rng,
-                                                 self.extra_seeds)
+            genomes, labels = initial_population(
+                self.space, self.spec, cfg.population, self.engine.rng, self.extra_seeds
+            )
             t0 = time.perf_counter()
             state = self.engine.start(genomes, labels)
             self._record(state, time.perf_counter() - t0, [genome_hash(g) for g in genomes])
@@ -279,8 +295,12 @@ class SearchRun:
             members.append({"key": key, "genome": bits_to_hex(bits), "label": label, **ev.to_json()})
         front = self.frontier_keys()
         record = {
-            "generation": state.generation, "population": members, "evaluated": new_keys,
-            "hypervolume": state.hv_history[-1], "hv_ref": state.hv_ref, "seconds": round(seconds, 3),
+            "generation": state.generation,
+            "population": members,
+            "evaluated": new_keys,
+            "hypervolume": state.hv_history[-1],
+            "hv_ref": state.hv_ref,
+            "seconds": round(seconds, 3),
             "frontier": front,
             "workers": [dataclasses.asdict(w) for w in self.pool.workers],
         }
@@ -290,7 +310,7 @@ class SearchRun:
         self.progress.gen_times.append(seconds)
         self.progress.frontier = len(front)
         self.progress.hv = state.hv_history[-1]
-        self.progress.workers = _workers_text(self.pool)
+        self.progress.workers = workers_text(self.pool)
         if state.generation < self.config.generations:  # the last generation's plots follow write_frontier
             self._write_plots()
         self.progress.update(final=not self.progress.tty)
@@ -298,8 +318,9 @@ class SearchRun:
     def run_data(self) -> RunData:
         """The run as the plots, the report and `ecad frontier` see it, from what this search holds."""
         config = self.config.to_json()
-        return run_data(self.store.root, config, config_hash(config), self.generation_records, self.records,
-                        self.frontier_files)
+        return run_data(
+            self.store.root, config, config_hash(config), self.generation_records, self.records, self.frontier_files
+        )
 
     def _write_plots(self) -> None:
         """PNG plots after every generation, so a running search can be watched."""
@@ -313,8 +334,20 @@ class SearchRun:
     # ------------------------------------------------------------- frontier
     def frontier_keys(self) -> list[str]:
         """Keys of the current frontier, by the same rule as the final one (ecad.frontier)."""
-        points = [Point(key=k, generation=0, genome="", quality=e.values[0], cost=e.values[1], feasible=e.feasible,
-                        reason=e.reason, label="", macs_fraction=None) for k, e in self.engine.evals.items()]
+        points = [
+            Point(
+                key=k,
+                generation=0,
+                genome="",
+                quality=e.values[0],
+                cost=e.values[1],
+                feasible=e.feasible,
+                reason=e.reason,
+                label="",
+                macs_fraction=None,
+            )
+            for k, e in self.engine.evals.items()
+        ]
         return [p.key for p in pareto_front(points, higher_is_better=self.weights[0] > 0)]
 
     def write_frontier(self) -> None:
@@ -322,7 +355,9 @@ class SearchRun:
         (labels as `ecad frontier` and the report show them)."""
         run = self.run_data()
         entries = frontier_entries(run.frontier, run.config, self.space)
-        self.frontier_files = self.store.write_frontier(entries, {"metric": self.config.metric, "cost": self.config.cost})
+        self.frontier_files = self.store.write_frontier(
+            entries, {"metric": self.config.metric, "cost": self.config.cost}
+        )
         self.frontier_rows = [{**row, "schedule": self.frontier_files[p.key]} for p, _, row in entries]
 
     def summary(self) -> str:
@@ -330,7 +365,8 @@ class SearchRun:
         front = self.frontier_rows
         lines = [
             f"run        {self.store.root}",
-            f"space      {self.space.name} ({self.space.model}), {len(self.prompts)} prompts x {self.config.seeds} seeds",
+            f"space      {self.space.name} ({self.space.model}), "
+            f"{len(self.prompts)} prompts x {self.config.seeds} seeds",
             f"search     {self.engine.state.generation} generations, population {self.config.population}, "
             f"{len(evals)} candidates evaluated ({sum(not e.feasible for e in evals.values())} infeasible) "
             f"in {time.perf_counter() - self.progress.t0:.0f} s",
@@ -340,8 +376,10 @@ class SearchRun:
             f"  {'rank':>4} {self.config.metric:>12} {'MACs':>7} {'speedup':>8}  schedule",
         ]
         for row in front[:: max(1, len(front) // 8)][:10]:
-            lines.append(f"  {row['rank']:>4} {row['quality']:>12.5f} {row['macs_fraction']:>6.1%} "
-                         f"{1 / row['macs_fraction']:>7.2f}x  {row['schedule']}  {row['label']}")
+            lines.append(
+                f"  {row['rank']:>4} {row['quality']:>12.5f} {row['macs_fraction']:>6.1%} "
+                f"{1 / row['macs_fraction']:>7.2f}x  {row['schedule']}  {row['label']}"
+            )
         return "\n".join(lines)
 
 

@@ -67,7 +67,7 @@ def random_genomes(spec: GenomeSpec, rng: np.random.Generator, n: int) -> list[n
         density = 0.05 + 0.9 * (i + 0.5) / max(n, 1)
         bits = rng.random(spec.size) < density
         if spec.timesteps:
-            bits[spec.grid_size:] = rng.random(spec.steps) < max(density, 0.6)
+            bits[spec.grid_size :] = rng.random(spec.steps) < max(density, 0.6)
         out.append(spec.repair(bits, rng))
     return out
 
@@ -89,8 +89,9 @@ def load_seed_schedules(paths: list[str | Path], space) -> list[Schedule]:
     return out
 
 
-def initial_population(space, spec: GenomeSpec, size: int, rng: np.random.Generator,
-                       extra: list[Schedule] = ()) -> tuple[list[np.ndarray], list[str]]:
+def initial_population(
+    space, spec: GenomeSpec, size: int, rng: np.random.Generator, extra: list[Schedule] = ()
+) -> tuple[list[np.ndarray], list[str]]:
     """Seeds first (user schedules, no caching, heuristics), topped up with random genomes;
     duplicates removed. Returns genomes and a label for each (for plots and reports)."""
     genomes, labels, seen = [], [], set()
@@ -112,7 +113,9 @@ def initial_population(space, spec: GenomeSpec, size: int, rng: np.random.Genera
     picks = np.linspace(0, len(heur) - 1, min(budget, len(heur))).round().astype(int) if heur and budget else []
     for i in picks:
         name, grid = heur[i]
-        bits = np.concatenate([grid.reshape(-1), np.ones(spec.steps, dtype=bool)]) if spec.timesteps else grid.reshape(-1)
+        bits = (
+            np.concatenate([grid.reshape(-1), np.ones(spec.steps, dtype=bool)]) if spec.timesteps else grid.reshape(-1)
+        )
         add(bits, name)
     attempts = 0
     while len(genomes) < size and attempts < 20:
