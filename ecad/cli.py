@@ -48,8 +48,9 @@ def _cmd_macs(args: argparse.Namespace) -> int:
 
     schedule = load_schedule(args.schedule)
     space = load_space(args.space)
-    space.check_schedule(schedule)
-    batch = transformer_batch(space.family, args.images, space.guidance_scale)
+    space.check_schedule(schedule, steps=False)  # the schedule's own steps are counted
+    # ECAD counts a transformer batch of 2 (PixArt's CFG pair; two prompts for FLUX), whatever the family
+    batch = 2 if args.ecad_convention else transformer_batch(space.family, args.images, space.guidance_scale)
     report = schedule_macs(
         schedule,
         dims_for_space(space),
@@ -58,11 +59,33 @@ def _cmd_macs(args: argparse.Namespace) -> int:
         batch=batch,
         attention_matmuls=not args.ecad_convention,
     )
+    images = "ECAD's convention" if args.ecad_convention else f"{args.images} image(s)"
     print(
         f"{schedule.name or args.schedule}: {report.total / 1e12:.3f} TMACs vs {report.full / 1e12:.3f} uncached "
-        f"({report.speedup_bound:.2f}x fewer), {args.images} image(s) = transformer batch {batch}, "
-        f"{space.height}x{space.width}"
+        f"({report.speedup_bound:.2f}x fewer), {images} = transformer batch {batch}, {space.height}x{space.width}"
+        + (", Linear/Conv only" if args.ecad_convention else "")
     )
+    if schedule.first_step_flags_ignored:
+        print(
+            f"  the first step's {schedule.first_step_flags_ignored} reuse flag(s) count as compute: nothing is "
+            "cached before it runs"
+        )
+    recorded = (schedule.metrics or {}).get("by_inference_step") if isinstance(schedule.metrics, dict) else None
+    if args.ecad_convention and isinstance(recorded, dict):
+        ours = report.to_ecad_metrics()["by_inference_step"]
+        differ = [
+            k
+            for k in sorted(set(recorded) | set(ours))
+            if k not in ours or not isinstance(recorded.get(k), dict) or recorded[k].get("macs") != ours[k]["macs"]
+        ]
+        if differ:
+            k = differ[0]
+            print(
+                f"  differs from the file's metrics.by_inference_step at {len(differ)} step(s), first {k}: "
+                f"ours {ours.get(k, {}).get('macs')} vs the file's {(recorded.get(k) or {}).get('macs')}"
+            )
+        else:
+            print(f"  matches the file's metrics.by_inference_step exactly at all {len(ours)} steps")
     return 0
 
 

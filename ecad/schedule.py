@@ -74,8 +74,24 @@ class Schedule:
         return list(self.timesteps) if self.timesteps is not None else list(range(self.num_steps))
 
     def executed_grid(self) -> np.ndarray:
-        """Rows of the steps actually run, in order: what the cache logic walks through."""
-        return self.grid[self.executed_steps]
+        """Rows of the steps actually run, in order, as they run: what the cache logic walks through
+        and what MACs count. The first row computes everything whatever its flags say."""
+        rows = self.grid[self.executed_steps]
+        rows[0] = True
+        return rows
+
+    def effective_grid(self) -> np.ndarray:
+        """The base grid as it runs: the first executed step computes every component (its reuse
+        flags, as some ECAD files carry, have nothing to reuse)."""
+        grid = self.grid.copy()
+        grid[self.executed_steps[0]] = True
+        return grid
+
+    @property
+    def first_step_flags_ignored(self) -> int:
+        """How many reuse flags the first executed step carries (kept in files, run as compute)."""
+        mask = self.layout.cell_mask()
+        return int((~self.grid[self.executed_steps[0]] & mask).sum())
 
     def compute_fraction(self) -> float:
         """Share of block components computed, relative to running all base steps uncached."""
@@ -122,12 +138,8 @@ class Schedule:
             if ts != sorted(set(ts)):
                 raise ScheduleError(f"timesteps: {ts} must be strictly increasing without repeats")
             self.timesteps = [int(t) for t in ts]
-        first = self.executed_steps[0]
-        if not g[first].all():
-            where = "step 0" if first == 0 else f"step {first} (the first selected step)"
-            raise ScheduleError(
-                f"grid: {where} must compute every component (nothing is cached yet); set all of its cells to true"
-            )
+        # A reuse flag on the first step that runs is kept as written (ECAD's own files have some, and
+        # must round-trip) but means "compute": nothing is cached yet. `executed_grid` applies that.
 
     # ------------------------------------------------------------- bit vectors
     def to_bits(self) -> np.ndarray:

@@ -148,8 +148,9 @@ class SearchSpace:
             variant=self.variant,
         )
 
-    def check_schedule(self, schedule: Schedule) -> Schedule:
-        """Raise SpaceError unless `schedule` has this space's layout and steps (and a permitted step subset)."""
+    def check_schedule(self, schedule: Schedule, steps: bool = True) -> Schedule:
+        """Raise SpaceError unless `schedule` has this space's layout and steps (and a permitted step
+        subset). `steps=False` checks the layout only (counting MACs needs the model, not its sampler)."""
         where = f"schedule {schedule.name!r}" if schedule.name else "schedule"
         if schedule.layout != self.layout:
             raise SpaceError(
@@ -157,6 +158,8 @@ class SearchSpace:
                 f"{self.layout.describe()}; use a schedule searched for a {self.adapter.display_name} model with that "
                 "block layout"
             )
+        if not steps:
+            return schedule
         if schedule.num_steps != self.steps:
             raise SpaceError(
                 f"{where} has {schedule.num_steps} steps, but space {self.name!r} runs {self.steps}; "

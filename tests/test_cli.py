@@ -63,3 +63,20 @@ def test_macs_of_a_schedule_for_every_familys_spaces(family, tmp_path, capsys):
         ratio = float(out.split("(")[1].split("x fewer")[0])
         assert 1.3 < ratio <= 2.0, out  # every-2 computes about half of the blocks' MACs (fixed MACs every step)
         assert f"transformer batch {adapter.transformer_batch(3, space.guidance_scale)}" in out
+
+
+@pytest.mark.parametrize(
+    "example, space",
+    [("ecad_pixart_step0_reuse.json", "pixart-alpha-256"), ("ecad_flux_step0_reuse.json", "flux-dev-256")],
+)
+def test_ecad_files_with_reuse_flags_at_step_0_count_exactly_as_ecad_does(example, space, capsys):
+    """ECAD's headline files reuse something at step 0, where nothing is cached: ECAD counts (and runs)
+    that step in full. The files' own per-step MACs, measured with a profiler over the real transformer
+    (tests/data/make_step0_examples.py), are reproduced exactly, batch 2 as ECAD counts, FLUX included."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / example
+    assert main(["macs", str(path), "--space", space, "--ecad-convention"]) == 0
+    out = capsys.readouterr().out
+    assert "matches the file's metrics.by_inference_step exactly at all 20 steps" in out, out
+    assert "2 reuse flag(s) count as compute" in out and "transformer batch 2" in out

@@ -501,3 +501,21 @@ def test_the_branch_is_the_callers_cache_context(tiny_flux):
     tiny_flux.transformer.register_forward_hook(lambda m, a, o: seen.append((state.branch, state.step)))
     generate(tiny_flux, true_cfg_scale=2.0, negative_prompt="blurry")
     assert seen == [(b, s) for s in range(STEPS) for b in ("cond", "uncond")]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_pixart", "tiny_flux"])
+def test_reuse_flags_on_the_first_step_run_as_compute(fixture, request):
+    """Nothing is cached before the first step: a schedule that flags reuse there (ECAD's own files
+    do) runs exactly like the same schedule with those flags set, and the heatmap shades them computed."""
+    from ecad.report.plots import schedule_image
+
+    pipe = request.getfixturevalue(fixture)
+    schedule = Schedule.every_n(_layout(pipe), STEPS, 3)
+    flagged = schedule.grid.copy()
+    flagged[0, 1, :] = False
+    odd = Schedule(_layout(pipe), flagged)
+    apply_exact(pipe, schedule)
+    want = generate(pipe)
+    apply_exact(pipe, odd)
+    assert torch.equal(generate(pipe), want)
+    assert (schedule_image(odd)[0] == 1).all() and odd.compute_fraction() == schedule.compute_fraction()

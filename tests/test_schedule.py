@@ -134,11 +134,18 @@ def test_wrong_step_count(tmp_path):
         load_schedule(_write(tmp_path, d))
 
 
-def test_step_zero_must_compute_everything(tmp_path):
+def test_a_reuse_flag_at_step_0_runs_as_compute_and_round_trips(tmp_path):
+    """ECAD's headline schedules carry reuse flags at step 0; nothing is cached yet, so ECAD (and
+    ecad) computes it in full. The flags stay in the file."""
     d = _ecad_dict()
     d["cache_schedule"]["schedule"]["000"]["3"]["ff"] = False
-    with pytest.raises(ScheduleError, match="step 0 must compute every component"):
-        load_schedule(_write(tmp_path, d))
+    d["cache_schedule"]["schedule"]["000"]["7"]["attn1"] = False
+    path = _write(tmp_path, json.dumps(d, indent=1))  # as ECAD writes its files
+    s = load_schedule(path)
+    assert not s.grid[0, 3, 2] and s.first_step_flags_ignored == 2  # kept as written
+    assert s.executed_grid()[0].all() and s.effective_grid()[0].all()  # and run as compute
+    out = s.save(tmp_path / "back.json", format="ecad")
+    assert out.read_text() == path.read_text()  # byte for byte
 
 
 def test_non_boolean_cell(tmp_path):
@@ -171,11 +178,12 @@ def test_bad_timestep_selection(tmp_path, timesteps, message):
         load_schedule(_write(tmp_path, s))
 
 
-def test_first_selected_step_must_compute_everything():
+def test_the_first_selected_step_computes_whatever_its_flags_say():
     grid = np.ones((5, 2, 3), dtype=bool)
-    grid[2, 0, 0] = False
-    with pytest.raises(ScheduleError, match=r"step 2 \(the first selected step\) must compute"):
-        Schedule(pixart_layout(2), grid, timesteps=[2, 4])
+    grid[2, 0, 0] = grid[4, 1, 1] = False
+    s = Schedule(pixart_layout(2), grid, timesteps=[2, 4])
+    assert s.executed_grid()[0].all() and not s.executed_grid()[1, 1, 1]
+    assert s.first_step_flags_ignored == 1
 
 
 def test_unknown_format_and_unknown_layout(tmp_path):

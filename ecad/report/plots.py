@@ -253,7 +253,7 @@ def plot_hypervolume(run_dir: str | os.PathLike | RunData, out_png: str | os.Pat
 def schedule_image(schedule: Schedule) -> np.ndarray:
     """[steps, blocks, components] of 0 = reuse, 1 = compute, 2 = step not run, 3 = no such
     component (padding of a block with fewer components than the grid is wide)."""
-    img = schedule.grid.astype(np.int8)
+    img = schedule.effective_grid().astype(np.int8)  # a reuse flag on the first step runs as compute
     skipped = np.setdiff1d(np.arange(schedule.num_steps), schedule.executed_steps)
     img[skipped] = 2
     img[:, ~schedule.layout.cell_mask()] = 3
