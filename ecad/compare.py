@@ -22,7 +22,7 @@ from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
 from ecad.files import atomic_write_json
 from ecad.schedule import Schedule, load_schedule
-from ecad.search.seeds import heuristic_grids
+from ecad.search.seeds import baseline_grids
 
 CONTEXT_HOOK = "ecad.peer_context"
 
@@ -163,10 +163,9 @@ def contenders(space, schedules: list[Schedule], baselines: bool) -> list[Conten
     for s in schedules:
         space.check_schedule(s)
         out.append(Contender(s.name or "schedule", "schedule", s))
-    if baselines:
-        for name, grid in heuristic_grids(space):
-            if name in ("every_2", "every_3", "attention_every_2") or name.startswith("tgate_"):
-                out.append(Contender(name, "heuristic", Schedule(space.layout, grid, name=name)))
+    if baselines:  # the heuristics every search seeds its population with (a frontier has beaten them)
+        for name, grid in baseline_grids(space):
+            out.append(Contender(name, "heuristic", Schedule(space.layout, grid, name=name)))
     return out
 
 

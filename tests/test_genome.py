@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ecad.schedule import Schedule
 from ecad.search.genome import (
@@ -80,3 +81,18 @@ def test_initial_population_mixes_heuristics_and_random_without_duplicates():
     names = {n for n, _ in heuristic_grids(space)}
     assert {"every_2", "attention_every_2", "tgate_2"} <= names
     assert all(spec.grid(g)[0].all() for g in genomes)
+
+
+@pytest.mark.parametrize("space_name", ["tiny-pixart", "tiny-flux", "tiny-sd3"])
+def test_every_baseline_compare_shows_is_in_the_initial_population(space_name):
+    """every-n for n = 2..5, attention-only and T-GATE-like: a search always starts from the
+    heuristics `ecad compare` puts beside its frontier, even with a small population."""
+    from ecad.search.seeds import baseline_grids, initial_population
+    from ecad.spaces import load_space
+
+    space = load_space(space_name)
+    spec = GenomeSpec.for_space(space)
+    _, labels = initial_population(space, spec, 12, np.random.default_rng(0))
+    wanted = [name for name, _ in baseline_grids(space)]
+    assert {"every_2", "every_3", "every_4", "every_5"} <= set(wanted)
+    assert set(wanted) <= set(labels) and labels[0] == "no_caching" and "random" in labels
