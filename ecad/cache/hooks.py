@@ -30,9 +30,11 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 from torch import nn
 
+from ecad.cache import check
 from ecad.cache.plan import CachePlan
+from ecad.layouts import BlockGroup
 from ecad.models import FamilyAdapter, adapter_for_transformer
-from ecad.models.base import BlockPath, checked_block_path
+from ecad.models.base import BlockPath
 from ecad.schedule import Schedule, ScheduleError
 
 logger = logging.getLogger(__name__)
@@ -177,20 +179,22 @@ class TransformerStepHook(CacheContextListener):
 class BlockReuseHook(ModelHook):
     """When some component of the block is reused, run the family's block path with the cached
     outputs (reused components' norms skipped); in a folded run of fully reused steps, the first
-    block produces the whole step's output and the others pass their input through."""
+    block produces the whole step's output and the others pass their input through. Each path is
+    checked against the stock forward on its first real call (ecad.cache.check)."""
 
     def __init__(
         self,
         state: ScheduleState,
         block_index: int,
+        group: BlockGroup,
         path: BlockPath | None,
         arg_names: tuple[str, ...],
-        blocks: list[nn.Module],
+        blocks: list[tuple[nn.Module, BlockGroup]],
     ):
         super().__init__()
-        self.state, self.block_index, self.path = state, block_index, path
+        self.state, self.block_index, self.group, self.path = state, block_index, group, path
         self.arg_names = arg_names
-        self.blocks = blocks  # every block of the transformer, in layout order (fused path)
+        self.blocks = blocks  # every block of the transformer with its group, in layout order (fused path)
 
     def new_forward(self, module: nn.Module, *args, **kwargs):
         state = self.state
@@ -206,23 +210,49 @@ class BlockReuseHook(ModelHook):
         cached = {
             name: state.take(b, c) for c, name in enumerate(state.components[b]) if not plan.compute[state.step, b, c]
         }
-        return self.path.fn(module, kwargs, cached, state.exact)
+        adapter, mode = state.adapter, "exact" if state.exact else "fast"
+        key = check.check_key(adapter, module, self.group, kwargs, mode)
+        verdict = check.VERDICTS.get(key)
+        if verdict is False:  # the path did not agree with this block: reuse through the stock forward
+            return check.stock_with_outputs(adapter, module, self.group, kwargs, cached)
+        out = self.path.fn(module, kwargs, cached, state.exact)
+        if verdict is None:  # first real call of its kind: the stock forward beside it, same arguments and outputs
+            reference = check.stock_with_outputs(adapter, module, self.group, kwargs, cached)
+            if not check.record(key, check.agrees(out, reference, state.exact), "block path"):
+                return reference
+        return out
 
     def _fused_step(self, kwargs):
         state, s, branch = self.state, self.state.step, self.state.branch
         plan, adapter = state.plan, state.adapter
+        block, group = self.blocks[0]
+        # the fold assumes every block's maths: its verdict holds for this exact sequence of block classes
+        key = check.check_key(adapter, block, group, kwargs, "fold") + (tuple(type(m) for m, _ in self.blocks),)
+        verdict = check.VERDICTS.get(key)
         consts = state.fused.pop(branch, None)
+        cached = None
         if consts is None:  # first step of a run of fully reused steps: fold the cache once
             cached = [
                 {name: state.cache[(b, c, branch)] for c, name in enumerate(names)}
                 for b, names in enumerate(state.components)
             ]
-            consts = adapter.step_reuse_prepare(self.blocks, cached)
+            if verdict is not False:
+                consts = adapter.step_reuse_prepare([m for m, _ in self.blocks], cached)
+        out = None if consts is None else adapter.step_reuse_apply([m for m, _ in self.blocks], kwargs, consts)
+        if verdict is not True and cached is not None:  # unchecked, or known to differ: block by block
+            reference = kwargs["hidden_states"]
+            for (module, grp), outputs in zip(self.blocks, cached):
+                reference = check.stock_with_outputs(
+                    adapter, module, grp, {**kwargs, "hidden_states": reference}, outputs
+                )
+            if verdict is False or not check.record(key, check.agrees(out, reference, False), "folded steps"):
+                state.fold[s + 1 :] = False  # this step's other blocks still pass through; later steps do not fold
+                out, consts = reference, None
         for b, c in zip(*np.nonzero(plan.drop[s])):  # keep the per-component bookkeeping exact
             state.cache.pop((int(b), int(c), branch), None)
-        if s + 1 < plan.num_steps and state.fold[s + 1]:
+        if consts is not None and s + 1 < plan.num_steps and state.fold[s + 1]:
             state.fused[branch] = consts  # the next step reuses the same folded sums
-        return adapter.step_reuse_apply(self.blocks, kwargs, consts)
+        return out
 
 
 class ComponentCacheHook(ModelHook):
@@ -275,12 +305,11 @@ class Installation:
 
         register(transformer, TransformerStepHook(state), STEP_HOOK)
         self.components = self.component_modules()
-        blocks = [getattr(transformer, group.name)[i] for group, i in layout.blocks()]
-        paths = [checked_block_path(adapter, blocks[b], group) for b, (group, _) in enumerate(layout.blocks())]
-        state.set_paths(paths)
-        for b, block in enumerate(blocks):
+        blocks = [(getattr(transformer, group.name)[i], group) for group, i in layout.blocks()]
+        state.set_paths([adapter.block_path(block, group) for block, group in blocks])  # checked on real calls
+        for b, (block, group) in enumerate(blocks):
             arg_names = tuple(inspect.signature(type(block).forward).parameters)[1:]
-            register(block, BlockReuseHook(state, b, paths[b], arg_names, blocks), BLOCK_HOOK)
+            register(block, BlockReuseHook(state, b, group, state.paths[b], arg_names, blocks), BLOCK_HOOK)
             for c, module in enumerate(self.components[b]):
                 register(module, ComponentCacheHook(state, b, c), COMPONENT_HOOK)
         HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()

@@ -229,11 +229,6 @@ class FamilyAdapter:
         the path does not know (the stock forward then runs, with cached component outputs)."""
         return None
 
-    def block_probe(self, block: nn.Module, group: BlockGroup) -> tuple[dict, dict[str, Any]] | None:
-        """Tiny random inputs for one block and outputs for each of its components (on the block's
-        device and dtype): what `checked_block_path` runs the stock forward and the path on."""
-        return None
-
     def step_reuse_prepare(self, blocks: list[nn.Module], cached: list[dict[str, Any]]) -> Any:
         """Fold the cached outputs of all blocks into a few tensors once per run of fully reused steps."""
         raise NotImplementedError
@@ -444,78 +439,6 @@ def scheduler_subset(scheduler: Any, selected: list[int], base_steps: int) -> It
             scheduler.set_timesteps = original
         else:
             del scheduler.set_timesteps  # the class's method shows again
-
-
-# ----------------------------------------------------------- block-path check
-_AGREES: dict[tuple[str, type, str, tuple], bool] = {}
-
-
-def checked_block_path(adapter: FamilyAdapter, block: nn.Module, group: BlockGroup) -> BlockPath | None:
-    """The adapter's block path, if it agrees bit for bit with the stock block forward (checked
-    once per block class and group kind): with every component reused, and with every component
-    computed where the path takes partly reused blocks. A diffusers release that changed the block
-    makes ecad warn and run the stock forward (correct, slower) instead of silently diverging."""
-    path = adapter.block_path(block, group)
-    if path is None:
-        return None
-    if any(p.is_meta for p in block.parameters()):
-        return path  # nothing to compare on meta tensors (cost models)
-    key = (adapter.family, type(block), group.name, group.components)
-    if key not in _AGREES:
-        probe = adapter.block_probe(block, group)
-        if probe is None:
-            raise TypeError(f"{adapter!r} has a block path for {type(block).__name__} but no block_probe to check it")
-        kwargs, outputs = probe
-        with torch.no_grad():
-            agree = _same(
-                _stock_with_outputs(adapter, block, group, kwargs, outputs), path.fn(block, kwargs, outputs, True)
-            )
-            if path.partial:
-                agree = agree and _same(type(block).forward(block, **kwargs), path.fn(block, kwargs, {}, True))
-        _AGREES[key] = agree
-        if not agree:
-            logger.warning(
-                "%s.forward differs from ecad's %s block path (a diffusers change?); blocks with reused "
-                "components run the stock forward (correct, slower)",
-                type(block).__name__,
-                adapter.family,
-            )
-    return path if _AGREES[key] else None
-
-
-def _stock_with_outputs(
-    adapter: FamilyAdapter, block: nn.Module, group: BlockGroup, kwargs: dict, outputs: dict[str, Any]
-) -> Any:
-    """The stock forward with each component module returning the given output (reuse by hand)."""
-    modules = adapter.component_modules(block, group)
-    saved = {name: m.__dict__.get("forward") for name, m in modules.items()}
-    try:
-        for name, m in modules.items():
-            m.forward = lambda *a, _out=outputs[name], **k: _out
-        return type(block).forward(block, **kwargs)
-    finally:
-        for name, m in modules.items():
-            if saved[name] is None:
-                del m.forward
-            else:
-                m.forward = saved[name]
-
-
-def _same(a: Any, b: Any) -> bool:
-    a, b = _tensors(a), _tensors(b)
-    return len(a) == len(b) and all(
-        (x is None and y is None) or (x is not None and y is not None and torch.equal(x, y)) for x, y in zip(a, b)
-    )
-
-
-def _tensors(x: Any) -> tuple:
-    return (x,) if x is None or torch.is_tensor(x) else tuple(x)
-
-
-def probe_tensors(reference: torch.Tensor, seed: int = 0) -> Callable[..., torch.Tensor]:
-    """rand(*shape): seeded normal tensors on `reference`'s device and dtype (block probes)."""
-    gen = torch.Generator().manual_seed(seed)
-    return lambda *shape: torch.randn(*shape, generator=gen).to(reference.device, reference.dtype)
 
 
 # ------------------------------------------------------------------- loading

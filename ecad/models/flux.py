@@ -24,7 +24,6 @@ from ecad.models.base import (
     Tokens,
     TransformerDims,
     UnsupportedModelError,
-    probe_tensors,
 )
 from ecad.models.common import TIME_PROJ, adaln_chunks, clip_fp16, gated_add
 from ecad.models.tiny import TINY_PREFIX, amplify_blocks, byte_tokenizer, clip_text_encoder, kl_vae, t5_encoder
@@ -122,24 +121,6 @@ class FluxAdapter(FamilyAdapter):
     def block_path(self, block: nn.Module, group: BlockGroup) -> BlockPath:
         """Fully reused blocks only: FLUX's partial reuse keeps the stock forward."""
         return BlockPath(_reuse_double if group.name == "transformer_blocks" else _reuse_single, partial=False)
-
-    def block_probe(self, block: nn.Module, group: BlockGroup) -> tuple[dict, dict]:
-        weight = block.norm1.linear.weight if group.name == "transformer_blocks" else block.norm.linear.weight
-        dim, rand = weight.shape[1], probe_tensors(weight)
-        kwargs = dict(hidden_states=rand(1, 4, dim), encoder_hidden_states=rand(1, 2, dim), temb=rand(1, dim))
-        if group.name == "transformer_blocks":
-            outputs = {
-                "full_attn": (rand(1, 4, dim), rand(1, 2, dim)),
-                "full_ff": rand(1, 4, dim),
-                "full_ff_context": rand(1, 2, dim),
-            }
-        else:
-            outputs = {
-                "single_attn": rand(1, 6, dim),
-                "single_proj_mlp": rand(1, 6, block.proj_mlp.out_features),
-                "single_proj_out": rand(1, 6, dim),
-            }
-        return kwargs, outputs
 
     # ------------------------------------------------------------ pipeline calls
     def transformer_batch(self, batch: int, guidance_scale: float | None) -> int:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ecad.layouts import BlockGroup, Layout
-from ecad.models.base import BlockKind, BlockPath, FamilyAdapter, StepSelection, Tokens, TransformerDims, probe_tensors
+from ecad.models.base import BlockKind, BlockPath, FamilyAdapter, StepSelection, Tokens, TransformerDims
 from ecad.models.common import (
     TIME_PROJ,
     apply_folded_step,
@@ -100,16 +100,6 @@ class PixArtAdapter(FamilyAdapter):
             and getattr(block, "_chunk_size", 0) is None
         )
         return BlockPath(_compose_block, partial=True) if plain else None
-
-    def block_probe(self, block: nn.Module, group: BlockGroup) -> tuple[dict, dict]:
-        table = block.scale_shift_table
-        dim, rand = table.shape[-1], probe_tensors(table)
-        kwargs = dict(
-            hidden_states=rand(1, 4, dim),
-            encoder_hidden_states=rand(1, 2, block.attn2.to_k.in_features),
-            timestep=rand(1, 6 * dim),
-        )
-        return kwargs, {name: rand(1, 4, dim) for name in COMPONENTS}
 
     def step_reuse_prepare(self, blocks, cached):
         return fold_shared_modulation(blocks, cached)

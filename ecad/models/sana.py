@@ -23,7 +23,6 @@ from ecad.models.base import (
     Tokens,
     TransformerDims,
     UnsupportedModelError,
-    probe_tensors,
     signature_default,
 )
 from ecad.models.common import (
@@ -99,26 +98,6 @@ class SanaAdapter(FamilyAdapter):
         if getattr(block, "attn2", None) is None or not hasattr(block, "scale_shift_table"):
             return None
         return BlockPath(_compose_block, partial=True)
-
-    def block_probe(self, block: nn.Module, group: BlockGroup):
-        table = block.scale_shift_table
-        dim, rand = table.shape[-1], probe_tensors(table)
-        height, width = 2, 2
-        kwargs = dict(
-            hidden_states=rand(1, height * width, dim),
-            attention_mask=None,
-            encoder_hidden_states=rand(1, 3, block.attn2.to_k.in_features),
-            encoder_attention_mask=None,
-            timestep=rand(1, 6 * dim),
-            height=height,
-            width=width,
-        )
-        outputs = {
-            "attn1": rand(1, height * width, dim),
-            "attn2": rand(1, height * width, dim),
-            "ff": rand(1, dim, height, width),
-        }  # GLUMBConv works on the [B, C, H, W] grid
-        return kwargs, outputs
 
     def step_reuse_prepare(self, blocks, cached):
         return fold_shared_modulation(blocks, cached, ff_tokens=_tokens)

@@ -28,7 +28,6 @@ from ecad.models.base import (
     Tokens,
     TransformerDims,
     UnsupportedModelError,
-    probe_tensors,
 )
 from ecad.models.common import TIME_PROJ, adaln_chunks, gated_add, modulate
 from ecad.models.tiny import TINY_PREFIX, amplify_blocks, byte_tokenizer, clip_text_encoder, kl_vae, t5_encoder
@@ -96,18 +95,6 @@ class SD3Adapter(FamilyAdapter):
         if getattr(block, "_chunk_size", None) is not None:
             return None
         return BlockPath(_compose_block, partial=True)
-
-    def block_probe(self, block: nn.Module, group: BlockGroup):
-        weight = block.norm1.linear.weight
-        dim, rand = weight.shape[1], probe_tensors(weight)
-        kwargs = dict(hidden_states=rand(1, 4, dim), encoder_hidden_states=rand(1, 2, dim), temb=rand(1, dim))
-        outputs = {
-            "attn": (rand(1, 4, dim), rand(1, 2, dim)),
-            "ff": rand(1, 4, dim),
-            "ff_context": rand(1, 2, dim),
-            "attn2": rand(1, 4, dim),
-        }
-        return kwargs, {name: outputs[name] for name in group.components}
 
     # ------------------------------------------------------------ pipeline calls
     def check_call(self, pipe, kwargs: Mapping[str, Any]) -> None:

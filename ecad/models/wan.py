@@ -27,7 +27,6 @@ from ecad.models.base import (
     Tokens,
     TransformerDims,
     UnsupportedModelError,
-    probe_tensors,
     signature_default,
 )
 from ecad.models.common import modulate
@@ -74,23 +73,6 @@ class WanAdapter(FamilyAdapter):
         if getattr(block.attn2, "add_k_proj", None) is not None:
             return None  # image-conditioned (I2V) cross-attention: the stock forward
         return BlockPath(_compose_block, partial=True)
-
-    def block_probe(self, block: nn.Module, group: BlockGroup):
-        table = block.scale_shift_table
-        dim, rand = table.shape[-1], probe_tensors(table)
-        heads = block.attn1.heads
-        head_dim = dim // heads
-        rotary = (
-            torch.ones(1, 4, 1, head_dim, device=table.device),
-            torch.zeros(1, 4, 1, head_dim, device=table.device),
-        )
-        kwargs = dict(
-            hidden_states=rand(1, 4, dim),
-            encoder_hidden_states=rand(1, 3, dim),
-            temb=rand(1, 6, dim),
-            rotary_emb=rotary,
-        )
-        return kwargs, {name: rand(1, 4, dim) for name in COMPONENTS}
 
     # ------------------------------------------------------------ pipeline calls
     def check_call(self, pipe, kwargs: Mapping[str, Any]) -> None:
