@@ -237,29 +237,28 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ecad.compare import format_table, run_compare, write_compare
+    from ecad.compare import CompareSettings, format_table, run_compare, write_compare
     from ecad.prompts import read_prompts
+    from ecad.schedule import load_schedule
 
-    prompts = read_prompts(args.prompts, args.num_prompts)
-    seeds = tuple(range(args.seeds))
-    rows = run_compare(
-        args.space, args.schedules or [], args.baselines, prompts, seeds, args.metric, args.batch_size, args.device
+    schedules = [load_schedule(p) for p in args.schedules or []]  # a bad file fails before any loading
+    settings = CompareSettings(
+        space=args.space,
+        prompts=read_prompts(args.prompts, args.num_prompts),
+        seeds=tuple(range(args.seeds)),
+        metric=args.metric,
+        metric_options=dict(args.metric_option or []),
+        batch_size=args.batch_size,
+        device=args.device,
+        baselines=args.baselines,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        quantiles=args.quantiles,
     )
-    print(format_table(rows, args.metric))
-    out = Path(args.out)
-    write_compare(
-        rows,
-        args.metric,
-        out,
-        {
-            "space": args.space,
-            "prompts": list(prompts),
-            "seeds": list(seeds),
-            "metric": args.metric,
-            "batch_size": args.batch_size,
-        },
-    )
-    print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
+    result = run_compare(settings, schedules)
+    print(format_table(result))
+    paths = write_compare(result, Path(args.out))
+    print(f"wrote {', '.join(p.name for p in paths)} to {args.out}")
     return 0
 
 
@@ -282,6 +281,22 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _quantiles(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(q) for q in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0.0 < q < 1.0 for q in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of quantiles between 0 and 1")
+    return values
 
 
 def _metric_option(text: str) -> tuple[str, object]:
@@ -371,21 +386,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="generated", help="output directory (default ./generated)")
     p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("compare", help="schedules vs heuristic baselines and diffusers' caches, same prompts/seeds")
+    p = sub.add_parser(
+        "compare", help="schedules vs heuristics, diffusers' caches and cache-dit: same prompts, seeds and machine"
+    )
     p.add_argument("--space", required=True)
     p.add_argument("--schedules", nargs="*", help="schedule files to compare")
     p.add_argument(
         "--baselines",
         action="store_true",
-        help="add every-n / T-GATE-like baselines and diffusers' FirstBlockCache, TaylorSeer, PAB, MagCache",
+        help="add the heuristics every search seeds (every-n, attention-only, T-GATE-like), diffusers' caches "
+        "(FirstBlockCache, MagCache, TaylorSeer, PAB, FasterCache) and cache-dit (DBCache, SCM) where installed",
     )
     p.add_argument("--prompts", default="calibration_prompts/image_reward_100.txt")
     p.add_argument("--num-prompts", type=_positive_int, default=4)
     p.add_argument("--seeds", type=_positive_int, default=2)
     p.add_argument("--metric", default="fidelity")
-    p.add_argument("--batch-size", type=_positive_int, default=4)
+    p.add_argument("--metric-option", action="append", type=_metric_option, metavar="KEY=VALUE")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="images per call; the timed call is one batch")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="timed rounds (default 3)")
+    p.add_argument("--warmup", type=_non_negative_int, default=1, help="untimed rounds before them (default 1)")
+    p.add_argument(
+        "--quantiles",
+        type=_quantiles,
+        default=(0.5,),
+        metavar="Q[,Q...]",
+        help="dynamic caches' thresholds at these quantiles of their calibration values (default 0.5)",
+    )
     p.add_argument("--device")
-    p.add_argument("--out", default="compare", help="output directory for compare.json and compare.png")
+    p.add_argument("--out", default="compare", help="output directory (compare.json/.csv/.md/.png, compare_grid.png)")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("report", help="self-contained HTML report of a search run (plus its PNG plots)")

@@ -284,6 +284,31 @@ def test_schedule_macs_count_computed_components_only(family):
     assert report.per_step == pytest.approx(want) and report.full == pytest.approx(4 * (fixed + cost.sum()))
 
 
+@pytest.mark.parametrize("kind", ["full", "every_3", "random_0.4"])
+def test_counted_forwards_give_the_schedule_macs(family, kind):
+    """What `ecad compare` reports for any cache (forwards that ran, x the MACs model) is what
+    the analytic count says for an ecad schedule, at the transformer's real batch."""
+    from ecad.cache.macs import dims_for_space, transformer_batch
+    from ecad.cache.realised import ComputeCounter
+
+    space, pipe = tiny(family)
+    schedule = {
+        "full": Schedule.full(space.layout, STEPS),
+        "every_3": Schedule.every_n(space.layout, STEPS, 3),
+        "random_0.4": random_schedule(space.layout, STEPS, 0.4, seed=4),
+    }[kind]
+    prompts = PROMPTS * 2
+    with ComputeCounter(pipe.transformer, space) as counter:
+        ecad.apply_schedule(pipe, schedule)
+        run(pipe, space, steps=None, prompts=prompts)
+        ecad.remove_schedule(pipe)
+        realised = counter.take()
+    rows = transformer_batch(family, len(prompts), space.guidance_scale)
+    want = schedule_macs(schedule, dims_for_space(space), space.height, space.width, batch=rows)
+    assert realised.macs(space) == pytest.approx(want.total, rel=1e-12)
+    assert realised.transformer_rows == rows * STEPS
+
+
 # ----------------------------------------------------------------------- files and seeds
 def test_schedule_files_round_trip_and_ecad_export_is_honest(family, tmp_path):
     space = load_space(f"tiny-{family}")

@@ -132,6 +132,21 @@ class FamilyAdapter:
     preset_vae_scale_factor: ClassVar[int] = 8  # pixels per latent cell of the published checkpoints' VAE
     benchmark_space: ClassVar[str] = ""  # the shipped space benchmarks/ time this family in
     size_multiple: ClassVar[int] = 16  # heights and widths its pipelines take (VAE scale x patch size)
+    # where a block's output holds the image tokens: None when blocks return them alone, else the
+    # index in the tuple they return (joint blocks return (text stream, image stream))
+    image_output_index: ClassVar[int | None] = None
+    # classifier-free guidance's unconditional branch runs as a second transformer call per step
+    # (Wan) instead of as the doubled batch of one call (PixArt, SD3, Sana)
+    unconditional_call: ClassVar[bool] = False
+    # the transformer call's inputs that hold the (unconditional, conditional) batch where CFG
+    # doubles it: what FasterCache splits when it skips the unconditional branch
+    cfg_batched_inputs: ClassVar[tuple[str, ...]] = (
+        "hidden_states",
+        "encoder_hidden_states",
+        "timestep",
+        "attention_mask",
+        "encoder_attention_mask",
+    )
 
     # ------------------------------------------------------------ layouts
     @property
@@ -259,6 +274,10 @@ class FamilyAdapter:
     def embeds_call_kwargs(self) -> dict[str, Any]:
         """Extra call arguments when prompts are passed as embeddings (e.g. negative_prompt=None)."""
         return {}
+
+    def image_stream(self, block_output: Any) -> torch.Tensor:
+        """The image tokens a block returned (what first-block caches compare step to step)."""
+        return block_output if self.image_output_index is None else block_output[self.image_output_index]
 
     def output_images(self, out: Any) -> torch.Tensor:
         """[N, 3, H, W] images in [0, 1] of an `output_type="pt"` call (video: every frame)."""

@@ -91,6 +91,7 @@ class FluxAdapter(FamilyAdapter):
     }
     ecad_pipeline_names = {None: "flux"}
     ecad_count_keys = ("num_blocks", "num_single_blocks")
+    image_output_index = 1  # both block kinds return (encoder_hidden_states, hidden_states)
 
     benchmark_space = "flux-dev-256"
 

@@ -72,7 +72,9 @@ class SD3Adapter(FamilyAdapter):
     block_kinds = (DUAL, JOINT, FINAL)
     pipeline_classes = {None: "StableDiffusion3Pipeline"}
     transformer_classes = ("SD3Transformer2DModel",)
+    image_output_index = 1  # joint blocks return (encoder_hidden_states, hidden_states); the last one (None, ...)
     roles = {"attn": "attention", "attn2": "attention", "ff": "mlp", "ff_context": "text_mlp"}
+    cfg_batched_inputs = FamilyAdapter.cfg_batched_inputs + ("pooled_projections",)
     benchmark_space = "sd3.5-medium-1024"
 
     @property

@@ -58,6 +58,7 @@ class WanAdapter(FamilyAdapter):
     transformer_classes = ("WanTransformer3DModel",)
     roles = {"attn1": "attention", "attn2": "cross_attention", "ffn": "mlp"}
     video = True
+    unconditional_call = True  # WanPipeline calls the transformer once per branch
     vae_class = "AutoencoderKLWan"
     benchmark_space = "wan2.1-t2v-1.3b-480p"
 
