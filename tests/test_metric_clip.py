@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from ecad.metrics import MetricError, MissingWeightsError, get_metric
 from ecad.metrics.clip import ClipScoreMetric, resolve_open_clip_weights
+from ecad.metrics.images import OPENAI_STD
 
 TINY = dict(
     embed_dim=16,
@@ -34,7 +34,19 @@ def _tiny(**kw) -> ClipScoreMetric:
 
 @pytest.fixture(scope="module")
 def images():
-    return torch.rand(len(PROMPTS), 3, 40, 52, generator=torch.Generator().manual_seed(0))
+    """8-bit images (as ecad's generations are), given to metrics in [0, 1]."""
+    u8 = (torch.rand(len(PROMPTS), 3, 40, 52, generator=torch.Generator().manual_seed(0)) * 255).round()
+    return u8 / 255
+
+
+def open_clip_pixels(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The upstream way: open_clip's own eval transform on PIL images."""
+    from open_clip import image_transform
+    from PIL import Image
+
+    transform = image_transform(size, is_train=False)
+    arrays = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return torch.stack([transform(Image.fromarray(a)) for a in arrays])
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +57,18 @@ def metric():
 def test_score_is_100_times_clamped_cosine_by_hand(metric, images):
     result = metric.score(images, PROMPTS)
     model, tok = metric.model, metric.tokenizer
-    # reference preprocessing with torchvision: shortest side -> 32 (bicubic, antialias), center crop, normalise
-    x = TF.resize(images, [32], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    x = TF.center_crop(x, [32, 32]).clamp(0, 1)
-    x = TF.normalize(x, mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711])
+    x = open_clip_pixels(images, 32)  # shortest side -> 32 with PIL's bicubic, center crop, normalise
+    grey_levels = (metric.image_input(images) - x).abs() * torch.tensor(OPENAI_STD).view(3, 1, 1) * 255
+    assert grey_levels.max() <= 1.001  # PIL's fixed-point rounding, at most one level
     with torch.no_grad():
         img = F.normalize(model.encode_image(x), dim=-1)
         txt = F.normalize(model.encode_text(tok(PROMPTS)), dim=-1)
     cos = (img * txt).sum(-1).double()
     expected = 100 * cos.clamp(min=0)
     assert result.name == "clip" and result.higher_is_better
-    torch.testing.assert_close(torch.from_numpy(result.extras["cosine"]), cos, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(torch.from_numpy(result.per_image), expected, atol=1e-3, rtol=1e-4)
-    assert result.summary == pytest.approx(float(expected.mean()), abs=1e-3)
+    torch.testing.assert_close(torch.from_numpy(result.extras["cosine"]), cos, atol=2e-4, rtol=1e-3)
+    torch.testing.assert_close(torch.from_numpy(result.per_image), expected, atol=2e-2, rtol=1e-3)
+    assert result.summary == pytest.approx(float(expected.mean()), abs=2e-2)
     assert (result.per_image >= 0).all() and (result.per_image > 0).any()
 
 

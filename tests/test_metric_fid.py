@@ -206,3 +206,44 @@ def test_unreadable_reference_image_names_the_file(reference, tmp_path):
     metric = FIDMetric(feature=conv_features(), reference=ref_dir, use_cache=False)
     with pytest.raises(MetricError, match=r"cannot read image .*002\.png"):
         metric.score(reference[4:8])
+
+
+class Recording(nn.Module):
+    """Wraps an extractor and keeps the last batch it was given."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.last = inner, None
+
+    def forward(self, x):
+        self.last = x
+        return self.inner(x)
+
+
+def test_clean_resize_is_clean_fids_pil_bicubic_on_float_channels(reference, tmp_path):
+    """resize=clean hands the extractor what clean-fid computes: per channel, a float PIL image
+    resized with bicubic to 299, clipped to 0..255."""
+    images = (reference[:3] * 255).round() / 255  # 8-bit images, as ecad writes them
+    want = []
+    for image in (images * 255).numpy():
+        channels = [
+            np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize((299, 299), Image.BICUBIC)).clip(0, 255)
+            for c in image
+        ]
+        want.append(np.stack(channels) / 255)
+    feature = Recording(conv_features())
+    metric = FIDMetric(feature=feature, resize="clean", use_cache=False)
+    metric.score(images, references=reference[:8])
+    assert feature.last.shape == (3, 3, 299, 299)
+    np.testing.assert_allclose(feature.last.numpy(), np.stack(want), atol=1e-6)
+    # the default leaves resizing to the extractor, and the two are cached apart
+    as_given = Recording(conv_features())
+    default = FIDMetric(feature=as_given, use_cache=False)
+    default.score(images, references=reference[:8])
+    assert as_given.last.shape[-2:] == (32, 32)
+    assert metric.feature_id == f"{default.feature_id}/resize=clean"
+
+
+def test_an_unknown_resize_names_the_option_and_its_values():
+    with pytest.raises(MetricError, match=r"unknown resize 'lanczos'; use --metric-option resize=torchmetrics"):
+        FIDMetric(feature=conv_features(), resize="lanczos")

@@ -8,9 +8,10 @@ Weights are only ever read from the local Hugging Face cache (or the file passed
 when they are missing a :class:`MissingWeightsError` names the repository, the size and the
 ``hf download`` command. Random weights exist for tests only, behind ``allow_random_weights=True``.
 
-Images are preprocessed in-graph on the metric's device (no PIL round trip): resize with bicubic +
-antialias, center crop (or pad/squash, as the model's preprocessing says), normalise with the
-model's mean and std.
+Images are preprocessed in-graph on the metric's device (no PIL round trip) but with PIL's pixels:
+open_clip's transform resizes PIL images, so the bicubic resize reproduces PIL's 8-bit passes
+(`ecad.metrics.images.pil_bicubic_8bit`); then center crop (or pad/squash, as the model's
+preprocessing says) and the model's mean and std.
 """
 
 from __future__ import annotations
@@ -241,7 +242,9 @@ class OpenClipSimilarity(QualityMetric):
     # shared machinery
     def image_input(self, images: torch.Tensor) -> torch.Tensor:
         p = self.preprocess
-        x = preprocess_images(images, p["size"], self._mean, self._std, p.get("resize_mode", "shortest"))
+        x = preprocess_images(
+            images, p["size"], self._mean, self._std, p.get("resize_mode", "shortest"), p.get("resample", "pil")
+        )
         return x.to(self.dtype)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:

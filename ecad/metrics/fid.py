@@ -22,6 +22,10 @@ Feature extractor, in order of preference (weights are never downloaded):
 3. torchvision's ImageNet InceptionV3 (``inception_v3_google-0cc3c7bd.pth`` in the torch hub
    cache or ``weights=``), 2048-d average-pool features of 299x299 bilinear-resized inputs. Its
    values track the standard FID but are not numerically identical to published FIDs.
+
+Resizing to 299x299 follows torchmetrics by default (antialiased bilinear in front of the
+extractor); ``resize="clean"`` (``--metric-option resize=clean``) uses clean-fid's PIL bicubic
+instead (Parmar et al. 2022), which is what "clean-FID" numbers use.
 """
 
 from __future__ import annotations
@@ -120,6 +124,26 @@ def default_feature_extractor(weights: str | os.PathLike | None = None) -> tuple
     )
 
 
+RESIZES = ("torchmetrics", "clean")
+INCEPTION_SIZE = 299
+
+
+def clean_resize(images: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """clean-fid's "clean" resize: each channel of each 8-bit image as a float PIL image (mode "F",
+    values 0-255), PIL's bicubic to size x size, clipped to 0-255. PIL's float resize antialiases
+    properly, where the bilinear resize in front of torchmetrics' Inception aliases on downscaling.
+    Returns float images in [0, 1] on the input's device (the resize itself runs on the CPU)."""
+    from PIL import Image
+
+    pixels = (images.detach().float().cpu().clamp(0, 1) * 255).numpy()
+    out = np.empty((pixels.shape[0], 3, size, size), dtype=np.float32)
+    for n, image in enumerate(pixels):
+        for c, channel in enumerate(image):
+            resized = Image.fromarray(channel.astype(np.float32), mode="F").resize((size, size), Image.BICUBIC)
+            out[n, c] = np.asarray(resized).clip(0, 255)
+    return torch.from_numpy(out / 255).to(images.device)
+
+
 def module_identity(module: nn.Module) -> str:
     """Class name + SHA-256 of the module's parameters and buffers (seeded test nets differ by seed)."""
     h = hashlib.sha256()
@@ -150,6 +174,7 @@ class FIDMetric(QualityMetric):
         cache_dir: str | os.PathLike | None = None,
         batch_size: int = 32,
         use_cache: bool = True,
+        resize: str = "torchmetrics",
     ):
         """
         Args:
@@ -161,12 +186,20 @@ class FIDMetric(QualityMetric):
             cache_dir: where reference statistics are cached (default fid/ under ecad's cache root).
             batch_size: images per feature-extractor call.
             use_cache: read/write cached reference statistics.
+            resize: how images reach the extractor's 299x299: "torchmetrics" (its own resize,
+                antialiased bilinear, as torchmetrics' FID does) or "clean" (clean-fid's PIL bicubic,
+                `clean_resize`). Published FIDs differ by resize; say which one you report.
         """
         super().__init__(device)
         from torchmetrics.image.fid import FrechetInceptionDistance
 
         if batch_size < 1:
             raise MetricError(f"fid: batch_size must be >= 1, got {batch_size}")
+        if resize not in RESIZES:
+            raise MetricError(
+                f"fid: unknown resize {resize!r}; use --metric-option resize=torchmetrics (the default) or resize=clean"
+            )
+        self.resize = resize
         self.batch_size = int(batch_size)
         if feature is not None:
             if not isinstance(feature, nn.Module):
@@ -176,7 +209,7 @@ class FIDMetric(QualityMetric):
         else:
             feat, ident, extra = default_feature_extractor(weights)
             ident = feature_id or ident
-        self.feature_id = ident
+        self.feature_id = ident if resize == "torchmetrics" else f"{ident}/resize={resize}"  # keys the stats cache
         with torch.random.fork_rng(devices=[]):  # torchmetrics probes a module without num_features with torch.rand
             self.fid = FrechetInceptionDistance(feature=feat, normalize=True, **extra).to(self.device)
         self.reference = reference
@@ -232,9 +265,13 @@ class FIDMetric(QualityMetric):
         self.fid.reset()
         self._set_real(mu, sigma, m)
         for i in range(0, n, self.batch_size):
-            self.fid.update(images[i : i + self.batch_size], real=False)
+            self.fid.update(self._sized(images[i : i + self.batch_size]), real=False)
         value = float(self.fid.compute())
         return MetricResult(self.name, np.full(n, np.nan), value, False)
+
+    def _sized(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as the extractor gets them: as they are (it resizes), or clean-resized to 299."""
+        return clean_resize(images) if self.resize == "clean" else images
 
     def _reference_digest(self, reference) -> str:
         """SHA-256 of the reference images (the disk cache key), memoised: re-reading thousands of
@@ -276,7 +313,8 @@ class FIDMetric(QualityMetric):
         self.fid.reset()
         if isinstance(reference, torch.Tensor):
             for i in range(0, reference.shape[0], self.batch_size):
-                self.fid.update(check_images(reference[i : i + self.batch_size], "references", self.device), real=True)
+                batch = check_images(reference[i : i + self.batch_size], "references", self.device)
+                self.fid.update(self._sized(batch), real=True)
         else:
             files = list_image_files(reference)
             for i in range(0, len(files), self.batch_size):
@@ -285,7 +323,7 @@ class FIDMetric(QualityMetric):
                     img = load_image(f)  # uint8: a quarter of the host-to-device traffic
                     groups.setdefault(tuple(img.shape[-2:]), []).append(img)
                 for imgs in groups.values():  # reference images may differ in size; the extractor resizes
-                    self.fid.update(check_images(torch.stack(imgs), "references", self.device), real=True)
+                    self.fid.update(self._sized(check_images(torch.stack(imgs), "references", self.device)), real=True)
         n = int(self.fid.real_features_num_samples)
         if n < 2:
             raise MetricError(f"fid: needs at least 2 reference images, got {n}")

@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ecad.metrics.base import MetricError, MetricResult, MissingWeightsError, QualityMetric, register_metric
@@ -405,34 +404,9 @@ def preprocess_images(
     """Upstream `_transform(size)` on a float batch [N,3,H,W] in [0,1]: shorter side to `size` (bicubic,
     antialiased like PIL), centre crop, CLIP normalisation (upstream's constants are OpenAI CLIP's).
 
-    With `quantize_8bit` (default) the input is rounded to 8-bit levels and the resize is done as PIL
-    does on 8-bit images: a horizontal then a vertical pass, each clipped and rounded to 8 bits; this
-    reproduces PIL's output to within one grey level. Without it, one float resize. Crop and
-    normalisation are the shared CLIP preprocessing (`ecad.metrics.images.preprocess_images`)."""
-    if quantize_8bit:
-        images = _resize_shorter_side_8bit(images, size)  # the shared step then only crops
-    return clip_preprocess(images, size, mean, std, "shortest")
-
-
-def _resize_shorter_side_8bit(images: torch.Tensor, size: int) -> torch.Tensor:
-    """PIL's 8-bit bicubic resize of the shorter side to `size`: separable passes, each rounded."""
-    h, w = images.shape[-2:]
-    short, long = (h, w) if h <= w else (w, h)
-    new_long = int(size * long / short)  # torchvision's Resize(int) rule
-    new_h, new_w = (size, new_long) if h <= w else (new_long, size)
-
-    def q(t: torch.Tensor) -> torch.Tensor:
-        return (t.clamp(0, 1) * 255).round() / 255
-
-    def bicubic(t: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-        return F.interpolate(t, size=(out_h, out_w), mode="bicubic", antialias=True, align_corners=False)
-
-    x = q(images.float())
-    if w != new_w:
-        x = q(bicubic(x, h, new_w))
-    if h != new_h:
-        x = q(bicubic(x, new_h, new_w))
-    return x
+    With `quantize_8bit` (default) the resize is PIL's on 8-bit images, as upstream does it
+    (`ecad.metrics.images.pil_bicubic_8bit`); without it, one float resize."""
+    return clip_preprocess(images, size, mean, std, "shortest", "pil" if quantize_8bit else "float")
 
 
 def prepare_tokenizer(tokenizer):

@@ -8,7 +8,8 @@
   ``HPS_v2.1_compressed.pt`` (hub repo ``xswu/HPSv2``) holds the whole state dict under
   ``"state_dict"``. HPSv2's ``score()`` returns the raw cosine; its benchmark tables report
   ``100 * cos``, which is what we report (raw cosine in extras["cosine"]). Preprocessing as HPSv2's
-  eval transform: longest side to 224 (bicubic), pad to a square with black, OpenAI mean/std.
+  eval transform: longest side to 224 (bicubic; on tensors, as torchvision resizes a float tensor:
+  one pass, no clipping), pad to a square with black, OpenAI mean/std.
 
 Weights only come from the local cache or explicit paths; missing weights raise
 :class:`MissingWeightsError` with size and fetch command. Random weights are test-only
@@ -225,7 +226,8 @@ class HPSv2Metric(OpenClipSimilarity):
             load_open_clip_file(net, path)
         else:
             warn_random("hpsv2")
-        pp = {**pp, "mean": OPENAI_MEAN, "std": OPENAI_STD, "resize_mode": "longest"}
+        # HPSv2's ResizeMaxSize on a tensor: torchvision's float bicubic, no clipping (the others' PIL path clips)
+        pp = {**pp, "mean": OPENAI_MEAN, "std": OPENAI_STD, "resize_mode": "longest", "resample": "float"}
         super().__init__(device, net, tokenizer, pp, batch_size, dtype)
 
 
