@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from ecad.metrics.score import parse_metric_option
 from ecad.schedule import ScheduleError, load_schedule
 
 
@@ -299,19 +300,6 @@ def _quantiles(text: str) -> tuple[float, ...]:
     return values
 
 
-def _metric_option(text: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE read as JSON where it parses (8, false, 0.5), else kept as text (a path)."""
-    import json
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. weights=/path/to/ckpt or batch_size=8")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -338,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metric-option",
         action="append",
-        type=_metric_option,
+        type=parse_metric_option,
         metavar="KEY=VALUE",
         help="metric option, e.g. weights=PATH or batch_size=8 (values read as JSON where they parse)",
     )
@@ -401,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-prompts", type=_positive_int, default=4)
     p.add_argument("--seeds", type=_positive_int, default=2)
     p.add_argument("--metric", default="fidelity")
-    p.add_argument("--metric-option", action="append", type=_metric_option, metavar="KEY=VALUE")
+    p.add_argument("--metric-option", action="append", type=parse_metric_option, metavar="KEY=VALUE")
     p.add_argument("--batch-size", type=_positive_int, default=4, help="images per call; the timed call is one batch")
     p.add_argument("--repeats", type=_positive_int, default=3, help="timed rounds (default 3)")
     p.add_argument("--warmup", type=_non_negative_int, default=1, help="untimed rounds before them (default 1)")

@@ -176,6 +176,20 @@ def test_fid_set_metric_prints_na_and_lower_is_better(image_dir, tmp_path, capsy
     assert data["per_image"] == [None] * 4 and data["summary"] > 0 and data["higher_is_better"] is False
 
 
+def test_metric_options_reach_the_metric(image_dir, capsys):
+    tmp, _ = image_dir
+    _write_pngs(tmp / "real", 6, size=(20, 20), seed=1)
+    base = ["--metric", "test-tiny-fid", "--images", str(tmp / "images"), "--reference", str(tmp / "real")]
+    assert run_score(_parse([*base, "--metric-option", "resize=clean"])) == 0
+    clean = capsys.readouterr().out
+    assert run_score(_parse(base)) == 0
+    assert clean != capsys.readouterr().out  # clean-fid's resize gives another value
+    assert run_score(_parse([*base, "--metric-option", "resize=box"])) == 2
+    assert "unknown resize 'box'; use --metric-option resize=torchmetrics" in capsys.readouterr().err
+    assert run_score(_parse([*base, "--metric-option", "colour=red"])) == 2
+    assert "does not take --metric-option colour=..." in capsys.readouterr().err
+
+
 def test_unknown_metric_and_unsupported_option(image_dir, capsys):
     tmp, _ = image_dir
     assert run_score(_parse(["--metric", "nope", "--images", str(tmp / "images")])) == 2

@@ -61,6 +61,20 @@ def read_prompts(path: str | Path) -> list[str]:
     return lines
 
 
+def parse_metric_option(text: str) -> tuple[str, object]:
+    """`--metric-option KEY=VALUE`, VALUE read as JSON where it parses (8, false, 0.5), else kept as
+    text (a path). Shared by every subcommand that builds a metric."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. weights=/path/to/ckpt or batch_size=8")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def add_score_parser(subparsers) -> argparse.ArgumentParser:
     """Add `score` to an argparse subparsers object; sets func=run_score."""
     p = subparsers.add_parser(
@@ -90,6 +104,13 @@ def add_score_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (metric default if unset)")
     p.add_argument("--weights", type=Path, default=None, help="local weights file/directory for the metric's model")
+    p.add_argument(
+        "--metric-option",
+        action="append",
+        type=parse_metric_option,
+        metavar="KEY=VALUE",
+        help="any other option of the metric, e.g. resize=clean for fid (values read as JSON where they parse)",
+    )
     p.set_defaults(func=run_score)
     return p
 
@@ -115,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
             "give one prompt per line, in the images' file-name order"
         )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    options = {}
+    options = dict(getattr(args, "metric_option", None) or [])
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
     if args.weights is not None:
@@ -123,7 +144,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         metric = get_metric(args.metric, device=device, **options)
     except UnknownOptionError as exc:
-        given = ", ".join("--" + k.replace("_", "-") for k in exc.options)
+        flags = {"batch_size": "--batch-size", "weights": "--weights"}
+        given = ", ".join(flags.get(k, f"--metric-option {k}=...") for k in exc.options)
         raise MetricError(f"metric {args.metric!r} does not take {given}: {exc}") from exc
     references = None
     if metric.needs_reference:
