@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ecad.errors import EcadError
+
 if TYPE_CHECKING:
     from ecad.runs import RunData
 
 
-class FrontierError(ValueError):
+class FrontierError(EcadError, ValueError):
     """A run cannot be read or a pick cannot be met; the message says why and what to do."""
 
 

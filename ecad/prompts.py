@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ecad.errors import EcadError
 from ecad.resources import shipped_file
 
 
-class PromptsError(ValueError):
+class PromptsError(EcadError, ValueError):
     """A prompt file is missing or empty; the message names the file and the fix."""
 
 

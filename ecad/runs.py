@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ecad.errors import EcadError
 from ecad.files import atomic_write_json, json_safe
 from ecad.frontier import Point, decode_genome, pareto_front
 
@@ -61,7 +62,7 @@ def is_run_record(name: str) -> bool:
     )
 
 
-class RunError(ValueError):
+class RunError(EcadError, ValueError):
     """A run directory cannot be used as asked; the message says why and what to do."""
 
 

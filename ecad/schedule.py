@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from ecad.errors import EcadError
 from ecad.files import atomic_write_text
 from ecad.layouts import Layout
 
 FORMAT = "ecad-schedule/1"
 
 
-class ScheduleError(ValueError):
+class ScheduleError(EcadError, ValueError):
     """A schedule file or object is invalid; the message names the field and the fix."""
 
 

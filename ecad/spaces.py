@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecad.errors import EcadError
 from ecad.layouts import Layout
 from ecad.resources import shipped_dir
 from ecad.schedule import Schedule
@@ -64,7 +65,7 @@ TOP_LEVEL_KEYS = (
 )
 
 
-class SpaceError(ValueError):
+class SpaceError(EcadError, ValueError):
     """A search space is missing, malformed or does not fit a schedule; the message names the fix."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
+from ecad.errors import EcadError
 from ecad.metrics.base import MetricError
 
 Task = tuple[str, dict[str, Any]]  # (genome key, schedule JSON)
@@ -31,7 +32,7 @@ START_TIMEOUT_S = 600.0
 DIED_TWICE = "worker died evaluating this candidate twice"
 
 
-class PoolError(RuntimeError):
+class PoolError(EcadError, RuntimeError):
     """The pool cannot start (unreachable Ray cluster, no resources); the message says the fix."""
 
 

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ecad.errors import EcadError
 
-class MetricError(RuntimeError):
+
+class MetricError(EcadError, RuntimeError):
     """A metric cannot run (unknown name, missing weights, wrong input); the message says the fix."""
 
 

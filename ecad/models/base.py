@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecad.errors import EcadError
 from ecad.layouts import BlockGroup, Layout
 from ecad.schedule import ScheduleError
 
 logger = logging.getLogger(__name__)
 
 
-class ModelWeightsError(RuntimeError):
+class ModelWeightsError(EcadError, RuntimeError):
     """Weights are not available locally; the message says which and how to fetch them."""
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.pool import make_pool
 from ecad.distributed.worker import WorkerConfig
+from ecad.errors import EcadError
 from ecad.frontier import Point, frontier_entries, pareto_front
 from ecad.prompts import read_prompts
 from ecad.runs import RunData, RunError, RunStore, config_hash, run_data, sha256_text
@@ -31,7 +32,7 @@ from ecad.spaces import load_space
 COSTS = ("macs", "latency")
 
 
-class SearchError(ValueError):
+class SearchError(EcadError, ValueError):
     """Bad search input; the message names the problem and the fix."""
 
 
