@@ -7,11 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from ecad.metrics.score import parse_metric_option
-from ecad.schedule import ScheduleError, load_schedule
+from ecad.errors import EcadError
+from ecad.files import check_output_dir, check_output_file
+from ecad.options import number, parse_metric_option, whole_number
+from ecad.schedule import load_schedule
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    check_output_file(args.output, "OUTPUT")
     schedule = load_schedule(args.input)
     fmt = "ecad" if args.to == "ecad" else "ecad-schedule"
     out = schedule.save(args.output, format=fmt)
@@ -110,9 +113,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.metric_option:
         overrides["metric_options"] = dict(args.metric_option)
     if args.resume:
+        check_output_dir(args.resume, "--resume")
         config = resume_config(args.resume, overrides)
         out = args.resume
     else:
+        if args.out:
+            check_output_dir(args.out, "--out")
         if args.prompts is not None and args.num_prompts is None:
             overrides["num_prompts"] = 0  # a given prompt file is used whole unless --num-prompts says otherwise
         config = SearchConfig(**{k: v for k, v in overrides.items() if v is not None})
@@ -153,6 +159,10 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     from ecad.search.nsga2 import Evaluation, hypervolume
     from ecad.spaces import load_space
 
+    if args.out:
+        check_output_file(args.out, "--out")
+    if args.export:
+        check_output_dir(args.export, "--export")
     runs = [load_run(r, require_evaluated=True) for r in args.runs]
     config = runs[0].config
     points = frontier(runs)
@@ -207,9 +217,10 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ecad.generate import generate, save_result
 
-    schedule = load_schedule(args.schedule)
     if bool(args.prompt) == bool(args.prompts):
-        raise ValueError("give exactly one of --prompt TEXT or --prompts FILE")
+        raise EcadError("give exactly one of --prompt TEXT or --prompts FILE")
+    check_output_dir(args.out, "--out")  # before the model loads: a bad --out must not cost the images
+    schedule = load_schedule(args.schedule)
     from ecad.prompts import read_prompts
 
     prompts = [args.prompt] if args.prompt else list(read_prompts(args.prompts))
@@ -242,6 +253,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ecad.prompts import read_prompts
     from ecad.schedule import load_schedule
 
+    check_output_dir(args.out, "--out")
     schedules = [load_schedule(p) for p in args.schedules or []]  # a bad file fails before any loading
     settings = CompareSettings(
         space=args.space,
@@ -266,7 +278,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ecad.report import load_run, render_samples, write_report, write_run_plots
 
+    if args.out:
+        check_output_file(args.out, "--out")
     run = load_run(args.run)
+    check_output_dir(run.root, "RUN")  # the plots go there
     samples = render_samples(run, num_prompts=args.samples, device=args.device) if args.samples else None
     write_run_plots(run)
     out = write_report(run, args.out, samples=samples)
@@ -274,20 +289,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def _pick_expression(text: str) -> str:
+    from ecad.frontier import parse_pick
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError('is empty; write a constraint such as "speedup>=2"')
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return value
+        parse_pick(text)
+    except EcadError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--pick ")) from None
+    return text
 
 
-def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return int(text)
+_positive_int = whole_number(1)
+_non_negative_int = whole_number(0)
 
 
 def _quantiles(text: str) -> tuple[float, ...]:
@@ -302,6 +317,7 @@ def _quantiles(text: str) -> tuple[float, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set ECAD_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert a schedule between ecad-schedule/1 and ECAD's JSON layout")
@@ -331,14 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="metric option, e.g. weights=PATH or batch_size=8 (values read as JSON where they parse)",
     )
     p.add_argument("--cost", choices=["macs", "latency"], help="cost objective (default macs)")
-    p.add_argument("--population", type=int, help="population size (default 12; ECAD used 72)")
-    p.add_argument("--generations", type=int, help="generations after the initial one (default 4)")
-    p.add_argument("--seed", type=int, help="random seed of the search (default 0)")
+    p.add_argument("--population", type=whole_number(4, 100_000), help="population size (default 12; ECAD used 72)")
+    p.add_argument(
+        "--generations", type=whole_number(0, 1_000_000), help="generations after the initial one (default 4)"
+    )
+    p.add_argument("--seed", type=_non_negative_int, help="random seed of the search (default 0)")
     p.add_argument("--batch-size", type=_positive_int, help="images per pipeline call on a worker (default 8)")
-    p.add_argument("--max-macs-fraction", type=float, help="constraint: MACs <= this share of no caching")
+    p.add_argument(
+        "--max-macs-fraction", type=number(0, 1, low_open=True), help="constraint: MACs <= this share of no caching"
+    )
     p.add_argument("--seed-from", action="append", help="schedule file, directory or previous run to seed from")
     p.add_argument(
-        "--workers", type=int, help="Ray workers (one per GPU, else per CPU slot; 0 = in-process; default 2)"
+        "--workers",
+        type=_non_negative_int,
+        help="Ray workers (one per GPU, else per CPU slot; 0 = in-process; default 2)",
     )
     p.add_argument("--ray-address", help="join an existing Ray cluster (HOST:PORT); default: start a local one")
     p.add_argument("--device", help="worker device (default cuda if available, else cpu)")
@@ -350,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("frontier", help="Pareto frontier of one or more runs; --pick a schedule by constraint")
     p.add_argument("runs", nargs="+", help="run directories (several are merged)")
-    p.add_argument("--pick", help='constraint(s), e.g. "speedup>=2" or "quality>=0.95*baseline,macs<=0.5"')
+    p.add_argument(
+        "--pick", type=_pick_expression, help='constraint(s), e.g. "speedup>=2" or "quality>=0.95*baseline,macs<=0.5"'
+    )
     p.add_argument("--out", help="where --pick writes the chosen schedule (default RUN/picked.json)")
     p.add_argument("--format", choices=["native", "ecad"], default="native", help="schedule file format")
     p.add_argument(
@@ -366,9 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", help="prompt file, one per line")
     p.add_argument("--space", help="search space whose model and settings to use (default: the schedule's own)")
     p.add_argument("--model", help="hub id or local directory of the pipeline (default: the matching space's model)")
-    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="first seed (default 0)")
     p.add_argument("--num-seeds", type=_positive_int, default=1, help="images per prompt (seeds seed..seed+N-1)")
-    p.add_argument("--guidance-scale", type=float, help="override the schedule's guidance scale")
+    p.add_argument("--guidance-scale", type=number(0, 100), help="override the schedule's guidance scale")
     p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--device")
     p.add_argument("--out", default="generated", help="output directory (default ./generated)")
@@ -409,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="HTML file (default RUN/report.html)")
     p.add_argument(
         "--samples",
-        type=int,
+        type=_non_negative_int,
         default=0,
         metavar="N",
         help="render the first N prompts uncached and with each frontier schedule (loads the model)",
@@ -439,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ecad.metrics.score import add_score_parser
 
     add_score_parser(sub)
+    for command in sub.choices.values():  # `ecad generate ... --debug` works as well as `ecad --debug generate`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -448,18 +474,48 @@ APP_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A failure a user can fix (a bad file or option, an OS error such as a
+    full disk or a read-only folder) is one line on stderr and exit 2; anything else is a bug,
+    reported in one line with exit 1. `--debug` (or ECAD_DEBUG=1) shows the traceback instead."""
     for key, value in APP_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("ECAD_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         sys.stderr.close()
         return 0
-    except (ScheduleError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"ecad {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        hint = " (resume it with `ecad search --resume RUN_DIR`)" if args.command == "search" else ""
+        print(f"ecad {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
+    except (EcadError, OSError, ValueError) as exc:
+        if debug:
+            raise
+        print(f"ecad {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug is still one line
+        if debug:
+            raise
+        print(
+            f"ecad {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)}; this is a bug in ecad: "
+            "rerun with --debug (or ECAD_DEBUG=1) for the traceback and report it",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's message; an OSError as `strerror: filename`, the way a shell tool says it."""
+    if isinstance(exc, OSError) and not isinstance(exc, EcadError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}; check the path, its permissions and free space"
+    text = str(exc) or type(exc).__name__
+    return text if "\n" not in text or isinstance(exc, EcadError) else text.splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,20 @@ file or option, the problem and the fix.
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 
 class EcadError(Exception):
     """Bad input (a file, an option, a run directory) that the user can fix; the message says how."""
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlong, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 40, 6, 4, 3
+
+
+def shown(value: Any) -> str:
+    """A bad value as an error message quotes it: cut short in bounded time, never the whole of a
+    huge string, number or table."""
+    return _SHORT.repr(value)

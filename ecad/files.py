@@ -19,7 +19,7 @@ from typing import Any
 
 from ecad.errors import EcadError
 
-MAX_FILE_BYTES = 64 * 2**20  # schedules, spaces and run records are kilobytes; a bigger file is not one of them
+MAX_FILE_BYTES = 256 * 2**20  # the largest schedule ecad writes (1,000 steps x 1,000 blocks, ECAD layout) is ~80 MiB
 MAX_NESTING = 32  # no ecad file nests deeper than ~6; the bound keeps every recursive reader far from Python's limit
 
 
@@ -79,6 +79,49 @@ def json_safe(x: Any) -> Any:
     return f if math.isfinite(f) else None
 
 
+# ------------------------------------------------------- output locations
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe(folder: Path, option: str, target: Path) -> None:
+    """Write and remove a scratch file in `folder`: the one test that also holds for root on a
+    read-only file system (permission bits alone say nothing there)."""
+    try:
+        probe = folder / f".ecad-probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise EcadError(
+            f"{option} {target}: cannot write in {folder} ({exc.strerror or exc}); choose another place or fix "
+            "its permissions"
+        ) from None
+
+
+def check_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """Refuse, before any expensive work, a directory ecad could not write its outputs into: a
+    file in the way, or a parent that cannot be written. Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EcadError(f"{option} {path} is a file, not a directory; choose a directory (it is made if missing)")
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        raise EcadError(f"{option} {path}: {existing} is a file, so no directory can be made under it")
+    _probe(existing, option, path)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """The same for one output file: not a directory, and its folder writable (or creatable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise EcadError(f"{option} {path} is a directory; give a file name (e.g. {path / 'out.json'})")
+    check_output_dir(path.parent, option)
+    return path
+
+
 # ----------------------------------------------------------------- reading
 def read_text(path: str | os.PathLike, error: type[Exception] = EcadError, what: str = "file") -> str:
     """The UTF-8 text of a regular file, or `error` naming the file and what to do."""
@@ -86,7 +129,7 @@ def read_text(path: str | os.PathLike, error: type[Exception] = EcadError, what:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise error(f"{path}: no such {what}; check the path") from None
+        raise error(f"{path}: no such file (a {what} was expected there); check the path") from None
     except OSError as exc:
         raise error(f"{path}: cannot be read ({exc.strerror or exc}); check the path and its permissions") from None
     if path.is_dir():
@@ -185,6 +228,10 @@ def read_toml(path: str | os.PathLike, error: type[Exception] = EcadError, what:
         raise error(f"{path}: not valid TOML ({exc}); fix the syntax") from None
     except RecursionError:
         raise error(f"{path}: nested too deeply to be a {what} (at most {MAX_NESTING} levels)") from None
+    except ValueError:  # tomllib lets int()'s digit limit through (an integer of over 4,300 digits)
+        raise error(
+            f"{path}: not valid TOML (a number of more than 4,300 digits, which no field takes); shorten it"
+        ) from None
     if nesting_depth(data) > MAX_NESTING:
         raise error(f"{path}: nested too deeply to be a {what} (at most {MAX_NESTING} levels)")
     return data

@@ -190,7 +190,13 @@ def parse_pick(expr: str) -> list[Condition]:
                 f'--pick {part.strip()!r} not understood; write e.g. "speedup>=2", '
                 '"quality>=0.95*baseline", "macs<=0.4"; join several with commas'
             )
-        conds.append(Condition(m.group(1), m.group(2), float(m.group(3)), bool(m.group(4))))
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise FrontierError(f"--pick {part.strip()!r}: {m.group(3)!r} is not a number; write e.g. 2 or 0.95")
+        conds.append(Condition(m.group(1), m.group(2), value, bool(m.group(4))))
     return conds
 
 

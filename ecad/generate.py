@@ -3,6 +3,7 @@ what was searched is exactly what runs in production."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 
 from ecad.files import atomic_write, atomic_write_json
 from ecad.generation import Renderer
-from ecad.schedule import Schedule, ScheduleError
+from ecad.schedule import MAX_GUIDANCE, Schedule, ScheduleError
 
 VIDEO_FPS = 16  # Wan 2.1's frame rate
 
@@ -55,6 +56,7 @@ def space_for_schedule(schedule: Schedule, space_name: str | None = None, model:
     for name in list_spaces():
         space = load_space(name)
         if fits(space):
+            space.check_schedule(schedule)  # a step subset runs only where the space permits one
             return space
     raise ScheduleError(
         f"no search space matches this schedule ({schedule.layout.describe()}, {schedule.num_steps} steps, "
@@ -78,6 +80,12 @@ def generate(
     plus timing and settings."""
     import dataclasses
 
+    if guidance_scale is not None and not (
+        isinstance(guidance_scale, (int, float))
+        and math.isfinite(guidance_scale)
+        and 0 <= guidance_scale <= MAX_GUIDANCE
+    ):
+        raise ScheduleError(f"guidance_scale: must be a finite number 0..{MAX_GUIDANCE:g}, got {guidance_scale!r}")
     space = space_for_schedule(schedule, space_name, model)
     if model:
         space = dataclasses.replace(space, hub_id=model)

@@ -14,8 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
+
+from ecad.errors import shown
+
+# Bounds every reader states in its errors: the largest DiTs have 60 blocks and 3-4 components, so
+# these are far above any real model and keep a hostile file from allocating a huge grid.
+MAX_BLOCKS = 1000  # blocks per layout, all groups together
+MAX_COMPONENTS = 16  # components per block
+MAX_NAME_LENGTH = 200  # group, component and key-prefix names
 
 
 @dataclass(frozen=True)
@@ -100,12 +109,42 @@ class Layout:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> Layout:
-        """Structure only; a family's adapter checks that it describes a real transformer."""
-        return cls(
-            family=data["family"],
-            groups=tuple(
-                BlockGroup(g["name"], int(g["num_blocks"]), tuple(g["components"]), g.get("key_prefix", ""))
-                for g in data["groups"]
-            ),
-        )
+    def from_json(cls, data: Any) -> Layout:
+        """Structure only, every field checked (a ValueError names it); a family's adapter then checks
+        that the layout describes a real transformer."""
+        if not isinstance(data, dict):
+            raise ValueError(f"must be an object with 'family' and 'groups', got {shown(data)}")
+        unknown = sorted(set(data) - {"family", "groups"})
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}; a layout has only 'family' and 'groups'")
+        family = data.get("family")
+        if not isinstance(family, str):
+            raise ValueError(f"'family' must be a string, got {shown(family)}")
+        groups = data.get("groups")
+        if not isinstance(groups, list) or not 1 <= len(groups) <= 8:
+            raise ValueError(f"'groups' must be a list of 1 to 8 block groups, got {shown(groups)}")
+        out, total = [], 0
+        for i, g in enumerate(groups):
+            where = f"groups[{i}]"
+            if not isinstance(g, dict):
+                raise ValueError(f"{where} must be an object, got {shown(g)}")
+            unknown = sorted(set(g) - {"name", "num_blocks", "components", "key_prefix"})
+            if unknown:
+                raise ValueError(f"{where}: unknown field {unknown[0]!r}")
+            name, n, comps, prefix = g.get("name"), g.get("num_blocks"), g.get("components"), g.get("key_prefix", "")
+            for label, value in (("name", name), ("key_prefix", prefix)):
+                if not isinstance(value, str) or len(value) > MAX_NAME_LENGTH:
+                    raise ValueError(f"{where}.{label} must be a string of at most {MAX_NAME_LENGTH} characters")
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_BLOCKS:
+                raise ValueError(f"{where}.num_blocks must be an integer 1..{MAX_BLOCKS}, got {shown(n)}")
+            total += n
+            if total > MAX_BLOCKS:
+                raise ValueError(f"the groups hold more than {MAX_BLOCKS} blocks in all")
+            if (
+                not isinstance(comps, list)
+                or not 1 <= len(comps) <= MAX_COMPONENTS
+                or not all(isinstance(c, str) and 0 < len(c) <= MAX_NAME_LENGTH for c in comps)
+            ):
+                raise ValueError(f"{where}.components must be a list of 1 to {MAX_COMPONENTS} component names")
+            out.append(BlockGroup(name, n, tuple(comps), prefix))
+        return cls(family=family, groups=tuple(out))

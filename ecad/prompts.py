@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ecad.errors import EcadError
+from ecad.files import read_text
 from ecad.resources import shipped_file
 
 
@@ -30,7 +31,7 @@ def resolve_prompts(path: str | Path, fix: str = CLI_FIX) -> Path:
 def read_prompts(path: str | Path, num_prompts: int | None = None, fix: str = CLI_FIX) -> tuple[str, ...]:
     """The non-blank lines of a prompt file, the first `num_prompts` of them (all when None or 0)."""
     resolved = resolve_prompts(path, fix)
-    prompts = [line.strip() for line in resolved.read_text().splitlines() if line.strip()]
+    prompts = [line.strip() for line in read_text(resolved, PromptsError, "prompt file").splitlines() if line.strip()]
     if not prompts:
         raise PromptsError(f"prompt file {resolved} has no prompts; put one prompt per line")
     return tuple(prompts[:num_prompts] if num_prompts else prompts)

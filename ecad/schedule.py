@@ -7,6 +7,7 @@ carries the layout, resolution and guidance it was searched for and validates on
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +15,37 @@ from typing import Any
 
 import numpy as np
 
-from ecad.errors import EcadError
-from ecad.files import atomic_write_text
-from ecad.layouts import Layout
+from ecad.errors import EcadError, shown
+from ecad.files import atomic_write_text, json_safe, read_json
+from ecad.layouts import MAX_BLOCKS, Layout
 
 FORMAT = "ecad-schedule/1"
+# Bounds every schedule (and every search space) is held to; real ones are far inside them
+# (ECAD's longest run is 50 steps, the largest DiT images 4096 px), and they keep a hostile file
+# from allocating or looping for minutes before it is refused.
+MAX_STEPS = 1000
+MAX_SIDE = 16384  # pixels, height and width
+MAX_GUIDANCE = 100.0
+MAX_TEXT = 10_000  # characters of a name or model id
+OUR_FIELDS = (
+    "format",
+    "name",
+    "family",
+    "variant",
+    "model",
+    "layout",
+    "num_steps",
+    "timesteps",
+    "height",
+    "width",
+    "guidance_scale",
+    "grid",
+    "metrics",
+    "attributes",
+    "ecad_config",
+)
+ECAD_FIELDS = ("cache_schedule", "config", "metrics")
+ECAD_SCHEDULE_FIELDS = ("num_inference_steps", "name", "attributes", "schedule")
 
 
 class ScheduleError(EcadError, ValueError):
@@ -112,6 +139,8 @@ class Schedule:
         return cls(layout, grid, name=kw.pop("name", f"every_{n}"), **kw)
 
     def validate(self) -> None:
+        """Every field's type and range, so a schedule that exists can be applied, saved and
+        generated with: a bad value fails here, naming the field, not later inside diffusers."""
         g = self.grid
         expect = (self.layout.num_blocks, self.layout.num_components)
         if g.ndim != 3 or g.shape[1:] != expect:
@@ -121,10 +150,13 @@ class Schedule:
             )
         if g.dtype != np.bool_:
             raise ScheduleError(f"grid: cells must be booleans, got dtype {g.dtype}; convert with grid.astype(bool)")
-        if g.shape[0] < 1:
-            raise ScheduleError("grid: a schedule needs at least one step")
+        if not 1 <= g.shape[0] <= MAX_STEPS:
+            raise ScheduleError(f"grid: a schedule has 1 to {MAX_STEPS} steps, got {g.shape[0]}")
+        adapter = _adapter(self.family)
         if self.timesteps is not None:
-            ts = list(self.timesteps)
+            ts = self.timesteps
+            if not isinstance(ts, (list, tuple)):
+                raise ScheduleError(f"timesteps: must be a list of step indices or null, got {shown(ts)}")
             if not ts:
                 raise ScheduleError(
                     "timesteps: the selection is empty; list at least one step index or use null for all"
@@ -134,11 +166,52 @@ class Schedule:
             ]
             if bad:
                 raise ScheduleError(
-                    f"timesteps: {bad} out of range; indices must be integers in [0, {g.shape[0] - 1}] of the base grid"
+                    f"timesteps: {shown(bad[:5])} out of range; indices must be integers in [0, {g.shape[0] - 1}] "
+                    "of the base grid"
                 )
-            if ts != sorted(set(ts)):
-                raise ScheduleError(f"timesteps: {ts} must be strictly increasing without repeats")
+            if any(b <= a for a, b in zip(ts, ts[1:])):
+                raise ScheduleError(f"timesteps: {shown(list(ts))} must be strictly increasing without repeats")
             self.timesteps = [int(t) for t in ts]
+        runs = len(self.executed_steps)
+        fewest, why = adapter.min_run_steps(self.variant)
+        if runs < fewest:
+            raise ScheduleError(
+                f"timesteps: the schedule runs {runs} step(s), but {adapter.display_name} needs at least "
+                f"{fewest} ({why}); select more steps"
+            )
+        if not isinstance(self.name, str) or len(self.name) > MAX_TEXT:
+            raise ScheduleError(f"name: must be a string of at most {MAX_TEXT} characters, got {shown(self.name)}")
+        if self.variant is not None and adapter.variant_error(self.variant):
+            raise ScheduleError(adapter.variant_error(self.variant).replace("field 'variant'", "variant:", 1))
+        if self.model is not None and (not isinstance(self.model, str) or not 0 < len(self.model) <= MAX_TEXT):
+            raise ScheduleError(
+                f"model: must be a hub id or path (a non-empty string), or null, got {shown(self.model)}"
+            )
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            m = adapter.size_multiple
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not m <= value <= MAX_SIDE:
+                raise ScheduleError(f"{key}: must be an integer number of pixels {m}..{MAX_SIDE}, got {shown(value)}")
+            if value % m:
+                raise ScheduleError(
+                    f"{key}: {value} is not a multiple of {m}, which {adapter.display_name} needs (VAE scale x patch "
+                    f"size); use {value // m * m or m}"
+                )
+            setattr(self, key, int(value))
+        gs = self.guidance_scale
+        if gs is not None:
+            if not isinstance(gs, (int, float, np.floating, np.integer)) or isinstance(gs, bool):
+                raise ScheduleError(f"guidance_scale: must be a number or null, got {shown(gs)}")
+            if not (math.isfinite(gs) and 0 <= gs <= MAX_GUIDANCE):
+                raise ScheduleError(f"guidance_scale: must be a finite number 0..{MAX_GUIDANCE:g}, got {gs}")
+            self.guidance_scale = float(gs)
+        for key in ("metrics", "attributes"):
+            if not isinstance(getattr(self, key), dict):
+                raise ScheduleError(f"{key}: must be an object (a dict), got {shown(getattr(self, key))}")
+        if self.ecad_config is not None and not isinstance(self.ecad_config, dict):
+            raise ScheduleError(f"ecad_config: must be an object or absent, got {shown(self.ecad_config)}")
         # A reuse flag on the first step that runs is kept as written (ECAD's own files have some, and
         # must round-trip) but means "compute": nothing is cached yet. `executed_grid` applies that.
 
@@ -231,8 +304,8 @@ class Schedule:
 
     def save(self, path: str | os.PathLike, format: str = "ecad-schedule") -> Path:
         """Write atomically; `format="ecad"` writes ECAD's layout, anything else ours."""
-        data = self.to_ecad_json() if format == "ecad" else self.to_json()
-        text = json.dumps(data, indent=1) if format == "ecad" else _dumps_ours(data)
+        data = json_safe(self.to_ecad_json() if format == "ecad" else self.to_json())  # NaN metrics -> null
+        text = json.dumps(data, indent=1, allow_nan=False) if format == "ecad" else _dumps_ours(data)
         return atomic_write_text(path, text)
 
     def __eq__(self, other: object) -> bool:
@@ -244,35 +317,28 @@ class Schedule:
 
 def _dumps_ours(data: dict) -> str:
     """Indented JSON, but each step of the grid on one line so diffs read step by step."""
-    return json.dumps(data, indent=2) + "\n"
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
 # ---------------------------------------------------------------------- loading
 def load_schedule(path_or_data: str | os.PathLike | dict) -> Schedule:
-    """Read a schedule in our format or ECAD's (PixArt and FLUX), validating every field."""
+    """Read a schedule in our format or ECAD's (PixArt and FLUX), validating every field: anything
+    else raises ScheduleError naming the file, the field and the fix, in time linear in the file."""
     if isinstance(path_or_data, dict):
         data, where = path_or_data, "schedule"
     else:
         where = str(path_or_data)
-        try:
-            text = Path(path_or_data).read_text()
-        except FileNotFoundError:
-            raise ScheduleError(f"{where}: no such file; check the path") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ScheduleError(
-                f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-                "fix the file or re-export it with `Schedule.save`"
-            ) from None
+        data = read_json(path_or_data, ScheduleError, "schedule file")
     if not isinstance(data, dict):
-        raise ScheduleError(f"{where}: top level must be a JSON object, got {type(data).__name__}")
+        raise ScheduleError(f"{where}: top level must be a JSON object, got {shown(data)}")
     if data.get("format") == FORMAT:
         return _from_ours(data, where)
     if "cache_schedule" in data:
         return _from_ecad(data, where)
     if "format" in data:
-        raise ScheduleError(f"{where}: format {data['format']!r} is not supported; this ecad reads {FORMAT!r}")
+        raise ScheduleError(
+            f"{where}: format {str(data['format'])[:40]!r} is not supported; this ecad reads {FORMAT!r}"
+        )
     raise ScheduleError(
         f'{where}: neither an ecad schedule (needs "format": "{FORMAT}") nor an ECAD one (needs "cache_schedule")'
     )
@@ -281,20 +347,45 @@ def load_schedule(path_or_data: str | os.PathLike | dict) -> Schedule:
 def _require(data: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     if key not in data:
         raise ScheduleError(f"{where}: missing field {key!r}")
+    return _typed(data, key, where, kind)
+
+
+def _typed(data: dict, key: str, where: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    """`data[key]` if it has the type (bool is not an int), else ScheduleError; `default` when absent."""
+    if key not in data:
+        return default
     value = data[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ScheduleError(f"{where}: field {key!r} must be {names}, got {json.dumps(value)[:60]}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join({"NoneType": "null"}.get(k.__name__, k.__name__) for k in kinds)
+        raise ScheduleError(f"{where}: field {key!r} must be {names}, got {shown(value)}")
     return value
 
 
+def _count(data: dict, key: str, where: str, low: int, high: int) -> int:
+    """A bounded integer field: checked before anything of that size is allocated."""
+    value = _require(data, key, where, int)
+    if not low <= value <= high:
+        raise ScheduleError(f"{where}: field {key!r} must be an integer {low}..{high}, got {value}")
+    return value
+
+
+def _no_unknown(data: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in data if k not in allowed]
+    if unknown:
+        raise ScheduleError(
+            f"{where}: unknown field {unknown[0][:60]!r}; the fields are {', '.join(allowed)} (remove it, or "
+            "check its spelling)"
+        )
+
+
 def _from_ours(data: dict, where: str) -> Schedule:
+    _no_unknown(data, OUR_FIELDS, where)
     family = _require(data, "family", where, str)
     adapter = _adapter(family, where)
-    layout_data = _require(data, "layout", where, dict)
     try:
-        layout = Layout.from_json(layout_data)
-    except (KeyError, TypeError, ValueError) as exc:
+        layout = Layout.from_json(_require(data, "layout", where, dict))
+    except ValueError as exc:
         raise ScheduleError(
             f"{where}: field 'layout' is malformed ({exc}); copy it from a schedule ecad wrote"
         ) from None
@@ -302,12 +393,12 @@ def _from_ours(data: dict, where: str) -> Schedule:
         raise ScheduleError(f"{where}: layout.family {layout.family!r} differs from family {family!r}")
     try:
         reference = adapter.layout_from_groups([(g.name, g.components, g.num_blocks) for g in layout.groups])
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         known = {c for k in adapter.block_kinds for c in k.components}
         unknown = sorted({c for g in layout.groups for c in g.components} - known)
         raise ScheduleError(
             f"{where}: field 'layout' is not a {family} layout: "
-            + (f"unknown component(s) {unknown}; " if unknown else "")
+            + (f"unknown component(s) {unknown[:5]}; " if unknown else "")
             + f"{exc}; copy it from a schedule ecad wrote"
         ) from None
     if layout != reference:
@@ -317,15 +408,21 @@ def _from_ours(data: dict, where: str) -> Schedule:
             "ecad wrote"
         )
     layout = reference  # the adapter's own, with its display labels
-    num_steps = _require(data, "num_steps", where, int)
+    num_steps = _count(data, "num_steps", where, 1, MAX_STEPS)
     rows = _require(data, "grid", where, list)
     if len(rows) != num_steps:
         raise ScheduleError(f"{where}: grid has {len(rows)} steps but num_steps is {num_steps}; make them agree")
     grid = np.ones((num_steps, layout.num_blocks, layout.num_components), dtype=bool)  # padding cells compute
     widths = [len(group.components) for group, _ in layout.blocks()]
+    row_length = sum(widths) + len(widths) - 1
     for s, row in enumerate(rows):
         if not isinstance(row, str):
-            raise ScheduleError(f"{where}: grid[{s}] must be a string of 0/1 groups, got {json.dumps(row)[:40]}")
+            raise ScheduleError(f"{where}: grid[{s}] must be a string of 0/1 groups, got {shown(row)}")
+        if len(row) > 2 * row_length:  # far too long to be a row: refuse before splitting it
+            raise ScheduleError(
+                f"{where}: grid[{s}] is {len(row)} characters; a row of this layout is {row_length} "
+                "(one group of 0/1 per block, separated by spaces)"
+            )
         blocks = row.split()
         if len(blocks) != layout.num_blocks:
             raise ScheduleError(
@@ -334,27 +431,30 @@ def _from_ours(data: dict, where: str) -> Schedule:
         for b, cells in enumerate(blocks):
             if len(cells) != widths[b] or set(cells) - {"0", "1"}:
                 raise ScheduleError(
-                    f"{where}: grid[{s}] block {b} is {cells!r}; it needs {widths[b]} cells of 0 (reuse) or "
+                    f"{where}: grid[{s}] block {b} is {cells[:20]!r}; it needs {widths[b]} cells of 0 (reuse) or "
                     "1 (compute), one per component of its group"
                 )
             grid[s, b, : widths[b]] = [c == "1" for c in cells]
-    timesteps = data.get("timesteps")
-    if timesteps is not None and not isinstance(timesteps, list):
-        raise ScheduleError(f"{where}: field 'timesteps' must be a list of step indices or null")
+    timesteps = _typed(data, "timesteps", where, (list, type(None)))
+    if timesteps is not None and len(timesteps) > num_steps:
+        raise ScheduleError(
+            f"{where}: field 'timesteps' lists {len(timesteps)} steps of a {num_steps}-step base grid; "
+            "list each step index once"
+        )
     return _build(
         where,
         layout,
         grid,
         timesteps=timesteps,
-        name=data.get("name", ""),
-        variant=data.get("variant"),
-        model=data.get("model"),
-        height=data.get("height"),
-        width=data.get("width"),
-        guidance_scale=data.get("guidance_scale"),
-        metrics=data.get("metrics") or {},
-        attributes=data.get("attributes") or {},
-        ecad_config=data.get("ecad_config"),
+        name=_typed(data, "name", where, str, ""),
+        variant=_typed(data, "variant", where, (str, type(None))),
+        model=_typed(data, "model", where, (str, type(None))),
+        height=_typed(data, "height", where, (int, type(None))),
+        width=_typed(data, "width", where, (int, type(None))),
+        guidance_scale=_typed(data, "guidance_scale", where, (int, float, type(None))),
+        metrics=_typed(data, "metrics", where, (dict, type(None))) or {},
+        attributes=_typed(data, "attributes", where, (dict, type(None))) or {},
+        ecad_config=_typed(data, "ecad_config", where, (dict, type(None))),
     )
 
 
@@ -366,21 +466,27 @@ def _build(where: str, layout: Layout, grid: np.ndarray, **kw) -> Schedule:
 
 
 def _from_ecad(data: dict, where: str) -> Schedule:
+    _no_unknown(data, ECAD_FIELDS, where)
     cs = _require(data, "cache_schedule", where, dict)
     w = f"{where}: cache_schedule"
     from ecad.models import ADAPTERS
 
-    num_steps = _require(cs, "num_inference_steps", w, int)
-    sched = _require(cs, "schedule", w, dict)
     ecad_families = sorted((a for a in ADAPTERS.values() if a.ecad_count_keys), key=lambda a: -len(a.ecad_count_keys))
-    adapter = next(a for a in ecad_families if a.ecad_claims(cs))  # the most specific first
-    counts = [_require(cs, key, w, int) for key in adapter.ecad_count_keys]
+    adapter = next((a for a in ecad_families if a.ecad_claims(cs)), None)  # the most specific first
+    if adapter is None:
+        raise ScheduleError(f"{w}: no model family ecad knows claims this schedule; export it from ECAD again")
+    _no_unknown(cs, ECAD_SCHEDULE_FIELDS + adapter.ecad_count_keys, w)
+    num_steps = _count(cs, "num_inference_steps", w, 1, MAX_STEPS)  # bounded before any loop over steps
+    counts = [_count(cs, key, w, 0, MAX_BLOCKS) for key in adapter.ecad_count_keys]
+    if sum(counts) > MAX_BLOCKS:
+        raise ScheduleError(f"{w}: {' + '.join(adapter.ecad_count_keys)} is {sum(counts)}, more than {MAX_BLOCKS}")
     try:
         layout = adapter.layout(counts)
     except ValueError as exc:
         raise ScheduleError(f"{w}: {exc}") from None
+    sched = _require(cs, "schedule", w, dict)
     expected_steps = [f"{s:03d}" for s in range(num_steps)]
-    if sorted(sched) != expected_steps:
+    if len(sched) != num_steps or set(sched) != set(expected_steps):
         raise ScheduleError(
             f"{w}.schedule: has {len(sched)} steps {sorted(sched)[:3]}..., but num_inference_steps is {num_steps}; "
             f"expected keys '000'..'{num_steps - 1:03d}'"
@@ -391,21 +497,24 @@ def _from_ecad(data: dict, where: str) -> Schedule:
     for s, step_key in enumerate(expected_steps):
         step = sched[step_key]
         if not isinstance(step, dict):
-            raise ScheduleError(f"{w}.schedule[{step_key!r}] must be an object of blocks")
-        if set(step) != set(keys):
+            raise ScheduleError(f"{w}.schedule[{step_key!r}] must be an object of blocks, got {shown(step)}")
+        if len(step) != len(keys) or set(step) != set(keys):
             missing, extra = sorted(set(keys) - set(step)), sorted(set(step) - set(keys))
             raise ScheduleError(
                 f"{w}.schedule[{step_key!r}] has {len(step)} blocks, expected {len(keys)} "
-                f"(missing {missing[:5]}, unexpected {extra[:5]}); check {' and '.join(adapter.ecad_count_keys)}"
+                f"(missing {missing[:5]}, unexpected {[k[:20] for k in extra[:5]]}); "
+                f"check {' and '.join(adapter.ecad_count_keys)}"
             )
         for b, key in enumerate(keys):
             cells = step[key]
             if not isinstance(cells, dict):
-                raise ScheduleError(f"{w}.schedule[{step_key!r}][{key!r}] must map component names to booleans")
+                raise ScheduleError(
+                    f"{w}.schedule[{step_key!r}][{key!r}] must map component names to booleans, got {shown(cells)}"
+                )
             unknown = sorted(set(cells) - set(comps[b]))
             if unknown:
                 raise ScheduleError(
-                    f"{w}.schedule[{step_key!r}][{key!r}]: unknown component {unknown[0]!r}; "
+                    f"{w}.schedule[{step_key!r}][{key!r}]: unknown component {unknown[0][:40]!r}; "
                     f"valid components are {list(comps[b])}"
                 )
             for j, c in enumerate(comps[b]):
@@ -414,30 +523,40 @@ def _from_ecad(data: dict, where: str) -> Schedule:
                 v = cells[c]
                 if not isinstance(v, bool):
                     raise ScheduleError(
-                        f"{w}.schedule[{step_key!r}][{key!r}][{c!r}] is {json.dumps(v)}; "
-                        "use true (compute) or false (reuse)"
+                        f"{w}.schedule[{step_key!r}][{key!r}][{c!r}] is {shown(v)}; use true (compute) or false (reuse)"
                     )
                 grid[s, b, j] = v
-    config = data.get("config") or {}
-    if not isinstance(config, dict):
-        raise ScheduleError(f"{where}: field 'config' must be an object")
-    attributes = dict(cs.get("attributes") or {})
+    config = _typed(data, "config", where, (dict, type(None))) or {}
+    wc = f"{where}: config"
+    attributes = dict(_typed(cs, "attributes", w, (dict, type(None))) or {})
     timesteps = attributes.pop("ecad_timesteps", None)
-    pipeline = config.get("pipeline") or {}
-    pipeline_name = pipeline.get("name") if isinstance(pipeline, dict) else None
+    if timesteps is not None and (not isinstance(timesteps, list) or len(timesteps) > num_steps):
+        raise ScheduleError(
+            f"{w}.attributes: field 'ecad_timesteps' must be a list of at most {num_steps} step indices, "
+            f"got {shown(timesteps)}"
+        )
+    pipeline = _typed(config, "pipeline", wc, (dict, type(None))) or {}
+    pipeline_name = _typed(pipeline, "name", f"{wc}.pipeline", (str, type(None)))
+    _typed(pipeline, "kwargs", f"{wc}.pipeline", (dict, type(None)))
+    if pipeline_name is not None and pipeline_name not in adapter.ecad_pipeline_names.values():
+        raise ScheduleError(
+            f"{wc}.pipeline: name {pipeline_name[:40]!r} is not an ECAD {adapter.display_name} pipeline; use one of "
+            f"{', '.join(adapter.ecad_pipeline_names.values())}"
+        )
     variant = next((v for v, n in adapter.ecad_pipeline_names.items() if n == pipeline_name), None)
+    weights = [_typed(config, k, wc, (str, type(None))) for k in ("pipeline_weights", "transformer_weights")]
     return _build(
         where,
         layout,
         grid,
         timesteps=timesteps,
-        name=cs.get("name", ""),
+        name=_typed(cs, "name", w, str, ""),
         variant=variant,
-        model=config.get("pipeline_weights") or config.get("transformer_weights"),
-        height=config.get("height"),
-        width=config.get("width"),
-        guidance_scale=config.get("guidance_scale"),
-        metrics=data.get("metrics") or {},
+        model=weights[0] or weights[1],
+        height=_typed(config, "height", wc, (int, type(None))),
+        width=_typed(config, "width", wc, (int, type(None))),
+        guidance_scale=_typed(config, "guidance_scale", wc, (int, float, type(None))),
+        metrics=_typed(data, "metrics", where, (dict, type(None))) or {},
         attributes=attributes,
         ecad_config=config if "config" in data else None,
     )

@@ -10,19 +10,32 @@ directory, or several joined with `os.pathsep`) replaces it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecad.errors import EcadError
-from ecad.layouts import Layout
+from ecad.errors import EcadError, shown
+from ecad.files import read_toml
+from ecad.layouts import MAX_BLOCKS, Layout
 from ecad.resources import shipped_dir
-from ecad.schedule import Schedule
+from ecad.schedule import MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, Schedule
 
 ENV_VAR = "ECAD_SEARCH_SPACES"
+
+# Bounds of a space's fields, stated in its errors and shared with the readers of what a space
+# sizes (schedules: steps x blocks). Far above any published setting (50 steps, 60 blocks, 4096 px),
+# they keep a hostile or mistyped file from sizing a grid, a latent or a text encoding that no
+# machine holds, and are checked before anything of that size is made.
+MAX_FRAMES = 1000
+MAX_TEXT_LENGTH = 4096  # tokens of the prompt encoding
+MAX_NAME_CHARS = 200  # name, family, variant, pipeline_class, dtype, scheduler
+MAX_TEXT_CHARS = 4096  # description, and hub_id (a local directory path can be long)
+MAX_KWARGS_ITEMS = 10_000  # values in one pipeline_kwargs entry, nested ones included
+MAX_KWARGS_CHARS = 100_000  # characters of one string in pipeline_kwargs
 
 DTYPES = ("float16", "bfloat16", "float32")
 # Call arguments a space sets through its own fields; pipeline_kwargs may not override them.
@@ -36,6 +49,50 @@ RESERVED_KWARGS = {
     "sigmas": "[timesteps]",
     "num_frames": "frames",
 }
+# Call arguments ecad passes itself on every call, or that only take tensors, images or functions
+# (no TOML value is one); pipeline_kwargs may not set them either.
+CALL_KWARGS = {
+    **dict.fromkeys(
+        (
+            "prompt",
+            "prompt_2",
+            "prompt_3",
+            "prompt_embeds",
+            "prompt_attention_mask",
+            "pooled_prompt_embeds",
+            "negative_prompt_embeds",
+            "negative_prompt_attention_mask",
+            "negative_pooled_prompt_embeds",
+        ),
+        "ecad encodes the prompts itself and passes them as embeddings",
+    ),
+    **dict.fromkeys(
+        ("generator", "num_images_per_prompt", "num_videos_per_prompt"),
+        "ecad renders one image per (prompt, seed), each with its own generator",
+    ),
+    **dict.fromkeys(("output_type", "return_dict"), "ecad reads the images as tensors from the call's output"),
+    **dict.fromkeys(
+        (
+            "latents",
+            "callback",
+            "callback_steps",
+            "callback_on_step_end",
+            "callback_on_step_end_tensor_inputs",
+            "ip_adapter_image",
+            "ip_adapter_image_embeds",
+            "negative_ip_adapter_image",
+            "negative_ip_adapter_image_embeds",
+        ),
+        "it takes tensors, images or functions, which no TOML value is",
+    ),
+}
+# Schedulers an error suggests: those the shipped spaces use, and a common one.
+SCHEDULER_EXAMPLES = (
+    "DPMSolverMultistepScheduler",
+    "FlowMatchEulerDiscreteScheduler",
+    "UniPCMultistepScheduler",
+    "EulerDiscreteScheduler",
+)
 # Known [constraints] keys -> (description, check(value) -> bool).
 CONSTRAINTS = {
     "max_macs_fraction": (
@@ -203,7 +260,7 @@ def load_space(name_or_path: str | os.PathLike) -> SearchSpace:
     text = os.fspath(name_or_path)
     if text.endswith(".toml") or isinstance(name_or_path, Path):
         path = Path(text).expanduser()
-        if not path.is_file():
+        if not _is_file(path):
             raise SpaceError(
                 f"search space file {path} does not exist; check the path or pass a name from: "
                 f"{', '.join(list_spaces()) or '(none found)'}"
@@ -216,7 +273,7 @@ def load_space(name_or_path: str | os.PathLike) -> SearchSpace:
         )
     for d in spaces_dirs():
         path = d / f"{text}.toml"
-        if path.is_file():
+        if _is_file(path):
             return _parse(path)
     dirs = ", ".join(str(d) for d in spaces_dirs())
     available = list_spaces()
@@ -225,6 +282,14 @@ def load_space(name_or_path: str | os.PathLike) -> SearchSpace:
         f"{', '.join(available) if available else '(none)'}. Pass one of them, a path to a .toml file, "
         f"or point {ENV_VAR} at a directory of space files"
     )
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` is a file; False where it cannot be one (a name too long for the file system)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 # -------------------------------------------------------------------- parsing
@@ -247,13 +312,46 @@ def _get(data: dict, key: str, where: str, kind: type, *, default: Any = ..., ta
     value = data[key]
     accepted = (int, float) if kind is float else kind  # an integer is a fine number
     if isinstance(value, accepted) and not (kind in (int, float) and isinstance(value, bool)):
-        return float(value) if kind is float else value
-    raise SpaceError(f"{where}: field {label!r} must be {_TYPE_NAMES[kind]}, got {value!r} ({type(value).__name__})")
+        if kind is not float:
+            return value
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            raise SpaceError(
+                f"{where}: field {label!r} is {shown(value)}, out of range; use a smaller number"
+            ) from None
+    raise SpaceError(
+        f"{where}: field {label!r} must be {_TYPE_NAMES[kind]}, got {shown(value)} ({type(value).__name__})"
+    )
 
 
-def _positive(value: int, label: str, where: str, minimum: int = 1) -> int:
-    if value < minimum:
-        raise SpaceError(f"{where}: field {label!r} must be >= {minimum}, got {value}")
+def _int(data: dict, key: str, where: str, lo: int, hi: int, *, default: Any = ..., table: str = "") -> int:
+    """An integer field within lo..hi, checked before anything of that size exists."""
+    value = _get(data, key, where, int, default=default, table=table)
+    return _in_range(value, f"{table}.{key}" if table else key, where, lo, hi)
+
+
+def _in_range(value: int, label: str, where: str, lo: int, hi: int) -> int:
+    if value < lo:
+        raise SpaceError(f"{where}: field {label!r} must be >= {lo} (an integer {lo}..{hi}), got {shown(value)}")
+    if value > hi:
+        raise SpaceError(f"{where}: field {label!r} must be <= {hi} (an integer {lo}..{hi}), got {shown(value)}")
+    return value
+
+
+def _text(
+    data: dict, key: str, where: str, max_chars: int, *, default: Any = ..., min_chars: int = 0, one_line: bool = True
+) -> Any:
+    """A string field of sane length; names and ids (one line) hold no control characters, which
+    would only fail later, in a path or a Hub request."""
+    value = _get(data, key, where, str, default=default)
+    if value is None:
+        return value
+    if not min_chars <= len(value) <= max_chars:
+        size = f"{min_chars} to {max_chars}" if min_chars else f"at most {max_chars}"
+        raise SpaceError(f"{where}: field {key!r} must be {size} characters long, got {len(value)}")
+    if one_line and any(ch < " " or ch == "\x7f" for ch in value):
+        raise SpaceError(f"{where}: field {key!r} holds a control character ({shown(value)}); remove it")
     return value
 
 
@@ -261,33 +359,32 @@ def _check_keys(data: dict, allowed, where: str, table: str = "") -> None:
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         what = f"in [{table}]" if table else "at top level"
-        raise SpaceError(f"{where}: unknown field {unknown[0]!r} {what}; allowed fields: {', '.join(allowed)}")
+        raise SpaceError(f"{where}: unknown field {shown(unknown[0])} {what}; allowed fields: {', '.join(allowed)}")
 
 
 def _parse(path: Path) -> SearchSpace:
+    """Every field is checked (type, range, size) in one pass over the file's data, in time linear
+    in it, before anything it sizes (a grid, a pipeline) is made."""
     where = str(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise SpaceError(f"{where}: not valid TOML ({exc}); fix the syntax") from None
+    data = read_toml(path, SpaceError, "search space file")
     _check_keys(data, TOP_LEVEL_KEYS, where)
 
-    name = _get(data, "name", where, str)
+    name = _text(data, "name", where, MAX_NAME_CHARS)
     if name != path.stem:
         raise SpaceError(f"{where}: name {name!r} differs from the file name {path.stem!r}; make them agree")
-    description = _get(data, "description", where, str, default="")
+    description = _text(data, "description", where, MAX_TEXT_CHARS, default="", one_line=False)
     from ecad.models import FAMILIES, adapter_for
 
-    family = _get(data, "family", where, str)
+    family = _text(data, "family", where, MAX_NAME_CHARS)
     if family not in FAMILIES:
         raise SpaceError(f"{where}: family {family!r} is unknown; use one of {', '.join(FAMILIES)}")
     adapter = adapter_for(family)
-    variant = _get(data, "variant", where, str, default=None)
+    variant = _text(data, "variant", where, MAX_NAME_CHARS, default=None)
     problem = adapter.variant_error(variant)
     if problem:
         raise SpaceError(f"{where}: {problem}")
-    hub_id = _get(data, "hub_id", where, str)
-    pipeline_class = _get(data, "pipeline_class", where, str)
+    hub_id = _text(data, "hub_id", where, MAX_TEXT_CHARS, min_chars=1)
+    pipeline_class = _text(data, "pipeline_class", where, MAX_NAME_CHARS)
     expected_cls = adapter.pipeline_classes[variant]
     if pipeline_class != expected_cls:
         raise SpaceError(
@@ -295,56 +392,50 @@ def _parse(path: Path) -> SearchSpace:
             + (f" variant {variant!r}" if variant else "")
             + f"; use {expected_cls!r}"
         )
-    dtype = _get(data, "dtype", where, str)
+    dtype = _text(data, "dtype", where, MAX_NAME_CHARS)
     if dtype not in DTYPES:
         raise SpaceError(f"{where}: dtype {dtype!r} is unknown; use one of {', '.join(DTYPES)}")
-    scheduler = _get(data, "scheduler", where, str)
-    if not scheduler.isidentifier():
-        raise SpaceError(
-            f"{where}: scheduler {scheduler!r} must be a diffusers scheduler class name, "
-            "e.g. 'DPMSolverMultistepScheduler'"
-        )
-    steps = _positive(_get(data, "steps", where, int), "steps", where)
-    height = _positive(_get(data, "height", where, int), "height", where)
-    width = _positive(_get(data, "width", where, int), "width", where)
-    for key, value in (("height", height), ("width", width)):
-        if value % adapter.size_multiple:
-            raise SpaceError(
-                f"{where}: field {key!r} is {value}; {adapter.display_name} needs a multiple of "
-                f"{adapter.size_multiple} (VAE scale x patch size)"
-            )
+    scheduler = _scheduler(_text(data, "scheduler", where, MAX_NAME_CHARS), where)
+    steps = _int(data, "steps", where, 1, MAX_STEPS)
+    height, width = (_side(data, key, adapter, where) for key in ("height", "width"))
     guidance_scale = _get(data, "guidance_scale", where, float)
-    if not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise SpaceError(f"{where}: field 'guidance_scale' must be a finite number >= 0, got {guidance_scale}")
-    text_length = _positive(_get(data, "text_length", where, int), "text_length", where)
+    if not (math.isfinite(guidance_scale) and 0 <= guidance_scale <= MAX_GUIDANCE):
+        raise SpaceError(
+            f"{where}: field 'guidance_scale' must be a finite number 0..{MAX_GUIDANCE:g}, got {guidance_scale}"
+        )
+    text_length = _int(data, "text_length", where, 1, MAX_TEXT_LENGTH)
     frames = None
     if adapter.video:
-        frames = _positive(_get(data, "frames", where, int), "frames", where)
+        frames = _int(data, "frames", where, 1, MAX_FRAMES)
     elif "frames" in data:
         raise SpaceError(
             f"{where}: field 'frames' is only for video families; {adapter.display_name} makes images, remove it"
         )
 
-    pipeline_kwargs = dict(_get(data, "pipeline_kwargs", where, dict, default={}))
-    for key in pipeline_kwargs:
-        if key in RESERVED_KWARGS:
-            raise SpaceError(
-                f"{where}: [pipeline_kwargs] may not set {key!r}; the space sets it through {RESERVED_KWARGS[key]!r}"
-            )
+    pipeline_kwargs = _pipeline_kwargs(_get(data, "pipeline_kwargs", where, dict, default={}), pipeline_class, where)
 
     ts = _get(data, "timesteps", where, dict, default={})
     _check_keys(ts, ("enabled", "min_steps"), where, "timesteps")
     timesteps_enabled = _get(ts, "enabled", where, bool, default=False, table="timesteps")
-    min_steps = _get(ts, "min_steps", where, int, default=1, table="timesteps")
-    if not 1 <= min_steps <= steps:
-        raise SpaceError(f"{where}: field 'timesteps.min_steps' must be between 1 and steps ({steps}), got {min_steps}")
+    fewest, why = adapter.min_run_steps(variant)
+    if steps < fewest:
+        raise SpaceError(
+            f"{where}: field 'steps' is {steps}, but {adapter.display_name} needs at least {fewest} ({why})"
+        )
+    min_steps = _get(ts, "min_steps", where, int, default=fewest, table="timesteps")
+    if not fewest <= min_steps <= steps:
+        raise SpaceError(
+            f"{where}: field 'timesteps.min_steps' must be between {fewest} and steps ({steps}), got {shown(min_steps)}"
+            + (f"; {adapter.display_name} needs at least {fewest} ({why})" if min_steps < fewest else "")
+        )
 
     constraints = dict(_get(data, "constraints", where, dict, default={}))
     _check_keys(constraints, tuple(CONSTRAINTS), where, "constraints")
     for key, value in constraints.items():
         desc, ok = CONSTRAINTS[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-            raise SpaceError(f"{where}: field 'constraints.{key}' must be {desc}, got {value!r}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
+            raise SpaceError(f"{where}: field 'constraints.{key}' must be {desc}, got {shown(value)}")
 
     layout = _parse_blocks(data, adapter, where)
     return SearchSpace(
@@ -371,6 +462,115 @@ def _parse(path: Path) -> SearchSpace:
     )
 
 
+def _side(data: dict, key: str, adapter, where: str) -> int:
+    """Height or width: a multiple of what the family's pipelines take, at most MAX_SIDE pixels."""
+    multiple = adapter.size_multiple
+    value = _int(data, key, where, multiple, MAX_SIDE // multiple * multiple)
+    if value % multiple:
+        raise SpaceError(
+            f"{where}: field {key!r} is {value}; {adapter.display_name} needs a multiple of "
+            f"{multiple} (VAE scale x patch size)"
+        )
+    return value
+
+
+def _scheduler(name: str, where: str) -> str:
+    """The name of a diffusers scheduler class (checked now, not when the model has loaded)."""
+    import diffusers
+
+    cls = None
+    if name.isidentifier() and not name.startswith("_"):
+        try:
+            cls = getattr(diffusers, name, None)
+        except (ImportError, RuntimeError):  # a lazily imported module whose dependencies are missing
+            cls = None
+    if not (
+        isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin) and cls is not diffusers.SchedulerMixin
+    ):
+        raise SpaceError(
+            f"{where}: field 'scheduler' is {shown(name)}, not a diffusers scheduler class; use one such as "
+            f"{', '.join(SCHEDULER_EXAMPLES)} (any subclass of diffusers.SchedulerMixin that this diffusers ships)"
+        )
+    return name
+
+
+@functools.cache
+def _call_parameters(pipeline_class: str) -> tuple[str, ...]:
+    """The keyword arguments a pipeline class's call takes by name (**kwargs catch-alls not included)."""
+    import diffusers
+
+    params = inspect.signature(getattr(diffusers, pipeline_class).__call__).parameters.values()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.kind in named and p.name != "self")
+
+
+def _pipeline_kwargs(table: dict, pipeline_class: str, where: str) -> dict[str, Any]:
+    """[pipeline_kwargs]: arguments the pipeline's call takes by name, holding plain data only."""
+    params = _call_parameters(pipeline_class)
+    for key, value in table.items():
+        if key in RESERVED_KWARGS:
+            raise SpaceError(
+                f"{where}: [pipeline_kwargs] may not set {key!r}; the space sets it through {RESERVED_KWARGS[key]!r}"
+            )
+        if key in CALL_KWARGS:
+            raise SpaceError(f"{where}: [pipeline_kwargs] may not set {key!r}: {CALL_KWARGS[key]}; remove it")
+        if key not in params:
+            accepted = [p for p in params if p not in RESERVED_KWARGS and p not in CALL_KWARGS]
+            raise SpaceError(
+                f"{where}: field {shown(f'pipeline_kwargs.{key}')} is not an argument of {pipeline_class}'s call; "
+                f"it takes {', '.join(accepted)}"
+            )
+        _check_plain(value, key, where)
+    return dict(table)
+
+
+def _check_plain(value: Any, key: str, where: str) -> None:
+    """`pipeline_kwargs.KEY` is plain TOML data (strings, booleans, 64-bit integers, finite numbers,
+    arrays and tables of these) of bounded size. Iterative, so any depth is safe, and linear: a
+    value's place is a (parent, part) chain, spelled out only for the error."""
+    root = (((), "pipeline_kwargs"), key)
+    stack, items = [(value, root)], 0
+    while stack:
+        node, at = stack.pop()
+        items += 1
+        if items > MAX_KWARGS_ITEMS:
+            raise SpaceError(f"{where}: field {_label(root)!r} holds more than {MAX_KWARGS_ITEMS} values; pass fewer")
+        if isinstance(node, dict):
+            stack.extend((v, (at, k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, (at, i)) for i, v in enumerate(node))
+        elif isinstance(node, str):
+            if len(node) > MAX_KWARGS_CHARS:
+                raise SpaceError(
+                    f"{where}: field {_label(at)!r} is a string of {len(node)} characters; "
+                    f"at most {MAX_KWARGS_CHARS} are taken"
+                )
+        elif isinstance(node, bool):
+            pass
+        elif isinstance(node, int):
+            if not -(2**63) <= node < 2**63:
+                raise SpaceError(
+                    f"{where}: field {_label(at)!r} is {shown(node)}; TOML integers are 64-bit, use a smaller one"
+                )
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise SpaceError(f"{where}: field {_label(at)!r} is {node}; pipeline arguments take finite numbers")
+        else:
+            raise SpaceError(
+                f"{where}: field {_label(at)!r} is a {type(node).__name__} ({shown(node)}); pipeline arguments "
+                "take strings, booleans, integers, finite numbers, and arrays or tables of these"
+            )
+
+
+def _label(at: tuple) -> str:
+    """'pipeline_kwargs.KEY[1].x' of a (parent, part) chain, each name shortened."""
+    parts = []
+    while at:
+        at, part = at
+        parts.append(f"[{part}]" if isinstance(part, int) else "." + (part if len(part) <= 40 else part[:40] + "..."))
+    return "".join(reversed(parts))[1:]
+
+
 def _parse_blocks(data: dict, adapter, where: str) -> Layout:
     """Read [[blocks]] and check it against the family's block kinds (group names, order, components)."""
     blocks = _get(data, "blocks", where, list)
@@ -383,7 +583,7 @@ def _parse_blocks(data: dict, adapter, where: str) -> Layout:
             f"{where}: [[blocks]] has {len(blocks)} group(s), family {family!r} needs {needs}, "
             f"in this order: {expected}"
         )
-    groups = []
+    groups, total = [], 0
     for i, table in enumerate(blocks):
         label = f"blocks[{i}]"
         if not isinstance(table, dict):
@@ -394,21 +594,28 @@ def _parse_blocks(data: dict, adapter, where: str) -> Layout:
         if not same_name:
             position = kinds[min(i, len(kinds) - 1)].name
             raise SpaceError(
-                f"{where}: {label}.name is {gname!r}; {family} block group {i + 1} is {position!r} "
+                f"{where}: {label}.name is {shown(gname)}; {family} block group {i + 1} is {position!r} "
                 f"(groups in order: {expected})"
             )
-        count = _positive(_get(table, "count", where, int, table=label), f"{label}.count", where)
+        count = _int(table, "count", where, 1, MAX_BLOCKS, table=label)
+        total += count
+        if total > MAX_BLOCKS:
+            raise SpaceError(
+                f"{where}: field '{label}.count' brings [[blocks]] to {total} blocks; a space has at most "
+                f"{MAX_BLOCKS} in all"
+            )
         comps = _get(table, "components", where, list, table=label)
         valid = list(dict.fromkeys(c for k in same_name for c in k.components))
-        unknown = [c for c in comps if c not in valid]
+        unknown = [c for c in comps if not isinstance(c, str) or c not in valid]
         if unknown:
             raise SpaceError(
-                f"{where}: {label} ({gname}) has unknown component {unknown[0]!r}; valid components are {valid}"
+                f"{where}: {label} ({gname}) has unknown component {shown(unknown[0])}; valid components are {valid}"
             )
         if tuple(comps) not in {k.components for k in same_name}:
             sets = " or ".join(str(list(k.components)) for k in same_name)
             raise SpaceError(
-                f"{where}: {label}.components is {comps}; {family} {gname} needs exactly {sets} in this (grid) order"
+                f"{where}: {label}.components is {shown(comps)}; {family} {gname} needs exactly {sets} "
+                "in this (grid) order"
             )
         groups.append((gname, comps, count))
     try:
@@ -417,4 +624,13 @@ def _parse_blocks(data: dict, adapter, where: str) -> Layout:
         raise SpaceError(f"{where}: [[blocks]]: {exc}") from None
 
 
-__all__ = ["SearchSpace", "SpaceError", "list_spaces", "load_space", "spaces_dirs", "ENV_VAR"]
+__all__ = [
+    "SearchSpace",
+    "SpaceError",
+    "list_spaces",
+    "load_space",
+    "spaces_dirs",
+    "ENV_VAR",
+    "MAX_TEXT_LENGTH",
+    "MAX_FRAMES",
+]

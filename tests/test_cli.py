@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ecad.cli import build_parser, main
@@ -32,6 +34,19 @@ def test_metric_options_are_typed_so_false_means_false():
         (["generate", "--schedule", "s.json", "--prompt", "x", "--num-seeds", "0"], "argument --num-seeds"),
         (["compare", "--space", "tiny-pixart", "--seeds", "none"], "argument --seeds: 'none' is not a whole number"),
         (["search", "--metric-option", "weights"], "'weights' is not KEY=VALUE"),
+        (["search", "--workers", "-1"], "argument --workers: '-1' is not a whole number >= 0"),
+        (["search", "--population", "3"], "argument --population: '3' is not a whole number 4..100000"),
+        (["search", "--generations", "1e9"], "argument --generations"),
+        (["search", "--max-macs-fraction", "0"], "argument --max-macs-fraction: '0' is not a finite number in (0, 1]"),
+        (["search", "--max-macs-fraction", "nan"], "argument --max-macs-fraction"),
+        (["frontier", "run", "--pick", ""], "argument --pick: is empty"),
+        (["frontier", "run", "--pick", "speedup>=1.2.3"], "argument --pick: 'speedup>=1.2.3': '1.2.3' is not a number"),
+        (["frontier", "run", "--pick", "fast"], "argument --pick: 'fast' not understood"),
+        (["report", "run", "--samples", "-1"], "argument --samples: '-1' is not a whole number >= 0"),
+        (["generate", "--schedule", "s.json", "--prompt", "x", "--guidance-scale", "nan"], "--guidance-scale"),
+        (["generate", "--schedule", "s.json", "--prompt", "x", "--guidance-scale", "inf"], "--guidance-scale"),
+        (["generate", "--schedule", "s.json", "--prompt", "x", "--seed", "-1"], "argument --seed"),
+        (["score", "--metric", "psnr", "--images", "x", "--batch-size", "0"], "argument --batch-size"),
     ],
 )
 def test_bad_numbers_and_options_fail_before_anything_loads(argv, message, capsys):
@@ -80,3 +95,69 @@ def test_ecad_files_with_reuse_flags_at_step_0_count_exactly_as_ecad_does(exampl
     out = capsys.readouterr().out
     assert "matches the file's metrics.by_inference_step exactly at all 20 steps" in out, out
     assert "2 reuse flag(s) count as compute" in out and "transformer batch 2" in out
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture
+def no_caching(tmp_path):
+    return load_space("tiny-pixart").full_schedule().save(tmp_path / "no_caching.json")
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "read-only"])
+def test_an_unwritable_output_fails_in_one_line_before_any_work(where, no_caching, tmp_path, capsys):
+    """`generate` used to make the images and then die with a traceback when --out could not be
+    written; now it refuses at once (no model is loaded), and so does every command with an output."""
+    (tmp_path / "file").write_text("x")
+    out = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "out", "read-only": Path("/proc/ecad")}
+    out = out[where]
+    commands = [
+        ["generate", "--schedule", str(no_caching), "--prompt", "a cat", "--out", str(out)],
+        ["compare", "--space", "tiny-pixart", "--out", str(out)],
+        ["search", "--out", str(out)],
+        ["convert", str(no_caching), str(out / "x.json") if where != "a file" else str(tmp_path)],
+    ]
+    for argv in commands:
+        assert main(argv) == 2, argv
+        err = _error_line(capsys)
+        assert str(out if argv[0] != "convert" or where != "a file" else tmp_path) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "no_caching.json"]  # nothing left behind
+
+
+def test_a_directory_or_damaged_file_as_a_schedule_is_one_line(tmp_path, capsys):
+    (tmp_path / "bytes.json").write_bytes(b"\xff\xfe{}")
+    for schedule in (tmp_path, tmp_path / "bytes.json"):
+        for argv in (
+            ["generate", "--schedule", str(schedule), "--prompt", "a cat", "--out", str(tmp_path / "o")],
+            ["macs", str(schedule), "--space", "tiny-pixart"],
+            ["convert", str(schedule), str(tmp_path / "o.json")],
+        ):
+            assert main(argv) == 2
+            assert str(schedule) in _error_line(capsys)
+
+
+def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch):
+    """For a bug report: --debug (either side of the subcommand) or ECAD_DEBUG=1 re-raises."""
+    from ecad.schedule import ScheduleError
+
+    argv = ["convert", str(tmp_path / "missing.json"), str(tmp_path / "o.json")]
+    for debug_argv in (["--debug", *argv], [*argv, "--debug"]):
+        with pytest.raises(ScheduleError, match="no such file"):
+            main(debug_argv)
+    monkeypatch.setenv("ECAD_DEBUG", "1")
+    with pytest.raises(ScheduleError):
+        main(argv)
+    monkeypatch.setenv("ECAD_DEBUG", "0")
+    assert main(argv) == 2
+
+
+def test_a_step_subset_is_refused_where_the_space_does_not_permit_one(tmp_path, capsys):
+    """tiny-flux's [timesteps] is disabled: a step subset, matched to it by the schedule's own
+    settings (no --space), is refused before the model loads instead of running anyway."""
+    path = load_space("tiny-flux").full_schedule(timesteps=[0, 5]).save(tmp_path / "two.json")
+    assert main(["generate", "--schedule", str(path), "--prompt", "a cat", "--out", str(tmp_path / "o")]) == 2
+    assert "does not allow step selection" in _error_line(capsys)

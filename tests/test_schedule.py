@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +212,172 @@ def test_a_flux_layout_missing_its_single_blocks_is_refused_clearly(tmp_path):
     s["layout"]["groups"] = s["layout"]["groups"][:1]
     with pytest.raises(ScheduleError, match="not a flux layout: a FLUX.1 layout needs its single group"):
         load_schedule(_write(tmp_path, s))
+
+
+# ------------------------------------------------------------------ hostile input
+def _ours(**changes) -> dict:
+    data = Schedule.every_n(pixart_layout(4), 8, 2, height=256, width=256, guidance_scale=4.5).to_json()
+    data.update(changes)
+    return data
+
+
+def _with(data: dict, path: tuple, value) -> dict:
+    """`data` with the field at `path` (keys into nested objects) set to `value`."""
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        (json.dumps(_ours(height=-16)), "height"),
+        (json.dumps(_ours(height="256")), "height"),
+        (json.dumps(_ours(width=1000000)), "width"),
+        (json.dumps(_ours(width=True)), "width"),
+        (json.dumps(_ours(height=250)), "multiple of 16"),
+        (json.dumps(_ours(guidance_scale=float("nan"))), "NaN is not JSON"),
+        (json.dumps(_ours(guidance_scale=float("inf"))), "Infinity is not JSON"),
+        (json.dumps(_ours(guidance_scale="4.5")), "guidance_scale"),
+        (json.dumps(_ours(guidance_scale=1e300)), "guidance_scale"),
+        (json.dumps(_ours(variant="gamma")), "variant"),
+        (json.dumps(_ours(name=5)), "name"),
+        (json.dumps(_ours(model=7)), "model"),
+        (json.dumps(_ours(metrics=[1])), "metrics"),
+        (json.dumps(_ours(attributes="x")), "attributes"),
+        (json.dumps(_ours(extra=1)), "unknown field 'extra'"),
+        (json.dumps(_ours(num_steps=10**7)), "num_steps"),
+        ('{"format": "ecad-schedule/1", "name": "a", "name": "b"}', "'name' appears twice"),
+        (json.dumps(_ours(timesteps=[0])), "at least 2"),
+        (json.dumps(_with(_ours(), ("layout", "groups", 0, "num_blocks"), "4")), "num_blocks"),
+        (json.dumps(_with(_ours(), ("layout", "groups", 0, "num_blocks"), 4.9)), "num_blocks"),
+        (json.dumps(_with(_ours(), ("layout", "groups", 0, "num_blocks"), -3)), "num_blocks"),
+        (json.dumps(_with(_ours(), ("layout", "groups", 0, "num_blocks"), 10**9)), "num_blocks"),
+        (json.dumps(_with(_ours(), ("layout", "groups"), [])), "groups"),
+        (json.dumps(_with(_ours(), ("layout", "groups"), [_ours()["layout"]["groups"][0]] * 2)), "layout"),
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        (json.dumps(_with(_ecad_dict(), ("cache_schedule", "num_inference_steps"), 10**7)), "num_inference_steps"),
+        (json.dumps(_with(_ecad_dict(), ("cache_schedule", "num_blocks"), 4000)), "num_blocks"),
+        (json.dumps(_with(_ecad_dict(), ("cache_schedule", "num_blocks"), "28")), "num_blocks"),
+        (json.dumps(_with(_ecad_dict(), ("cache_schedule", "num_blocks"), 28.9)), "num_blocks"),
+        (json.dumps(_with(_ecad_dict(), ("cache_schedule", "num_blocks"), -1)), "num_blocks"),
+        (json.dumps(_with(_ecad_dict(), ("cache_schedule", "attributes"), [1])), "attributes"),
+        (json.dumps(_with(_ecad_dict(), ("cache_schedule", "attributes"), {"ecad_timesteps": "0"})), "ecad_timesteps"),
+        (json.dumps(_with(_ecad_dict(), ("config",), {"pipeline": "pixart_alpha"})), "pipeline"),
+        (json.dumps(_with(_ecad_dict(), ("config",), {"pipeline": {"name": 3}})), "name"),
+        (json.dumps(_with(_ecad_dict(), ("config",), {"pipeline": {"name": "pixart_gamma"}})), "pixart_gamma"),
+        (json.dumps(_with(_ecad_dict(), ("config",), {"height": "256"})), "height"),
+        (json.dumps(_with(_ecad_dict(), ("cache_schedule", "name"), ["x"])), "name"),
+    ],
+)
+def test_every_invalid_field_is_refused_naming_the_file_and_field(tmp_path, text, field):
+    path = _write(tmp_path, text)
+    with pytest.raises(ScheduleError) as info:
+        load_schedule(path)
+    assert str(path) in str(info.value) and field in str(info.value)
+
+
+def test_unreadable_files_are_refused_naming_the_file(tmp_path):
+    (tmp_path / "bytes.json").write_bytes(b'{"format": "ecad-schedule/1", "name": "\xff\xfe"}')
+    for path, says in ((tmp_path / "bytes.json", "not UTF-8"), (tmp_path, "is a directory")):
+        with pytest.raises(ScheduleError, match=says) as info:
+            load_schedule(path)
+        assert str(path) in str(info.value)
+
+
+def test_saved_metrics_are_strict_json(tmp_path):
+    """A search's metrics can hold NaN (an infeasible candidate); the file stays standard JSON."""
+    s = Schedule.every_n(pixart_layout(2), 4, 2, metrics={"quality": float("nan"), "x": [float("inf")]})
+    for fmt in ("ecad-schedule", "ecad"):
+        text = s.save(tmp_path / f"{fmt}.json", format=fmt).read_text()
+        assert (
+            json.loads(text, parse_constant=lambda c, f=fmt: pytest.fail(f"{c} in {f}"))["metrics"]["quality"] is None
+        )
+        assert load_schedule(tmp_path / f"{fmt}.json").metrics["x"] == [None]
+
+
+def _hostile_values(rng) -> list:
+    return [
+        None, True, False, 0, -1, -16, 28.9, 10**30, 1e308, "", "256", "x" * 10_000, [], {}, [1, 2], {"a": 1},
+        "\ud800", "NaN", [[[[[[[[[[]]]]]]]]]], rng.randrange(-(10**6), 10**6), rng.random() * 1e6,
+    ]  # fmt: skip
+
+
+def _mutant(rng, text: str) -> bytes:
+    """One hostile variant of a schedule file: bytes damaged, or a field replaced, removed or added."""
+    data = text.encode()
+    kind = rng.randrange(9)
+    if kind == 0:  # flip bytes
+        b = bytearray(data)
+        for _ in range(rng.randrange(1, 8)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        return bytes(b)
+    if kind == 1:  # truncate
+        return data[: rng.randrange(len(data))]
+    if kind == 2:  # insert junk (non-UTF-8 too)
+        i = rng.randrange(len(data))
+        return data[:i] + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 6))) + data[i:]
+    if kind == 3:  # a non-standard constant or an out-of-range number somewhere a number goes
+        return re.sub(rb"\b(\d+(\.\d+)?)\b", rng.choice([b"NaN", b"Infinity", b"-Infinity", b"1e999"]), data, count=1)
+    if kind == 4:  # a key written twice
+        return data.replace(b"{", b'{"name": "dup", ', 1).replace(b'"name"', b'"name"', 1)
+    tree = json.loads(text)
+    nodes = [((), tree)]  # every (path, container) in the tree
+    stack = [((), tree)]
+    while stack:
+        path, node = stack.pop()
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in children:
+            if isinstance(v, (dict, list)):
+                nodes.append((path + (k,), v))
+                if len(nodes) < 400:
+                    stack.append((path + (k,), v))
+    _, container = rng.choice(nodes)
+    keys = list(container) if isinstance(container, dict) else list(range(len(container)))
+    if kind == 5 and keys:  # remove a field
+        del container[rng.choice(keys)]
+    elif kind == 6 and isinstance(container, dict):  # add an unknown field
+        container[rng.choice(["extra", "000", "27", "attn3", "single_0"])] = rng.choice(_hostile_values(rng))
+    elif keys:  # replace a value
+        container[rng.choice(keys)] = rng.choice(_hostile_values(rng))
+    return json.dumps(tree).encode()
+
+
+def test_fuzzed_schedule_files_load_valid_or_fail_naming_the_file(tmp_path):
+    """Hundreds of seeded mutants of both formats: each loads as a valid schedule (it saves, as
+    strict JSON, and reloads equal) or raises ScheduleError naming the file. Any other exception,
+    or a load that hangs, fails."""
+    rng = random.Random(0)
+    ours = Schedule.every_n(pixart_layout(4), 8, 2, height=256, width=256, guidance_scale=4.5, timesteps=[0, 2, 5])
+    sources = [PIXART_EX.read_text(), (EXAMPLES / "ecad_flux_step0_reuse.json").read_text(), _dumps(ours)]
+    path = tmp_path / "mutant.json"
+    loaded = refused = 0
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail(f"loading hung on:\n{path.read_bytes()[:300]!r}"))
+    try:
+        for i in range(600):
+            path.write_bytes(_mutant(rng, sources[i % len(sources)]))
+            signal.alarm(5)
+            try:
+                schedule = load_schedule(path)
+            except ScheduleError as exc:
+                assert str(path) in str(exc), exc
+                refused += 1
+                continue
+            except Exception as exc:  # noqa: BLE001 - the point of the test
+                pytest.fail(f"{type(exc).__name__}: {exc}\non mutant {i}:\n{path.read_bytes()[:300]!r}")
+            finally:
+                signal.alarm(0)
+            loaded += 1
+            for fmt in ("ecad-schedule", "ecad"):
+                out = schedule.save(tmp_path / "saved.json", format=fmt)
+                assert load_schedule(out).to_json() == schedule.to_json() or fmt == "ecad"
+    finally:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    print(f"{loaded} loaded, {refused} refused")
+    assert loaded > 20 and refused > 300  # both outcomes were exercised
+
+
+def _dumps(schedule: Schedule) -> str:
+    return json.dumps(schedule.to_json(), indent=2)

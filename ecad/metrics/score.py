@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecad.files import atomic_write_json
+from ecad.files import atomic_write_json, check_output_file
 from ecad.metrics.base import (
     MetricError,
     MetricResult,
@@ -29,6 +29,7 @@ from ecad.metrics.base import (
     registered_class,
 )
 from ecad.metrics.images import list_image_files, load_image
+from ecad.options import parse_metric_option, whole_number
 
 PROMPT_WIDTH = 40
 
@@ -61,20 +62,6 @@ def read_prompts(path: str | Path) -> list[str]:
     return lines
 
 
-def parse_metric_option(text: str) -> tuple[str, object]:
-    """`--metric-option KEY=VALUE`, VALUE read as JSON where it parses (8, false, 0.5), else kept as
-    text (a path). Shared by every subcommand that builds a metric."""
-    import json
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. weights=/path/to/ckpt or batch_size=8")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def add_score_parser(subparsers) -> argparse.ArgumentParser:
     """Add `score` to an argparse subparsers object; sets func=run_score."""
     p = subparsers.add_parser(
@@ -102,7 +89,9 @@ def add_score_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="write scores as JSON here")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (metric default if unset)")
+    p.add_argument(
+        "--batch-size", type=whole_number(1), default=None, help="images per forward pass (metric default if unset)"
+    )
     p.add_argument("--weights", type=Path, default=None, help="local weights file/directory for the metric's model")
     p.add_argument(
         "--metric-option",
@@ -125,6 +114,8 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.json_out is not None:
+        check_output_file(args.json_out, "--json")
     cls = registered_class(args.metric)
     if cls is not None and cls.needs_prompts and args.prompts is None:  # before reading images or weights
         raise MetricError(prompts_required_message(args.metric))

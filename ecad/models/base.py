@@ -403,6 +403,11 @@ class FamilyAdapter:
             )
         return {key: g.num_blocks for key, g in zip(self.ecad_count_keys, layout.groups)}
 
+    def min_run_steps(self, variant: str | None) -> tuple[int, str]:
+        """The fewest steps a call of this family's pipeline can run, and why (a schedule that runs
+        fewer is refused when it loads, not halfway through a call)."""
+        return 1, ""
+
     def variant_error(self, variant: Any) -> str | None:
         """Why `variant` is not one of this family's, or None."""
         if variant in self.pipeline_classes:

@@ -73,6 +73,13 @@ class PixArtAdapter(FamilyAdapter):
     folds_reused_steps = True
     benchmark_space = "pixart-alpha-256"
 
+    def min_run_steps(self, variant: str | None) -> tuple[int, str]:
+        if (variant or self.default_variant) == "alpha":
+            # at one step PixArt-alpha's call takes the second output of scheduler.step (PixArt-DMD's
+            # one-step path), which DPM-Solver and the other multistep schedulers do not return
+            return 2, "at one step its call expects a one-step scheduler such as PixArt-DMD's"
+        return 1, ""
+
     @property
     def tiny_models(self):
         return {
