@@ -105,7 +105,7 @@ def check_output_dir(path: str | os.PathLike, option: str) -> Path:
     file in the way, or a parent that cannot be written. Creates nothing."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise EcadError(f"{option} {path} is a file, not a directory; choose a directory (it is made if missing)")
+        raise EcadError(f"{option} {path} is a file, not a directory; give a directory")
     existing = _nearest_existing(path)
     if not existing.is_dir():
         raise EcadError(f"{option} {path}: {existing} is a file, so no directory can be made under it")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,46 @@ def test_a_step_subset_is_refused_where_the_space_does_not_permit_one(tmp_path, 
     path = load_space("tiny-flux").full_schedule(timesteps=[0, 5]).save(tmp_path / "two.json")
     assert main(["generate", "--schedule", str(path), "--prompt", "a cat", "--out", str(tmp_path / "o")]) == 2
     assert "does not allow step selection" in _error_line(capsys)
+
+
+def test_fuzzed_command_lines_end_in_one_line_never_a_traceback(tmp_path, capsys):
+    """Seeded hostile arguments for the commands that stay cheap when the arguments are good: each
+    exits 0, or 2 with one error line (argparse's usage errors exit 2 as well); nothing else."""
+    rng = random.Random(0)
+    good = load_space("tiny-pixart").full_schedule().save(tmp_path / "good.json")
+    (tmp_path / "bytes.json").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "half.json").write_text(good.read_text()[:200])
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "space.toml").write_bytes(b"name = [[[")
+    values = [
+        str(good), str(tmp_path / "bytes.json"), str(tmp_path / "half.json"), str(tmp_path / "dir"),
+        str(tmp_path / "missing.json"), str(tmp_path / "space.toml"), "/proc/ecad/x.json", "", "-1", "nan", "1e999",
+        "tiny-pixart", "pixart-alpha-256", "x" * 5000, "\x00", "../../etc/passwd", "speedup>=", "0",
+    ]  # fmt: skip
+    templates = [
+        ["convert", "{}", "{}"],
+        ["convert", "{}", str(tmp_path / "out.json"), "--to", "{}"],
+        ["macs", "{}", "--space", "{}"],
+        ["macs", "{}", "--space", "tiny-pixart", "--images", "{}"],
+        ["frontier", "{}", "--pick", "{}"],
+        ["report", "{}"],
+        ["spaces"],
+        ["metrics"],
+    ]
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail(f"hung on {argv}"))
+    for _ in range(150):
+        argv = [rng.choice(values) if a == "{}" else a for a in rng.choice(templates)]
+        signal.alarm(20)
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse refusing an option
+            code = exc.code
+        finally:
+            signal.alarm(0)
+        err = capsys.readouterr().err
+        assert code in (0, 2), (argv, err)
+        assert "Traceback" not in err and (code == 0 or err.strip()), (argv, err)
+        if code == 2 and not err.startswith("usage:"):
+            assert len(err.strip().splitlines()) == 1, (argv, err)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    assert not list(tmp_path.glob(".*.tmp"))
