@@ -3,8 +3,12 @@ locking and repair.
 
     results/<run>/
       config.json         the config, its hash, fingerprints of the inputs it names
-      gen_NNN.json        one record per generation: population, fitness, timings, workers
+      gen_NNN.json        one record per generation: population, fitness, timings, workers, and
+                          the engine state (RNG, genome size, hypervolume history), so a damaged
+                          checkpoint can be rebuilt from the last whole one
       evaluations.jsonl   the evaluation cache, append-only (a torn last line is mended on open)
+      evaluations.damaged.jsonl  lines of the cache that were damaged, moved out of it on a
+                          resume (each with its line number and what was wrong); not read again
       checkpoint.json     population and RNG state after the last finished generation
       frontier/           one schedule file per frontier point, and frontier.json, their index
       plots/, report.html the watchable plots and the HTML page (ecad.report)
@@ -14,6 +18,13 @@ Everything is JSON written through temp file + rename, so a run killed at any po
 files that are whole; the evaluation log is append-only, and a torn last line (a run killed
 mid-write) is cut off when a run starts on the directory, so the next record starts a line of
 its own instead of being glued onto the torn one.
+
+Every file is read strictly (`ecad.files.read_json`) and checked against what ecad writes, so a
+damaged run (a flipped byte, a truncated file, a hand edit gone wrong) either resumes or fails
+with one `RunError` naming the file: a damaged evaluation line is moved to the sidecar file and
+its candidate evaluated again; a damaged gen_NNN.json is skipped; a damaged checkpoint is rebuilt
+from the gen_NNN.json records (ecad.search.run); only config.json, which nothing else can
+replace, stops a resume.
 """
 
 from __future__ import annotations
@@ -29,15 +40,17 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ecad.errors import EcadError
-from ecad.files import atomic_write_json, json_safe
+from ecad.files import atomic_write, atomic_write_json, json_safe, parse_json, read_json
 from ecad.frontier import Point, decode_genome, pareto_front
+from ecad.search.genome import genome_hash, hex_to_bits
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
+DAMAGED_EVALUATIONS_FILE = "evaluations.damaged.jsonl"  # damaged lines moved out of the log, as found
 GENERATION_GLOB = "gen_*.json"
 FRONTIER_DIR = "frontier"
 FRONTIER_INDEX = "frontier.json"
@@ -45,6 +58,12 @@ PLOTS_DIR = "plots"
 REPORT_FILE = "report.html"
 LOCK_FILE = ".lock"
 FRONTIER_SCHEDULE = re.compile(r"^\d{3}_[0-9a-f]{8}\.json$")  # what write_frontier names a schedule
+GENERATION_NAME = re.compile(r"^gen_(\d{3,})\.json$")  # what generation_file names a record
+KEY = re.compile(r"^[0-9a-f]{24}$")  # what genome_hash makes: 24 lowercase hex digits
+HEX = re.compile(r"^(?:[0-9a-f]{2})+$")  # what bits_to_hex makes: whole bytes, lowercase
+# one line of evaluations.jsonl, exactly as the search writes it: the candidate, then Evaluation.to_json()
+EVALUATION_FIELDS = ("key", "generation", "genome", "values", "feasible", "reason", "details")
+MEMBER_FIELDS = ("key", "genome", "label", "values", "feasible", "reason", "details")  # a gen record's member
 
 
 def generation_file(generation: int) -> str:
@@ -83,20 +102,157 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def read_evaluation_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every whole line of an evaluation log (key, generation, genome hex, result), in order.
+# ------------------------------------------------------------ record checks
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
-    Read-only, so it is safe on the log of a search that is still writing: a line that does not
-    parse (the torn tail of a write in progress, or of a killed run) is skipped."""
+
+def _is_number(x: Any) -> bool:
+    """A JSON number a float can hold (an integer of 400 digits is valid JSON but no objective)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
+_last_size = [0]  # the genome length the last key check found: every record of a run has the same
+
+
+def genome_fits_key(key: str, genome: str, genome_size: int | None = None) -> int | None:
+    """The genome length at which `genome` (hex) hashes to `key`, or None: a record whose key and
+    genome disagree was damaged (a flipped digit in either). Without `genome_size`, every length
+    the hex can hold is tried, the last one found first."""
+    top = 4 * len(genome)
+    if genome_size is not None:
+        sizes = [genome_size] if top - 8 < genome_size <= top else []
+    else:
+        sizes = [s for s in (_last_size[0],) if top - 8 < s <= top] + list(range(top, top - 8, -1))
+    for size in sizes:
+        if size > 0 and genome_hash(hex_to_bits(genome, size)) == key:
+            _last_size[0] = size
+            return size
+    return None
+
+
+def evaluation_problem(d: dict[str, Any]) -> str | None:
+    """What is wrong with the result fields of a record (what Evaluation.to_json writes), or None."""
+    values = d.get("values")
+    if not isinstance(values, list) or len(values) != 2 or not all(v is None or _is_number(v) for v in values):
+        return "values is not a pair of numbers (or nulls)"
+    if not isinstance(d.get("feasible"), bool):
+        return "feasible is not true or false"
+    if d.get("reason") is not None and not isinstance(d.get("reason"), str):
+        return "reason is not a string or null"
+    if not isinstance(d.get("details"), dict):
+        return "details is not an object"
+    return None
+
+
+def _fields_problem(d: Any, fields: tuple[str, ...]) -> str | None:
+    if not isinstance(d, dict):
+        return f"not a JSON object but {type(d).__name__}"
+    missing = [f for f in fields if f not in d]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        return f"has fields ecad does not write ({', '.join(unknown)[:80]})"
+    return None
+
+
+def evaluation_record_problem(record: Any, genome_size: int | None = None) -> str | None:
+    """What is wrong with one line of evaluations.jsonl, or None when it is exactly what the search
+    writes: key (genome_hash of the genome), generation (int >= 0), genome (hex), and the
+    evaluation (values: two numbers or nulls, feasible: bool, reason: str or null, details: object)."""
+    problem = _fields_problem(record, EVALUATION_FIELDS)
+    if problem:
+        return problem
+    key, genome, generation = record["key"], record["genome"], record["generation"]
+    if not isinstance(key, str) or not KEY.match(key):
+        return "key is not 24 lowercase hex digits"
+    if not _is_int(generation) or generation < 0:
+        return "generation is not a whole number >= 0"
+    if not isinstance(genome, str) or not HEX.match(genome):
+        return "genome is not a hex string"
+    problem = evaluation_problem(record)
+    if problem:
+        return problem
+    if genome_fits_key(key, genome, genome_size) is None:
+        return "key is not the hash of genome" + (f" ({genome_size} bits)" if genome_size else "")
+    return None
+
+
+@dataclass(frozen=True)
+class DamagedLine:
+    """A line of the evaluation log that is not a record: its 1-based number, what is wrong, its bytes."""
+
+    number: int
+    problem: str
+    raw: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        """The sidecar's line: nothing is lost (bytes that are not UTF-8 are kept as hex)."""
+        try:
+            content = {"text": self.raw.decode("utf-8")}
+        except UnicodeDecodeError:
+            content = {"bytes_hex": self.raw.hex()}
+        return {"line": self.number, "problem": self.problem, **content}
+
+
+def damage_of(exc: Exception) -> str:
+    """A reader's message without its closing advice ("; fix the ...", "; save the ... as UTF-8"),
+    for a report that says what ecad did about the damage instead."""
+    return re.sub(r"; (fix|save|check) the [^;]*$", "", str(exc))
+
+
+def _scan_log(data: bytes, genome_size: int | None) -> tuple[list[tuple[bytes, dict[str, Any]]], list[DamagedLine]]:
+    """Each line decoded and checked on its own: (raw line, record) for the good ones, and the damaged."""
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    good, damaged = [], []
+    for number, raw in enumerate(lines, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            damaged.append(DamagedLine(number, f"not UTF-8 (byte {exc.start + 1} of the line)", raw))
+            continue
+        if not text.strip():
+            damaged.append(DamagedLine(number, "empty line", raw))
+            continue
+        try:
+            record = parse_json(text, f"line {number}", RunError, "evaluation record")
+        except RunError as exc:
+            damaged.append(DamagedLine(number, damage_of(exc).removeprefix(f"line {number}: "), raw))
+            continue
+        problem = evaluation_record_problem(record, genome_size)
+        if problem:
+            damaged.append(DamagedLine(number, problem, raw))
+        else:
+            good.append((raw, record))
+    return good, damaged
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be read as the {what} ({exc.strerror or exc}); check the file") from None
+
+
+def read_evaluation_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every whole, valid line of an evaluation log (key, generation, genome hex, result), in order.
+
+    Read-only, so it is safe on the log of a search that is still writing: a line that is not a
+    record (the torn tail of a write in progress, or a damaged line no resume has moved out yet)
+    is skipped."""
     path = Path(path)
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    if not path.exists():
+        return []
+    good, _ = _scan_log(_read_bytes(path, "evaluation log"), None)
+    return [record for _, record in good]
 
 
 def mend_torn_tail(path: Path) -> None:
@@ -119,12 +275,85 @@ def mend_torn_tail(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _read_json(path: Path) -> Any:
-    """A JSON file, or None when it is missing or not (yet) whole."""
+def _read_json_or_none(path: Path, what: str) -> Any:
+    """A JSON file a reader can do without (a generation record, the frontier index): None when it
+    is missing or damaged."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return read_json(path, RunError, what)
+    except RunError:
         return None
+
+
+def generation_record_problem(record: Any, generation: int) -> str | None:
+    """What is wrong with gen_NNN.json, as far as a reader uses it, or None. The engine state it
+    carries (rng_state, genome_size, hv_history; absent from older runs) is checked when a
+    checkpoint is rebuilt from it."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but {type(record).__name__}"
+    if not _is_int(record.get("generation")) or record["generation"] != generation:
+        return f"generation is not {generation}, the number in the file name"
+    population = record.get("population")
+    if not isinstance(population, list) or not population:
+        return "population is not a list of members"
+    for i, member in enumerate(population):
+        problem = _fields_problem(member, MEMBER_FIELDS)
+        if problem is None and not (isinstance(member["key"], str) and KEY.match(member["key"])):
+            problem = "key is not 24 lowercase hex digits"
+        if problem is None and not (isinstance(member["genome"], str) and HEX.match(member["genome"])):
+            problem = "genome is not a hex string"
+        if problem is None and not isinstance(member["label"], str):
+            problem = "label is not a string"
+        problem = problem or evaluation_problem(member)
+        if problem:
+            return f"population[{i}] {problem}"
+    if record.get("hypervolume") is not None and not _is_number(record.get("hypervolume")):
+        return "hypervolume is not a number"
+    for name in ("evaluated", "frontier"):
+        keys = record.get(name, [])
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            return f"{name} is not a list of keys"
+    return None
+
+
+class EvaluationLog(NamedTuple):
+    """The evaluation cache as a run's writer opens it."""
+
+    records: list[dict[str, Any]]  # the valid records, in order
+    damaged: list[DamagedLine]  # the lines it moved out to the sidecar file
+
+
+CONFIG_RECOVERY = (
+    f"{CONFIG_FILE} holds the settings the run was started with and cannot be rebuilt from the other "
+    "files: restore it (from a backup or a copy of the run), or start a new run with --out"
+)
+
+
+def read_config_record(path: Path) -> dict[str, Any]:
+    """config.json as create() writes it ({"config": {...}, "config_hash": "...", "inputs": {...}}),
+    or RunError naming the file and how to recover. The config's own fields are checked by the
+    search (ecad.search.run.resume_config), which knows them."""
+    if not path.exists():
+        raise RunError(f"{path.parent} is not an ecad run (no {CONFIG_FILE}); check the path")
+    try:
+        record = read_json(path, RunError, "run config")
+    except RunError as exc:
+        raise RunError(f"{damage_of(exc)}; {CONFIG_RECOVERY}") from None
+    unknown = sorted(set(record) - {"config", "config_hash", "inputs"}) if isinstance(record, dict) else []
+    if not isinstance(record, dict):
+        problem = f"not a JSON object but {type(record).__name__}"
+    elif "config" not in record:  # (older versions wrote no inputs)
+        problem = "lacks config"
+    elif unknown:
+        problem = f"has fields ecad does not write ({', '.join(unknown)[:80]})"
+    elif not isinstance(record["config"], dict):
+        problem = "config is not an object"
+    elif not isinstance(record.get("config_hash", ""), str):
+        problem = "config_hash is not a string"
+    elif not isinstance(record.get("inputs", {}), dict):
+        problem = "inputs is not an object"
+    else:
+        return record
+    raise RunError(f"{path}: {problem}; {CONFIG_RECOVERY}")
 
 
 # ---------------------------------------------------------------- the writer
@@ -213,9 +442,17 @@ class RunStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _read_config_file(self) -> dict[str, Any]:
-        if not self.config_path.exists():
-            raise RunError(f"{self.root} is not an ecad run (no config.json); check the path")
-        return json.loads(self.config_path.read_text())
+        """config.json checked whole (read_config_record), and its config against the hash written
+        with it: a config that no longer matches was changed after the run started (a flipped digit,
+        a hand edit), and a resume would silently run other settings on top of the old records."""
+        record = read_config_record(self.config_path)
+        recorded = record.get("config_hash")
+        if recorded is not None and recorded != config_hash(record["config"]):
+            raise RunError(
+                f"{self.config_path}: its settings do not match the config_hash written with them, so the file "
+                f"was damaged or edited after the run started; {CONFIG_RECOVERY}"
+            )
+        return record
 
     def load_config(self) -> dict[str, Any]:
         return self._read_config_file()["config"]
@@ -245,14 +482,33 @@ class RunStore:
                     "would not compare with the recorded ones; restore the file as it was, or start a "
                     "new run with another --out"
                 )
-        if genome_size is not None and self.checkpoint_path.exists():
-            size = json.loads(self.checkpoint_path.read_text()).get("genome_size")
-            if size and size != genome_size:
-                raise RunError(
-                    f"cannot resume {self.root}: its checkpoint holds genomes of {size} bits, but the "
-                    f"space now makes {genome_size} (steps x blocks x components, plus steps when "
-                    "[timesteps] is enabled); restore the space file, or start a new run with another --out"
-                )
+        recorded = self.recorded_genome_sizes() if genome_size is not None else []
+        if recorded and genome_size not in {size for _, size in recorded}:
+            path, size = recorded[0]
+            raise RunError(
+                f"cannot resume {self.root}: its checkpoint holds genomes of {size} bits, but the "
+                f"space now makes {genome_size} (steps x blocks x components, plus steps when "
+                "[timesteps] is enabled); restore the space file, or start a new run with another --out "
+                f"({path} records the size)"
+            )
+
+    def recorded_genome_sizes(self) -> list[tuple[Path, int]]:
+        """(file, genome length) of the checkpoint and of each generation record that states one and
+        whose genomes have that length, newest first. The space changed when none of them matches
+        it; one damaged file that disagrees with the others is left to the resume to repair."""
+        found = []
+        for path in [self.checkpoint_path, *reversed(self.generation_paths())]:
+            data = _read_json_or_none(path, "run record")
+            if not isinstance(data, dict) or not _is_int(data.get("genome_size")) or data["genome_size"] <= 0:
+                continue
+            size = data["genome_size"]
+            genomes = data.get("population")
+            if path != self.checkpoint_path and isinstance(genomes, list):
+                genomes = [m.get("genome") if isinstance(m, dict) else None for m in genomes]
+            width = 2 * -(-size // 8)
+            if isinstance(genomes, list) and genomes and all(isinstance(g, str) and len(g) == width for g in genomes):
+                found.append((path, size))
+        return found
 
     # ---------------------------------------------------------- evaluations
     def append_evaluation(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -265,11 +521,31 @@ class RunStore:
             os.fsync(f.fileno())
         return record
 
-    def load_evaluation_records(self) -> list[dict[str, Any]]:
-        """The evaluation cache, read when a run starts on this directory (before it appends): a
-        torn last line is mended first, so it cannot swallow the next record."""
-        mend_torn_tail(self.evaluations_path)
-        return read_evaluation_records(self.evaluations_path)
+    @property
+    def damaged_evaluations_path(self) -> Path:
+        return self.root / DAMAGED_EVALUATIONS_FILE
+
+    def load_evaluation_records(self, genome_size: int | None = None) -> EvaluationLog:
+        """The evaluation cache, read when a run starts on this directory (before it appends). Only
+        the run's own writer may call this, because it repairs the log: a torn last line is mended
+        first, so it cannot swallow the next record; then every line that is not a valid record (not
+        UTF-8, not JSON, wrong fields or types, a key that is not its genome's hash at `genome_size`
+        bits) is appended to evaluations.damaged.jsonl with its line number and problem, and the log
+        is rewritten (atomically) without them, so nothing is lost and no later reader sees them.
+        Their candidates are evaluated again when the search needs them."""
+        path = self.evaluations_path
+        mend_torn_tail(path)
+        if not path.exists():
+            return EvaluationLog([], [])
+        good, damaged = _scan_log(_read_bytes(path, "evaluation log"), genome_size)
+        if damaged:
+            with open(self.damaged_evaluations_path, "ab") as f:
+                for line in damaged:
+                    f.write(json.dumps(line.to_json()).encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            atomic_write(path, lambda tmp: tmp.write_bytes(b"".join(raw + b"\n" for raw, _ in good)))
+        return EvaluationLog([record for _, record in good], damaged)
 
     # ---------------------------------------------------------- generations
     def write_generation(self, generation: int, record: dict[str, Any]) -> dict[str, Any]:
@@ -278,16 +554,45 @@ class RunStore:
         atomic_write_json(self.root / generation_file(generation), record)
         return record
 
+    def generation_paths(self) -> list[Path]:
+        """The gen_NNN.json files there are, by generation."""
+        numbered = []
+        for path in self.root.glob(GENERATION_GLOB):
+            match = GENERATION_NAME.match(path.name)
+            if match:
+                numbered.append((int(match.group(1)), path))
+        return [path for _, path in sorted(numbered)]
+
+    def scan_generations(self) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+        """The valid gen_NNN.json records, in order, and (file, problem) for each damaged one."""
+        records, damaged = [], []
+        for path in self.generation_paths():
+            generation = int(GENERATION_NAME.match(path.name).group(1))
+            try:
+                record = read_json(path, RunError, "generation record")
+            except RunError as exc:
+                damaged.append((path, damage_of(exc).removeprefix(f"{path}: ")))
+                continue
+            problem = generation_record_problem(record, generation)
+            if problem:
+                damaged.append((path, problem))
+            else:
+                records.append(record)
+        return records, damaged
+
     def read_generations(self) -> list[dict[str, Any]]:
-        """The gen_NNN.json records there are, in order (a resume continues them)."""
-        records = (_read_json(p) for p in sorted(self.root.glob(GENERATION_GLOB)))
-        return [r for r in records if isinstance(r, dict)]
+        """The valid gen_NNN.json records there are, in order (damaged ones are skipped)."""
+        return self.scan_generations()[0]
 
     def write_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.checkpoint_path, state)
 
-    def read_checkpoint(self) -> dict[str, Any] | None:
-        return json.loads(self.checkpoint_path.read_text()) if self.checkpoint_path.exists() else None
+    def read_checkpoint(self) -> Any:
+        """checkpoint.json as strict JSON (None when there is none), or RunError naming the file; what
+        it holds is checked by EngineState.from_json."""
+        if not self.checkpoint_path.exists() and not self.checkpoint_path.is_symlink():
+            return None
+        return read_json(self.checkpoint_path, RunError, "run checkpoint")
 
     def write_frontier(self, entries, meta: dict[str, Any], fmt: str = "ecad-schedule") -> dict[str, str]:
         return write_frontier_dir(self.frontier_dir, entries, meta, fmt)
@@ -465,19 +770,21 @@ def load_run(run_dir: str | os.PathLike, require_evaluated: bool = False) -> Run
             f"{root}: no generation has been evaluated yet; let the search finish its first "
             f"generation or resume it with `ecad search --resume {root}`"
         )
-    cfg = _read_json(root / CONFIG_FILE) or {}
-    config = cfg.get("config", cfg) if isinstance(cfg, dict) else {}
+    cfg = read_config_record(root / CONFIG_FILE)
+    config = cfg["config"]
     store = RunStore(root)
     frontier_files: dict[str, str] = {}
-    index = _read_json(root / FRONTIER_DIR / FRONTIER_INDEX)
-    if isinstance(index, dict):
-        for row in index.get("points", []):
-            if row.get("key") and row.get("schedule") and (root / FRONTIER_DIR / row["schedule"]).exists():
-                frontier_files[row["key"]] = row["schedule"]
+    index = _read_json_or_none(root / FRONTIER_DIR / FRONTIER_INDEX, "frontier index")
+    rows = index.get("points") if isinstance(index, dict) else None
+    for row in rows if isinstance(rows, list) else []:
+        key, name = (row.get("key"), row.get("schedule")) if isinstance(row, dict) else (None, None)
+        if isinstance(key, str) and isinstance(name, str) and FRONTIER_SCHEDULE.match(name):
+            if (root / FRONTIER_DIR / name).exists():
+                frontier_files[key] = name
     return run_data(
         root,
         config,
-        cfg.get("config_hash") if isinstance(cfg, dict) else None,
+        cfg.get("config_hash"),
         store.read_generations(),
         read_evaluation_records(root / EVALUATIONS_FILE),
         frontier_files,

@@ -6,11 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ecad.resources import shipped_file
 from ecad.runs import RunError, RunStore, read_evaluation_records
 from ecad.schedule import Schedule
+from ecad.search.genome import bits_to_hex, genome_hash
 from ecad.search.nsga2 import Evaluation
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun, resume_config
 from ecad.spaces import load_space
@@ -21,8 +23,13 @@ def _lines(run_dir: Path) -> list[str]:
     return (run_dir / "evaluations.jsonl").read_text().splitlines()
 
 
-def _record(key: str, evaluation: Evaluation, generation: int, genome: str) -> dict:
-    return {"key": key, "generation": generation, "genome": genome, **evaluation.to_json()}
+def _record(bits: list[int], evaluation: Evaluation, generation: int) -> dict:
+    """An evaluation record as the search writes it, for a genome of these bits."""
+    g = np.array(bits, dtype=bool)
+    return {"key": genome_hash(g), "generation": generation, "genome": bits_to_hex(g), **evaluation.to_json()}
+
+
+A, B = [1, 0, 1], [1, 1, 0]
 
 
 def _resume(run_dir: Path) -> SearchRun:
@@ -94,23 +101,24 @@ def test_force_replaces_an_earlier_run_whole(run_copy):
 # ------------------------------------------------------------- torn log lines
 def test_a_torn_last_line_cannot_swallow_the_next_record(tmp_path):
     store = RunStore(tmp_path)
-    store.append_evaluation(_record("a", Evaluation((0.9, 0.5)), 0, "00"))
+    a, b = store.append_evaluation(_record(A, Evaluation((0.9, 0.5)), 0)), _record(B, Evaluation((0.8, 0.4)), 1)
     with open(store.evaluations_path, "a") as f:
         f.write('{"key": "torn", "generation": 0, "val')  # the run was killed mid-write
-    assert [r["key"] for r in store.load_evaluation_records()] == ["a"]  # what every run start does before appending
-    store.append_evaluation(_record("b", Evaluation((0.8, 0.4)), 1, "01"))
-    assert [r["key"] for r in read_evaluation_records(store.evaluations_path)] == ["a", "b"]
+    log = store.load_evaluation_records()  # what every run start does before appending
+    assert [r["key"] for r in log.records] == [a["key"]] and not log.damaged  # a torn tail is no damage
+    store.append_evaluation(b)
+    assert [r["key"] for r in read_evaluation_records(store.evaluations_path)] == [a["key"], b["key"]]
     assert all(json.loads(line) for line in store.evaluations_path.read_text().splitlines())
 
 
 def test_a_whole_last_record_without_its_newline_is_kept(tmp_path):
     store = RunStore(tmp_path)
-    store.append_evaluation(_record("a", Evaluation((0.9, 0.5)), 0, "00"))
+    a, b = store.append_evaluation(_record(A, Evaluation((0.9, 0.5)), 0)), _record(B, Evaluation((0.8, 0.4)), 1)
     text = store.evaluations_path.read_text()
     store.evaluations_path.write_text(text.rstrip("\n"))  # killed between the record and its newline
-    assert [r["key"] for r in store.load_evaluation_records()] == ["a"]
-    store.append_evaluation(_record("b", Evaluation((0.8, 0.4)), 1, "01"))
-    assert [r["key"] for r in store.load_evaluation_records()] == ["a", "b"]
+    assert [r["key"] for r in store.load_evaluation_records().records] == [a["key"]]
+    store.append_evaluation(b)
+    assert [r["key"] for r in store.load_evaluation_records().records] == [a["key"], b["key"]]
 
 
 def test_resume_after_a_torn_line_evaluates_the_lost_candidate_again(run_copy):

@@ -8,6 +8,7 @@ with the same config and seed gives the same populations whatever the number of 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import moocore
 import numpy as np
 from deap import base, creator, tools
 
+from ecad.errors import EcadError
 from ecad.search.genome import (
     GenomeSpec,
     bits_to_hex,
@@ -28,6 +30,58 @@ from ecad.search.genome import (
 )
 
 WORST = 1e12  # objective value of an infeasible candidate: dominated by every feasible one
+STATE_FIELDS = ("generation", "population", "genome_size", "labels", "rng_state", "hv_ref", "hv_history")
+_HEX = re.compile(r"^[0-9a-f]*$")
+
+
+class EngineDataError(EcadError, ValueError):
+    """A saved engine state or evaluation that is not what the engine writes; the message names the
+    field (the caller adds the file)."""
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
+def _numbers(x: Any, name: str, length: int | None = None) -> list[float]:
+    if not isinstance(x, list) or not all(_is_number(v) for v in x):
+        raise EngineDataError(f"{name} is not a list of numbers")
+    if length is not None and len(x) != length:
+        raise EngineDataError(f"{name} holds {len(x)} numbers, not {length}")
+    return [float(v) for v in x]
+
+
+def check_rng_state(state: Any) -> dict[str, Any]:
+    """The numpy generator state the engine saved (PCG64, which np.random.default_rng makes), or
+    EngineDataError: numpy itself would quietly accept a float or a missing field."""
+    name = type(np.random.default_rng(0).bit_generator).__name__
+    fields = {"bit_generator", "state", "has_uint32", "uinteger"}
+    if not isinstance(state, dict) or set(state) != fields or state["bit_generator"] != name:
+        raise EngineDataError(f"rng_state is not a {name} generator state ({', '.join(sorted(fields))})")
+    inner = state["state"]
+    if not isinstance(inner, dict) or set(inner) != {"state", "inc"}:
+        raise EngineDataError("rng_state.state is not {state, inc}")
+    for key in ("state", "inc"):
+        if not _is_int(inner[key]) or not 0 <= inner[key] < 2**128:
+            raise EngineDataError(f"rng_state.state.{key} is not a 128-bit whole number")
+    if state["has_uint32"] not in (0, 1) or not _is_int(state["has_uint32"]):
+        raise EngineDataError("rng_state.has_uint32 is not 0 or 1")
+    if not _is_int(state["uinteger"]) or not 0 <= state["uinteger"] < 2**32:
+        raise EngineDataError("rng_state.uinteger is not a 32-bit whole number")
+    try:
+        np.random.default_rng(0).bit_generator.state = state
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EngineDataError(f"rng_state is refused by numpy ({exc})") from None
+    return state
 
 
 @dataclass
@@ -49,9 +103,21 @@ class Evaluation:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Evaluation:
+        """What to_json wrote, or EngineDataError naming the field that is not."""
+        if not isinstance(d, dict):
+            raise EngineDataError("an evaluation is not a JSON object")
+        values = d.get("values")
+        if not isinstance(values, list) or not values or not all(v is None or _is_number(v) for v in values):
+            raise EngineDataError("values is not a list of numbers or nulls")
+        if not isinstance(d.get("feasible"), bool):
+            raise EngineDataError("feasible is not true or false")
+        if d.get("reason") is not None and not isinstance(d.get("reason"), str):
+            raise EngineDataError("reason is not a string or null")
+        if d.get("details") is not None and not isinstance(d.get("details"), dict):
+            raise EngineDataError("details is not an object")
         return cls(
-            tuple(float("nan") if v is None else float(v) for v in d["values"]),
-            bool(d["feasible"]),
+            tuple(float("nan") if v is None else float(v) for v in values),
+            d["feasible"],
             d.get("reason"),
             d.get("details") or {},
         )
@@ -135,14 +201,48 @@ class EngineState:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> EngineState:
+    def from_json(cls, d: Any, genome_size: int | None = None, objectives: int | None = None) -> EngineState:
+        """What to_json wrote, checked whole, or EngineDataError naming the field that is not: every
+        field there and no other, genomes as hex of `genome_size` bits (when given: the space's),
+        one label per genome, a numpy generator state, `objectives` numbers in hv_ref, and one
+        hypervolume (>= 0) per generation so far."""
+        if not isinstance(d, dict):
+            raise EngineDataError(f"not a JSON object but {type(d).__name__}")
+        missing = [f for f in STATE_FIELDS if f not in d]
+        if missing:
+            raise EngineDataError(f"lacks {', '.join(missing)}")
+        unknown = sorted(set(d) - set(STATE_FIELDS))
+        if unknown:
+            raise EngineDataError(f"has fields the engine does not write ({', '.join(unknown)[:80]})")
+        generation, size = d["generation"], d["genome_size"]
+        if not _is_int(generation) or generation < 0:
+            raise EngineDataError("generation is not a whole number >= 0")
+        if not _is_int(size) or size <= 0:
+            raise EngineDataError("genome_size is not a whole number > 0")
+        if genome_size is not None and size != genome_size:
+            raise EngineDataError(f"genome_size is {size}, but the space makes genomes of {genome_size} bits")
+        population, labels = d["population"], d["labels"]
+        if not isinstance(population, list) or not population:
+            raise EngineDataError("population is not a list of genomes")
+        width = 2 * -(-size // 8)
+        for i, h in enumerate(population):
+            if not isinstance(h, str) or len(h) != width or not _HEX.match(h):
+                raise EngineDataError(f"population[{i}] is not a genome of {size} bits ({width} lowercase hex digits)")
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise EngineDataError("labels is not a list of strings")
+        if len(labels) != len(population):
+            raise EngineDataError(f"labels holds {len(labels)} labels for {len(population)} genomes")
+        hv_ref = _numbers(d["hv_ref"], "hv_ref", objectives)  # set by start(), before any state is saved
+        hv_history = _numbers(d["hv_history"], "hv_history", generation + 1)
+        if any(hv < 0 for hv in hv_history):
+            raise EngineDataError("hv_history holds a negative hypervolume")
         return cls(
-            d["generation"],
-            [hex_to_bits(h, d["genome_size"]) for h in d["population"]],
-            d["labels"],
-            d["rng_state"],
-            d["hv_ref"],
-            d["hv_history"],
+            generation,
+            [hex_to_bits(h, size) for h in population],
+            list(labels),
+            check_rng_state(d["rng_state"]),
+            hv_ref,
+            hv_history,
         )
 
 

@@ -6,11 +6,15 @@ Config fields that change results are hashed and must match on resume; execution
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +25,26 @@ from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.distributed.pool import make_pool
 from ecad.distributed.worker import WorkerConfig
 from ecad.errors import EcadError
+from ecad.files import read_json
 from ecad.frontier import Point, frontier_entries, pareto_front
 from ecad.prompts import read_prompts
-from ecad.runs import RunData, RunError, RunStore, config_hash, run_data, sha256_text
+from ecad.runs import (
+    CONFIG_RECOVERY,
+    DAMAGED_EVALUATIONS_FILE,
+    EVALUATIONS_FILE,
+    LOCK_FILE,
+    RunData,
+    RunError,
+    RunStore,
+    config_hash,
+    damage_of,
+    generation_file,
+    read_config_record,
+    run_data,
+    sha256_text,
+)
 from ecad.search.genome import GenomeSpec, bits_to_hex, genome_hash
-from ecad.search.nsga2 import NSGA2, EngineConfig, EngineState, Evaluation
+from ecad.search.nsga2 import NSGA2, EngineConfig, EngineDataError, EngineState, Evaluation
 from ecad.search.seeds import initial_population, load_seed_schedules
 from ecad.spaces import load_space
 
@@ -244,30 +263,119 @@ class SearchRun:
             batch_size=cfg.batch_size,
             device=self.exec.device,
         )
-        self.pool = make_pool(worker_config, self.exec.workers, self.exec.ray_address)
-        try:
-            with self.store.lock():
-                if not self.resume:
-                    self.store.create(cfg.to_json(), force=self.exec.force, inputs=self.inputs)
-                self._run()
-        finally:
-            self.pool.shutdown()
+        made_dir = not self.store.root.exists()
+        # the lock first: a second search on this run is refused before it starts workers or reads a file
+        with self.store.lock():
+            try:
+                state = self._open() if self.resume else None  # reads and repairs the run: no worker yet
+                self.pool = make_pool(worker_config, self.exec.workers, self.exec.ray_address)
+                try:
+                    if not self.resume:
+                        self.store.create(cfg.to_json(), force=self.exec.force, inputs=self.inputs)
+                    self._run(state)
+                finally:
+                    self.pool.shutdown()
+            except BaseException:
+                if made_dir and not self.store.config_path.exists():  # a failed start leaves nothing behind
+                    (self.store.root / LOCK_FILE).unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        self.store.root.rmdir()
+                raise
         return self.store.root
 
-    def _run(self) -> None:
+    # --------------------------------------------------------------- resume
+    def _open(self) -> EngineState | None:
+        """Read the run back for a resume, repairing what is damaged (each repair is one warning
+        line on stderr): damaged lines of the evaluation log are moved to the sidecar file and
+        their candidates evaluated again when needed; damaged gen_NNN.json records are skipped; a
+        damaged or missing checkpoint is rebuilt from the newest generation record that holds the
+        engine state. Returns the state to continue from, or None to start at generation 0."""
+        log = self.store.load_evaluation_records(genome_size=self.spec.size)
+        self.records = log.records
+        if log.damaged:
+            shown = "; ".join(f"line {d.number}: {d.problem}" for d in log.damaged[:3])
+            more = f"; and {len(log.damaged) - 3} more" if len(log.damaged) > 3 else ""
+            warn(
+                f"{self.store.evaluations_path}: {len(log.damaged)} damaged line(s) moved to "
+                f"{DAMAGED_EVALUATIONS_FILE} ({shown}{more}); their candidates are evaluated again when needed"
+            )
+        generations, damaged = self.store.scan_generations()
+        if damaged:
+            shown = "; ".join(f"{path.name}: {problem}" for path, problem in damaged[:3])
+            more = f"; and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+            warn(f"damaged generation record(s) skipped ({shown}{more}); a generation run again rewrites its record")
+        state = self._resume_state(generations)
+        if state is None:
+            self.generation_records = []
+            self._load_seeds_again()
+        else:
+            self.generation_records = [g for g in generations if g["generation"] <= state.generation]
+        return state
+
+    def _resume_state(self, generations: list[dict[str, Any]]) -> EngineState | None:
+        """The checkpoint's state; when it is damaged (or missing while generation records exist),
+        the state saved in the newest generation record that holds a usable one, written back as
+        the checkpoint: it is exactly what the checkpoint held after that generation, so the run
+        continues to the same result.
+
+        When neither is usable, the search starts again from generation 0 rather than refusing:
+        the first population and every later one follow from the config's seed alone, and every
+        candidate evaluated so far is in the evaluation cache, so the replay evaluates nothing
+        twice and reaches the same generations again, while the user keeps every result without
+        hand editing. (Only seed schedules that can no longer be read stop it, see
+        `_load_seeds_again`.)"""
+        path = self.store.checkpoint_path
+        problem = None
+        try:
+            data = self.store.read_checkpoint()
+            if data is not None:
+                return engine_state(data, path, self.spec.size, len(self.weights))
+        except RunError as exc:
+            problem = damage_of(exc).removeprefix(f"{path}: ")
+        if problem is None and not generations:
+            return None  # stopped before generation 0 finished: start it
+        for record in reversed(generations):
+            source = self.store.root / generation_file(record["generation"])
+            try:
+                state = engine_state(state_from_generation(record), source, self.spec.size, len(self.weights))
+            except RunError:
+                continue  # written by an ecad version that saved no engine state there, or damaged
+            self.store.write_checkpoint(state.to_json())
+            warn(
+                f"{path} {'is damaged (' + problem + ')' if problem else 'is missing'}; rebuilt it from "
+                f"{source.name}, the resume continues after generation {state.generation}"
+            )
+            return state
+        warn(
+            f"{path} {'is damaged (' + problem + ')' if problem else 'is missing'} and no generation record holds "
+            f"the engine state to rebuild it, so the search starts again from generation 0, taking every result "
+            f"already in {EVALUATIONS_FILE} from there (nothing is evaluated twice)"
+        )
+        return None
+
+    def _load_seeds_again(self) -> None:
+        """A resume that starts generation 0 (again) builds the first population as the run did,
+        from the `seed_from` schedules too; if they cannot be read any more, a first population
+        without them would start another run on top of this one's records, so it is refused."""
+        if not self.config.seed_from:
+            return
+        try:
+            self.extra_seeds = load_seed_schedules(self.config.seed_from, self.space)
+        except (EcadError, OSError) as exc:
+            raise RunError(
+                f"cannot resume {self.store.root} from generation 0 (it has no usable checkpoint): its first "
+                f"population was built from the seed schedules {self.config.seed_from}, which cannot be read now "
+                f"({exc}); restore them, or start a new run with another --out"
+            ) from None
+
+    def _run(self, state: EngineState | None) -> None:
         cfg = self.config
         self.engine = NSGA2(
             self.spec, EngineConfig(population=cfg.population, seed=cfg.seed, weights=self.weights), self._evaluate
         )
-        self.records = self.store.load_evaluation_records()
         cached = {d["key"]: Evaluation.from_json(d) for d in self.records}
-        checkpoint = self.store.read_checkpoint() if self.resume else None
-        if checkpoint is not None:
-            self.generation_records = [
-                g for g in self.store.read_generations() if g.get("generation", 0) <= checkpoint["generation"]
-            ]
-        if checkpoint is not None:
-            self.engine.resume(EngineState.from_json(checkpoint), cached)
+        if state is not None:
+            self.engine.resume(state, cached)
         else:
             self.engine.evals = dict(cached)
             # the engine's own generator (seeded with cfg.seed): one random stream for the whole run
@@ -304,6 +412,10 @@ class SearchRun:
             "seconds": round(seconds, 3),
             "frontier": front,
             "workers": [dataclasses.asdict(w) for w in self.pool.workers],
+            # the rest of the engine state, so a damaged checkpoint can be rebuilt from this record
+            "genome_size": self.spec.size,
+            "rng_state": state.rng_state,
+            "hv_history": state.hv_history,
         }
         self.generation_records.append(self.store.write_generation(state.generation, record))
         self.store.write_checkpoint(state.to_json())
@@ -384,12 +496,101 @@ class SearchRun:
         return "\n".join(lines)
 
 
+def warn(message: str) -> None:
+    print(f"ecad search: warning: {message}", file=sys.stderr, flush=True)
+
+
+def engine_state(
+    data: Any, where: str | os.PathLike, genome_size: int | None = None, objectives: int | None = None
+) -> EngineState:
+    """EngineState.from_json, its complaint turned into RunError naming `where` (the file)."""
+    try:
+        return EngineState.from_json(data, genome_size=genome_size, objectives=objectives)
+    except EngineDataError as exc:
+        raise RunError(f"{where}: {exc}") from None
+
+
+def read_state_file(path: str | os.PathLike, genome_size: int | None = None, objectives: int | None = 2) -> EngineState:
+    """An engine state file (checkpoint.json) read and checked whole, or RunError naming it."""
+    return engine_state(read_json(path, RunError, "run checkpoint"), path, genome_size, objectives)
+
+
+def state_from_generation(record: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint a generation record stands for (what EngineState.to_json wrote after that
+    generation): its population's genomes and labels, and the engine state saved beside them."""
+    members = record.get("population")
+    members = members if isinstance(members, list) else []
+    state = {
+        "generation": record.get("generation"),
+        "population": [m.get("genome") if isinstance(m, dict) else None for m in members],
+        "labels": [m.get("label") if isinstance(m, dict) else None for m in members],
+    }
+    return {**state, **{k: record[k] for k in ("genome_size", "rng_state", "hv_ref", "hv_history") if k in record}}
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a JSON value has a config field's annotated type (str, int, float, X | None,
+    list[str], dict[str, Any])."""
+    if kind is Any:
+        return True
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arm) for arm in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if origin is list:
+        (arm,) = typing.get_args(kind) or (Any,)
+        return isinstance(value, list) and all(_fits(v, arm) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, kind)
+
+
+def check_stored_config(stored: dict[str, Any], path: Path) -> SearchConfig:
+    """The config a run recorded, as a SearchConfig, or RunError naming the file and the field:
+    every field of this ecad version there, none it does not know, each of its type and value."""
+    kinds = typing.get_type_hints(SearchConfig)
+    missing = [name for name in kinds if name not in stored]
+    unknown = sorted(set(stored) - set(kinds))
+    wrong = [name for name in kinds if name in stored and not _fits(stored[name], kinds[name])]
+    if missing or unknown or wrong:
+        problem = (
+            f"lacks the field(s) {', '.join(missing)}"
+            if missing
+            else f"has field(s) this ecad does not know ({', '.join(unknown)[:120]})"
+            if unknown
+            else "; ".join(f"{n} is {json.dumps(stored[n])[:40]}, not {_type_name(kinds[n])}" for n in wrong)
+        )
+        raise RunError(f"{path}: its config {problem}; {CONFIG_RECOVERY}")
+    config = SearchConfig(**stored)
+    try:
+        validate(config)
+    except SearchError as exc:
+        raise RunError(f"{path}: its config is not valid ({exc}); {CONFIG_RECOVERY}") from None
+    return config
+
+
+def _type_name(kind: Any) -> str:
+    text = kind.__name__ if isinstance(kind, type) else str(kind)
+    return text.replace("typing.", "").replace("NoneType", "None")
+
+
 def resume_config(store_dir: str, overrides: dict[str, Any]) -> SearchConfig:
-    """The run's own config, with any explicitly given option that differs refused later."""
+    """The run's own config (config.json checked whole: RunError naming the file and field before
+    any work starts), with any explicitly given option that differs refused later."""
     store = RunStore(store_dir)
-    stored = store.load_config()
+    check_stored_config(read_config_record(store.config_path)["config"], store.config_path)  # the field named
+    stored = store.load_config()  # and then its hash: a config changed since the run started is refused
     merged = {**stored, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return SearchConfig(**merged)
     except TypeError as exc:
-        raise RunError(f"{store_dir}: config.json does not fit this ecad version ({exc})") from None
+        raise RunError(f"{store_dir}: an option does not fit this ecad version ({exc})") from None
