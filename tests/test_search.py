@@ -247,3 +247,17 @@ def test_out_of_memory_retries_with_a_smaller_batch_then_gives_up_as_infeasible(
         assert result == {**result, "feasible": False, "reason": "CUDA out of memory even at batch size 1"}
     finally:
         transformer.forward = original
+
+
+def test_a_space_file_only_the_driver_has_reaches_the_workers(tmp_path, ray_cluster):
+    """`--space my.toml` exists on the driver's disk alone: the workers get the parsed space in
+    their config, so removing the file once the driver read it changes nothing."""
+    text = (Path(ecad.spaces.load_space("tiny-pixart").source)).read_text()
+    space_file = tmp_path / "my-space.toml"
+    space_file.write_text(text.replace('name = "tiny-pixart"', 'name = "my-space"'))
+    config = SearchConfig(**{**SMALL, "generations": 0, "population": 4}, space=str(space_file))
+    run = SearchRun(config, ExecConfig(out=str(tmp_path / "run"), workers=1, quiet=True))
+    space_file.unlink()
+    root = run.run()
+    records = [json.loads(line) for line in (root / "evaluations.jsonl").read_text().splitlines()]
+    assert records and all(r["feasible"] for r in records)

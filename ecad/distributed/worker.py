@@ -23,13 +23,16 @@ import torch
 from ecad.files import atomic_write, cache_dir
 from ecad.generation import Renderer
 from ecad.schedule import load_schedule
+from ecad.spaces import SearchSpace
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
     """What every worker of a run needs; identical on all workers of the run."""
 
-    space: str
+    # the parsed space, sent whole: a worker on another machine has no copy of a `--space my.toml`
+    # the driver read (a name or path is loaded on the worker: handy in tests and single machines)
+    space: SearchSpace | str
     prompts: tuple[str, ...]
     seeds: tuple[int, ...]
     metric: str = "fidelity"
@@ -54,7 +57,7 @@ class CandidateEvaluator:
         device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cpu":
             torch.set_num_threads(max(1, config.threads))
-        self.space = load_space(config.space)
+        self.space = load_space(config.space) if isinstance(config.space, str) else config.space
         self.renderer = Renderer(self.space, config.prompts, device)
         self.device = self.renderer.device
         self.items = self.renderer.items(config.seeds)

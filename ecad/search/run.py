@@ -254,7 +254,7 @@ class SearchRun:
     def run(self) -> Path:
         cfg = self.config
         worker_config = WorkerConfig(
-            space=cfg.space,
+            space=self.space,  # parsed here, sent whole: the workers read no space file
             prompts=self.prompts,
             seeds=tuple(range(cfg.seeds)),
             metric=cfg.metric,
