@@ -179,6 +179,21 @@ class _StrictJSONError(ValueError):
     pass
 
 
+def is_integer(x: Any) -> bool:
+    """A JSON integer (True and False are not counts)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def is_finite_number(x: Any) -> bool:
+    """A JSON number a float holds finitely (an integer of 400 digits is valid JSON but no quantity)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
 def nesting_depth(data: Any) -> int:
     """How deep lists and objects nest (a scalar is 0); iterative, so any depth is safe to measure."""
     deepest, stack = 0, [(data, 1)]

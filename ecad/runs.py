@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ecad.errors import EcadError
-from ecad.files import atomic_write, atomic_write_json, json_safe, parse_json, read_json
+from ecad.files import atomic_write, atomic_write_json, is_finite_number, is_integer, json_safe, parse_json, read_json
 from ecad.frontier import Point, decode_genome, pareto_front
 from ecad.search.genome import genome_hash, hex_to_bits
 
@@ -103,20 +103,6 @@ def sha256_text(text: str) -> str:
 
 
 # ------------------------------------------------------------ record checks
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    """A JSON number a float can hold (an integer of 400 digits is valid JSON but no objective)."""
-    if not isinstance(x, (int, float)) or isinstance(x, bool):
-        return False
-    try:
-        return math.isfinite(float(x))
-    except OverflowError:
-        return False
-
-
 _last_size = [0]  # the genome length the last key check found: every record of a run has the same
 
 
@@ -139,7 +125,7 @@ def genome_fits_key(key: str, genome: str, genome_size: int | None = None) -> in
 def evaluation_problem(d: dict[str, Any]) -> str | None:
     """What is wrong with the result fields of a record (what Evaluation.to_json writes), or None."""
     values = d.get("values")
-    if not isinstance(values, list) or len(values) != 2 or not all(v is None or _is_number(v) for v in values):
+    if not isinstance(values, list) or len(values) != 2 or not all(v is None or is_finite_number(v) for v in values):
         return "values is not a pair of numbers (or nulls)"
     if not isinstance(d.get("feasible"), bool):
         return "feasible is not true or false"
@@ -172,7 +158,7 @@ def evaluation_record_problem(record: Any, genome_size: int | None = None) -> st
     key, genome, generation = record["key"], record["genome"], record["generation"]
     if not isinstance(key, str) or not KEY.match(key):
         return "key is not 24 lowercase hex digits"
-    if not _is_int(generation) or generation < 0:
+    if not is_integer(generation) or generation < 0:
         return "generation is not a whole number >= 0"
     if not isinstance(genome, str) or not HEX.match(genome):
         return "genome is not a hex string"
@@ -290,7 +276,7 @@ def generation_record_problem(record: Any, generation: int) -> str | None:
     checkpoint is rebuilt from it."""
     if not isinstance(record, dict):
         return f"not a JSON object but {type(record).__name__}"
-    if not _is_int(record.get("generation")) or record["generation"] != generation:
+    if not is_integer(record.get("generation")) or record["generation"] != generation:
         return f"generation is not {generation}, the number in the file name"
     population = record.get("population")
     if not isinstance(population, list) or not population:
@@ -306,7 +292,7 @@ def generation_record_problem(record: Any, generation: int) -> str | None:
         problem = problem or evaluation_problem(member)
         if problem:
             return f"population[{i}] {problem}"
-    if record.get("hypervolume") is not None and not _is_number(record.get("hypervolume")):
+    if record.get("hypervolume") is not None and not is_finite_number(record.get("hypervolume")):
         return "hypervolume is not a number"
     for name in ("evaluated", "frontier"):
         keys = record.get(name, [])
@@ -499,7 +485,7 @@ class RunStore:
         found = []
         for path in [self.checkpoint_path, *reversed(self.generation_paths())]:
             data = _read_json_or_none(path, "run record")
-            if not isinstance(data, dict) or not _is_int(data.get("genome_size")) or data["genome_size"] <= 0:
+            if not isinstance(data, dict) or not is_integer(data.get("genome_size")) or data["genome_size"] <= 0:
                 continue
             size = data["genome_size"]
             genomes = data.get("population")

@@ -18,6 +18,7 @@ import numpy as np
 from deap import base, creator, tools
 
 from ecad.errors import EcadError
+from ecad.files import is_finite_number, is_integer
 from ecad.search.genome import (
     GenomeSpec,
     bits_to_hex,
@@ -39,21 +40,8 @@ class EngineDataError(EcadError, ValueError):
     field (the caller adds the file)."""
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    if not isinstance(x, (int, float)) or isinstance(x, bool):
-        return False
-    try:
-        return math.isfinite(float(x))
-    except OverflowError:
-        return False
-
-
 def _numbers(x: Any, name: str, length: int | None = None) -> list[float]:
-    if not isinstance(x, list) or not all(_is_number(v) for v in x):
+    if not isinstance(x, list) or not all(is_finite_number(v) for v in x):
         raise EngineDataError(f"{name} is not a list of numbers")
     if length is not None and len(x) != length:
         raise EngineDataError(f"{name} holds {len(x)} numbers, not {length}")
@@ -71,11 +59,11 @@ def check_rng_state(state: Any) -> dict[str, Any]:
     if not isinstance(inner, dict) or set(inner) != {"state", "inc"}:
         raise EngineDataError("rng_state.state is not {state, inc}")
     for key in ("state", "inc"):
-        if not _is_int(inner[key]) or not 0 <= inner[key] < 2**128:
+        if not is_integer(inner[key]) or not 0 <= inner[key] < 2**128:
             raise EngineDataError(f"rng_state.state.{key} is not a 128-bit whole number")
-    if state["has_uint32"] not in (0, 1) or not _is_int(state["has_uint32"]):
+    if state["has_uint32"] not in (0, 1) or not is_integer(state["has_uint32"]):
         raise EngineDataError("rng_state.has_uint32 is not 0 or 1")
-    if not _is_int(state["uinteger"]) or not 0 <= state["uinteger"] < 2**32:
+    if not is_integer(state["uinteger"]) or not 0 <= state["uinteger"] < 2**32:
         raise EngineDataError("rng_state.uinteger is not a 32-bit whole number")
     try:
         np.random.default_rng(0).bit_generator.state = state
@@ -107,7 +95,7 @@ class Evaluation:
         if not isinstance(d, dict):
             raise EngineDataError("an evaluation is not a JSON object")
         values = d.get("values")
-        if not isinstance(values, list) or not values or not all(v is None or _is_number(v) for v in values):
+        if not isinstance(values, list) or not values or not all(v is None or is_finite_number(v) for v in values):
             raise EngineDataError("values is not a list of numbers or nulls")
         if not isinstance(d.get("feasible"), bool):
             raise EngineDataError("feasible is not true or false")
@@ -215,9 +203,9 @@ class EngineState:
         if unknown:
             raise EngineDataError(f"has fields the engine does not write ({', '.join(unknown)[:80]})")
         generation, size = d["generation"], d["genome_size"]
-        if not _is_int(generation) or generation < 0:
+        if not is_integer(generation) or generation < 0:
             raise EngineDataError("generation is not a whole number >= 0")
-        if not _is_int(size) or size <= 0:
+        if not is_integer(size) or size <= 0:
             raise EngineDataError("genome_size is not a whole number > 0")
         if genome_size is not None and size != genome_size:
             raise EngineDataError(f"genome_size is {size}, but the space makes genomes of {genome_size} bits")
