@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ecad.errors import EcadError
 from ecad.files import check_output_dir, check_output_file
-from ecad.options import number, parse_metric_option, whole_number
+from ecad.options import environment_variable, number, parse_metric_option, whole_number, worker_count
 from ecad.schedule import load_schedule
 
 
@@ -125,11 +125,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
         out = args.out
     exec_config = ExecConfig(
         out=out,
-        workers=args.workers if args.workers is not None else 2,
+        # on a cluster every GPU (or CPU slot) by default; on one machine two workers
+        workers=args.workers if args.workers is not None else ("auto" if args.ray_address else 2),
         ray_address=args.ray_address,
         device=args.device,
         force=args.force,
         quiet=args.quiet,
+        worker_env=dict(args.worker_env or []),
+        candidate_timeout_s=args.candidate_timeout,
     )
     run = SearchRun(config, exec_config, resume=bool(args.resume))
     print(
@@ -359,8 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-from", action="append", help="schedule file, directory or previous run to seed from")
     p.add_argument(
         "--workers",
-        type=_non_negative_int,
-        help="Ray workers (one per GPU, else per CPU slot; 0 = in-process; default 2)",
+        type=worker_count,
+        help="Ray workers (one per GPU, else per CPU slot; 0 = in-process; auto = every GPU, or CPU slot, of the "
+        "cluster; default 2, or auto with --ray-address)",
+    )
+    p.add_argument(
+        "--worker-env",
+        action="append",
+        type=environment_variable,
+        metavar="KEY=VALUE",
+        help="set an environment variable on every worker, beside the ones forwarded from this shell "
+        "(ECAD_CACHE, HF_HOME, HF_HUB_OFFLINE, ...)",
+    )
+    p.add_argument(
+        "--candidate-timeout",
+        type=number(1, 7 * 24 * 3600),
+        metavar="SECONDS",
+        help="kill and replace a worker that has spent this long on one candidate (default: a multiple of the "
+        "median candidate time, with a floor)",
     )
     p.add_argument("--ray-address", help="join an existing Ray cluster (HOST:PORT); default: start a local one")
     p.add_argument("--device", help="worker device (default cuda if available, else cpu)")

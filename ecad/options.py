@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 
 
@@ -52,3 +53,21 @@ def parse_metric_option(text: str) -> tuple[str, object]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def worker_count(text: str) -> int | str:
+    """`--workers`: a whole number >= 0, or "auto" (every GPU, or CPU slot, the cluster has)."""
+    if text == "auto":
+        return text
+    return whole_number(0)(text)
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def environment_variable(text: str) -> tuple[str, str]:
+    """`--worker-env KEY=VALUE`: a variable name as a shell writes one, and any value."""
+    key, sep, value = text.partition("=")
+    if not sep or not ENV_NAME.match(key):
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with KEY a variable name, e.g. HF_HOME=/data/hf")
+    return key, value

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's single-machine mode: loopback only
 os.environ.setdefault("ECAD_CACHE", tempfile.mkdtemp(prefix="ecad-test-cache-"))  # reference images
 
 import pytest
@@ -69,6 +71,17 @@ def ray_cluster():
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def idle_cluster(ray_cluster):
+    """The session cluster with all its CPUs free: the workers of a test before release theirs a
+    moment after they are killed, and these tests count on what fits."""
+    deadline = time.monotonic() + 60
+    while ray_cluster.available_resources().get("CPU", 0) < ray_cluster.cluster_resources().get("CPU", 0):
+        assert time.monotonic() < deadline, "the Ray cluster's CPUs did not free within 60 s"
+        time.sleep(0.1)
+    return ray_cluster
 
 
 def candidate_tasks(space_name: str, n: int, seed: int = 5) -> list[tuple[str, dict]]:

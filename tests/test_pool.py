@@ -1,5 +1,6 @@
-"""The Ray pool when workers die: a candidate that keeps killing its worker, a slot that cannot
-restart, and more workers than a machine has GPUs."""
+"""The Ray pool when workers die, hang or fail: a candidate that keeps killing or hanging its
+worker, a worker that raises for every candidate, a slot that cannot restart, and more workers
+than the cluster (or a machine's GPUs) can hold."""
 
 from __future__ import annotations
 
@@ -9,11 +10,26 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from ecad.distributed.pool import DIED_TWICE, PoolError, RayPool, local_worker_count
+from ecad.distributed.pool import (
+    DEADLINE_FLOOR_S,
+    DEADLINE_MULTIPLIER,
+    DIED_TWICE,
+    FIRST_DEADLINE_S,
+    HUNG_TWICE,
+    MAX_WORKER_ERRORS,
+    PoolError,
+    RayPool,
+    auto_worker_count,
+    candidate_deadline,
+    local_worker_count,
+    make_pool,
+    worker_environment,
+)
 from ecad.distributed.worker import WorkerConfig
 from ecad.resources import shipped_file
 from ecad.search.run import workers_text
@@ -22,7 +38,7 @@ from tests.conftest import candidate_tasks
 PROMPTS = ("a red cube", "a cat")
 
 
-def test_a_candidate_that_kills_its_worker_every_time_ends_infeasible(ray_cluster):
+def test_a_candidate_that_kills_its_worker_every_time_ends_infeasible(idle_cluster):
     """Like a schedule that runs its worker out of host memory: the OOM killer ends the actor
     whenever it evaluates that candidate. It must be given up after two deaths, not retried for ever."""
     tasks = candidate_tasks("tiny-pixart", 4)
@@ -122,3 +138,228 @@ def test_a_metric_that_cannot_score_stops_the_run_instead_of_failing_every_candi
             pool.evaluate(candidate_tasks("tiny-pixart", 2), lambda key, r: None)
     finally:
         pool.shutdown()
+
+
+def _stop(pid: int, stopped: list[int]) -> None:
+    """Freeze a worker process as a stuck CUDA call would: alive, holding its slot, never answering."""
+    os.kill(pid, signal.SIGSTOP)
+    stopped.append(pid)
+
+
+def _reap(stopped: list[int]) -> None:
+    """Ray kills a stopped worker a few seconds after `ray.kill`; make sure none outlives the test
+    (a process still stopped is one of ours: a process id reused meanwhile would be running)."""
+    for pid in stopped:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, IndexError):
+            pass
+
+
+def test_a_hung_worker_is_killed_at_its_deadline_and_its_candidate_completes_on_another(idle_cluster):
+    tasks = candidate_tasks("tiny-pixart", 4)
+    pool = RayPool(WorkerConfig("tiny-pixart", PROMPTS, (0,), batch_size=2), 2, candidate_timeout_s=3)
+    stopped: list[int] = []
+    hung_worker = pool.workers[0].info["worker"]
+    results: dict[str, list[dict]] = {}
+    try:
+        _stop(pool.actor_pids()[0], stopped)  # slot 0 takes the first candidate and never answers
+        t0 = time.perf_counter()
+        pool.evaluate(tasks, lambda key, r: results.setdefault(key, []).append(r))
+        seconds = time.perf_counter() - t0
+    finally:
+        pool.shutdown()
+        _reap(stopped)
+    assert sorted(results) == sorted(k for k, _ in tasks)
+    assert all(len(v) == 1 for v in results.values()), "a candidate was completed twice"
+    assert all(r[0]["feasible"] for r in results.values())
+    hung = results[tasks[0][0]][0]
+    assert hung["worker"] != hung_worker and hung["worker"] == pool.workers[1].info["worker"]
+    assert seconds >= 3
+    assert pool.workers[0].restarts == 1 and pool.workers[1].restarts == 0
+    assert pool.workers[0].last_replaced == "hung: no result within 3 s, killed"
+
+
+def test_a_candidate_that_hangs_its_worker_twice_ends_infeasible(idle_cluster):
+    """A hang counts like a death: the candidate is re-queued once, then given up."""
+    tasks = candidate_tasks("tiny-pixart", 4)
+    poison = tasks[0][0]
+    pool = RayPool(WorkerConfig("tiny-pixart", PROMPTS, (0,), batch_size=2), 2, candidate_timeout_s=3)
+    stopped: list[int] = []
+    second = pool.actor_pids()[1]
+
+    def on_progress() -> None:
+        # once slot 0 is killed, freeze slot 1 before it takes the re-queued candidate
+        if pool.workers[0].restarts and pool.workers[1].state == "idle" and second not in stopped:
+            _stop(second, stopped)
+
+    results: dict[str, list[dict]] = {}
+    try:
+        _stop(pool.actor_pids()[0], stopped)
+        pool.evaluate(tasks, lambda key, r: results.setdefault(key, []).append(r), on_progress)
+    finally:
+        pool.shutdown()
+        _reap(stopped)
+    assert sorted(results) == sorted(k for k, _ in tasks)
+    assert all(len(v) == 1 for v in results.values()), "a candidate was completed twice"
+    assert results[poison][0] == {"feasible": False, "reason": HUNG_TWICE}
+    assert all(r[0]["feasible"] for k, r in results.items() if k != poison)
+    assert [w.restarts for w in pool.workers] == [1, 1]
+
+
+def _sick_when_flagged(flags: Path):
+    """FID features (a user's own extractor) that fail in every worker process flagged in `flags`,
+    as a sick GPU does: an exception out of `evaluate`, not an infeasible result."""
+    import torch
+
+    from tests.test_metric_fid import conv_features
+
+    class SickWhenFlagged(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = conv_features()
+
+        def forward(self, x):
+            if (flags / str(os.getpid())).exists():
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return self.inner(x)
+
+    return SickWhenFlagged()
+
+
+def test_a_worker_that_fails_every_candidate_is_replaced_and_they_are_evaluated_elsewhere(idle_cluster, tmp_path):
+    import torch
+
+    references = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    options = {"feature": _sick_when_flagged(tmp_path), "reference": references}
+    config = WorkerConfig("tiny-pixart", PROMPTS, (0,), metric="fid", metric_options=options, batch_size=2)
+    tasks = candidate_tasks("tiny-pixart", 6)
+    pool = RayPool(config, 2)
+    sick_worker = pool.workers[0].info["worker"]
+    results: dict[str, list[dict]] = {}
+    try:
+        (tmp_path / str(pool.actor_pids()[0])).touch()
+        pool.evaluate(tasks, lambda key, r: results.setdefault(key, []).append(r))
+    finally:
+        pool.shutdown()
+    assert sorted(results) == sorted(k for k, _ in tasks)
+    assert all(len(v) == 1 for v in results.values()), "a candidate was completed twice"
+    assert all(r[0]["feasible"] for r in results.values()), "a worker's failure was recorded against a candidate"
+    assert all(r[0]["worker"] != sick_worker for r in results.values())
+    sick = pool.workers[0]
+    assert sick.restarts == 1 and sick.done == 0
+    assert sick.last_replaced == (
+        f"{MAX_WORKER_ERRORS} worker errors in a row, the last: "
+        "RuntimeError('CUDA error: an illegal memory access was encountered')"
+    )
+
+
+def test_a_candidate_that_raises_on_every_worker_ends_infeasible(idle_cluster):
+    """An exception out of evaluate on two different workers: the candidate, not the worker."""
+    tasks = candidate_tasks("tiny-pixart", 3)
+    broken = (tasks[1][0], {**tasks[1][1], "num_steps": "many"})  # fails to load on the worker
+    pool = RayPool(WorkerConfig("tiny-pixart", PROMPTS, (0,), batch_size=2), 2)
+    results: dict[str, list[dict]] = {}
+    try:
+        pool.evaluate([tasks[0], broken, tasks[2]], lambda key, r: results.setdefault(key, []).append(r))
+    finally:
+        pool.shutdown()
+    assert all(len(v) == 1 for v in results.values()) and len(results) == 3
+    verdict = results[broken[0]][0]
+    assert not verdict["feasible"] and verdict["reason"].startswith("worker error on 2 workers: ScheduleError("), (
+        verdict
+    )
+    assert all(results[k][0]["feasible"] for k in (tasks[0][0], tasks[2][0]))
+    assert [w.restarts for w in pool.workers] == [0, 0]
+
+
+def test_more_workers_than_the_cluster_holds_start_with_what_fits_and_grow(idle_cluster, capsys):
+    """The cluster's second CPU is taken (by another job): one worker starts, with a warning, and
+    the second joins the running evaluation once the CPU frees."""
+    ray = idle_cluster
+
+    @ray.remote(num_cpus=1)
+    class OtherJob:
+        def ping(self) -> bool:
+            return True
+
+    other = OtherJob.remote()
+    ray.get(other.ping.remote())
+    pool = None
+    try:
+        pool = RayPool(WorkerConfig("tiny-pixart", PROMPTS, (0,), batch_size=2), 2)
+        err = capsys.readouterr().err
+        assert (
+            "2 workers requested, 1 placed (no free CPU in the Ray cluster for the others now); the pool grows" in err
+        )
+        assert [w.state for w in pool.workers] == ["idle", "starting"]
+        results: dict[str, list[dict]] = {}
+
+        def on_result(key: str, result: dict) -> None:
+            if not results:  # the other job ends: the second worker can be placed
+                ray.kill(other)
+                ray.get(pool.actors[1].pid.remote(), timeout=120)  # returns once it has loaded
+            results.setdefault(key, []).append(result)
+
+        tasks = candidate_tasks("tiny-pixart", 8)
+        pool.evaluate(tasks, on_result)
+    finally:
+        ray.kill(other)
+        if pool:
+            pool.shutdown()
+    assert sorted(results) == sorted(k for k, _ in tasks)
+    assert all(len(v) == 1 for v in results.values()) and all(r[0]["feasible"] for r in results.values())
+    assert [w.state for w in pool.workers] == ["idle", "idle"] and pool.workers[1].done >= 1
+
+
+def test_a_slot_that_cannot_be_placed_waits_while_the_others_work(idle_cluster, capsys):
+    pool = RayPool(WorkerConfig("tiny-pixart", PROMPTS, (0,), batch_size=2), 3)  # the cluster has 2 CPUs
+    try:
+        assert "3 workers requested, 2 placed" in capsys.readouterr().err
+        assert [w.state for w in pool.workers] == ["idle", "idle", "waiting"]
+        assert pool.workers[2].note.startswith("no free CPU in the cluster (2 in all, 2 used by live workers)")
+        results: dict[str, dict] = {}
+        pool.evaluate(candidate_tasks("tiny-pixart", 4), results.__setitem__)
+    finally:
+        pool.shutdown()
+    assert len(results) == 4 and all(r["feasible"] for r in results.values())
+    assert pool.workers[2].state == "waiting" and pool.workers[2].done == 0
+
+
+def test_the_candidate_deadline_follows_the_median_candidate_time():
+    assert candidate_deadline([]) == FIRST_DEADLINE_S
+    assert candidate_deadline([1.0, 2.0, 300.0]) == DEADLINE_FLOOR_S  # 5 x 2 s is under the floor
+    assert candidate_deadline([30.0, 20.0, 900.0, 25.0, 30.0]) == DEADLINE_MULTIPLIER * 30.0
+    assert candidate_deadline([30.0], override=7) == 7.0 and candidate_deadline([], override=7) == 7.0
+
+
+def test_auto_asks_for_every_gpu_or_cpu_slot_of_the_cluster():
+    assert auto_worker_count({"CPU": 64.0, "GPU": 8.0}, use_gpu=True, local=False) == 8
+    assert auto_worker_count({"CPU": 16.0}, use_gpu=False, local=False) == 16
+    assert auto_worker_count({"CPU": 16.0}, use_gpu=False, local=True) == 15  # one CPU for the driver
+    assert auto_worker_count({"CPU": 1.0}, use_gpu=False, local=True) == 1
+    with pytest.raises(PoolError, match="no GPU"):
+        auto_worker_count({"CPU": 4.0}, use_gpu=True, local=False)
+    with pytest.raises(PoolError, match="workers must be a count >= 1 or 'auto'"):
+        make_pool(WorkerConfig("tiny-pixart", PROMPTS, (0,)), "many")
+
+
+def test_the_drivers_cache_and_hub_settings_reach_the_workers(idle_cluster, tmp_path, monkeypatch):
+    """Workers on other nodes start with their node's environment, not the driver's: ECAD_CACHE,
+    HF_* and the like set in the user's shell are forwarded with each actor (here set after the
+    cluster started, so only forwarding can bring them), and --worker-env adds more."""
+    forwarded = tmp_path / "driver-cache"
+    monkeypatch.setenv("ECAD_CACHE", str(forwarded))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    env = worker_environment({"ECAD_EXTRA": "x"})
+    assert env["ECAD_CACHE"] == str(forwarded) and env["HF_HUB_OFFLINE"] == "1" and env["ECAD_EXTRA"] == "x"
+    assert worker_environment({"ECAD_CACHE": "/elsewhere"})["ECAD_CACHE"] == "/elsewhere"  # the user's word wins
+    pool = RayPool(WorkerConfig("tiny-pixart", ("a cat",), (0,), batch_size=1), 1, env=env)
+    try:
+        results = {}
+        pool.evaluate(candidate_tasks("tiny-pixart", 1), lambda key, r: results.setdefault(key, r))
+    finally:
+        pool.shutdown()
+    assert all(r["feasible"] for r in results.values())
+    assert list((forwarded / "references").glob("*.safetensors")), "the worker wrote its references elsewhere"

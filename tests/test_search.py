@@ -47,7 +47,7 @@ def test_in_process_search_writes_run_files_and_a_usable_frontier(tmp_path, tiny
     assert "rank" in run.summary() and "hypervolume" in run.summary()
 
 
-def test_ray_search_with_two_workers_matches_one_worker(tmp_path, ray_cluster):
+def test_ray_search_with_two_workers_matches_one_worker(tmp_path, idle_cluster):
     pops = []
     for workers in (2, 1):
         out = tmp_path / f"w{workers}"
@@ -58,7 +58,7 @@ def test_ray_search_with_two_workers_matches_one_worker(tmp_path, ray_cluster):
     assert pops[0] == pops[1], "populations depend on the number of workers"
 
 
-def test_killed_worker_candidate_is_requeued_and_evaluated_once(ray_cluster):
+def test_killed_worker_candidate_is_requeued_and_evaluated_once(idle_cluster):
     tasks = candidate_tasks("tiny-pixart", 8)
     config = WorkerConfig("tiny-pixart", ("a red cube", "a cat"), (0, 1), batch_size=2)
     pool = RayPool(config, 2)
@@ -249,7 +249,7 @@ def test_out_of_memory_retries_with_a_smaller_batch_then_gives_up_as_infeasible(
         transformer.forward = original
 
 
-def test_a_space_file_only_the_driver_has_reaches_the_workers(tmp_path, ray_cluster):
+def test_a_space_file_only_the_driver_has_reaches_the_workers(tmp_path, idle_cluster):
     """`--space my.toml` exists on the driver's disk alone: the workers get the parsed space in
     their config, so removing the file once the driver read it changes nothing."""
     text = (Path(ecad.spaces.load_space("tiny-pixart").source)).read_text()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ecad.cache.macs import dims_for_space, schedule_macs
-from ecad.distributed.pool import make_pool
+from ecad.distributed.pool import make_pool, worker_environment
 from ecad.distributed.worker import WorkerConfig
 from ecad.errors import EcadError
 from ecad.files import read_json
@@ -82,11 +82,13 @@ class ExecConfig:
     """How to run, not what: may change between a run and its resume."""
 
     out: str | None = None
-    workers: int = 2
+    workers: int | str = 2  # or "auto": every GPU (or CPU slot) of the cluster
     ray_address: str | None = None
     device: str | None = None
     force: bool = False
     quiet: bool = False
+    worker_env: dict[str, str] = field(default_factory=dict)  # added to the variables forwarded to workers
+    candidate_timeout_s: float | None = None  # None: derived from the observed candidate times
 
 
 def validate(config: SearchConfig) -> None:
@@ -142,12 +144,13 @@ class Progress:
 
 
 def workers_text(pool) -> str:
-    """'3 busy/4', plus how many workers were replaced after dying, so a user sees a sick node."""
+    """'3 busy/4', plus slots waiting for the cluster and workers replaced, so a user sees a lost or sick node."""
     states = [w.state for w in pool.workers]
     restarts = sum(w.restarts for w in pool.workers)
-    return f"{states.count('busy')} busy/{len(states)}" + (
-        f" ({restarts} restart{'' if restarts == 1 else 's'})" if restarts else ""
-    )
+    extras = [f"{states.count('waiting')} waiting"] if "waiting" in states else []
+    if restarts:
+        extras.append(f"{restarts} restart{'' if restarts == 1 else 's'}")
+    return f"{states.count('busy')} busy/{len(states)}" + (f" ({', '.join(extras)})" if extras else "")
 
 
 class SearchRun:
@@ -268,7 +271,13 @@ class SearchRun:
         with self.store.lock():
             try:
                 state = self._open() if self.resume else None  # reads and repairs the run: no worker yet
-                self.pool = make_pool(worker_config, self.exec.workers, self.exec.ray_address)
+                self.pool = make_pool(
+                    worker_config,
+                    self.exec.workers,
+                    self.exec.ray_address,
+                    candidate_timeout_s=self.exec.candidate_timeout_s,
+                    env=worker_environment(self.exec.worker_env),
+                )
                 try:
                     if not self.resume:
                         self.store.create(cfg.to_json(), force=self.exec.force, inputs=self.inputs)
