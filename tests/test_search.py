@@ -261,3 +261,13 @@ def test_a_space_file_only_the_driver_has_reaches_the_workers(tmp_path, idle_clu
     root = run.run()
     records = [json.loads(line) for line in (root / "evaluations.jsonl").read_text().splitlines()]
     assert records and all(r["feasible"] for r in records)
+
+
+def test_the_progress_line_says_when_slots_wait_for_the_cluster():
+    from types import SimpleNamespace
+
+    from ecad.distributed.pool import WorkerStatus
+    from ecad.search.run import workers_text
+
+    pool = SimpleNamespace(workers=[WorkerStatus("worker-0", "busy"), WorkerStatus("worker-1", "waiting", restarts=1)])
+    assert workers_text(pool) == "1 busy/2 (1 waiting, 1 restart)"
