@@ -2,6 +2,7 @@
 
 from ecad.cache.hooks import reset_schedule
 from ecad.cache.pipeline import apply_schedule, current_schedule, remove_schedule
+from ecad.catalog import builtin_schedule
 from ecad.layouts import Layout
 from ecad.models.flux import flux_layout
 from ecad.models.pixart import pixart_layout
@@ -14,6 +15,7 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "apply_schedule",
+    "builtin_schedule",
     "current_schedule",
     "flux_layout",
     "load_schedule",

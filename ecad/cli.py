@@ -25,6 +25,55 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schedule_argument(text: str, space_name: str | None, option: str = "--schedule"):
+    """A schedule file, or a catalog name: a built-in made for the space's layout and steps, or a
+    shipped SPACE:LABEL."""
+    from ecad.catalog import builtin_schedule, is_named, shipped_schedule
+
+    if Path(text).exists() or not is_named(text):
+        return load_schedule(text)
+    if ":" in text:
+        return shipped_schedule(text)
+    if not space_name:
+        raise EcadError(
+            f"{option} {text}: a built-in schedule is made for a model and its step count; pass --space "
+            "(e.g. --space pixart-alpha-256)"
+        )
+    from ecad.spaces import load_space
+
+    space = load_space(space_name)
+    return builtin_schedule(text, space.layout, space.steps, **space.schedule_meta())
+
+
+def _cmd_schedules(args: argparse.Namespace) -> int:
+    from ecad.cache.macs import dims_for_space, schedule_macs
+    from ecad.catalog import EXAMPLES, builtin_schedule, describe, shipped_names, shipped_schedule
+    from ecad.spaces import load_space
+
+    space = load_space(args.space)
+    dims = dims_for_space(space)
+    print(
+        f"built-in schedules, made for any model and step count; MACs estimated from the MACs model, as a share "
+        f"of no caching, for {space.name} ({space.steps} steps):"
+    )
+    for name in EXAMPLES:
+        report = schedule_macs(
+            builtin_schedule(name, space.layout, space.steps, **space.schedule_meta()), dims, batch=1
+        )
+        print(f"  {name:16s} {report.total / report.full:6.1%} MACs  {describe(name)}")
+    print("  (every-N and attention-every-N take any N >= 2)")
+    names = shipped_names()
+    print("searched schedules shipped with ecad (SPACE:LABEL):" + ("" if names else " none yet"))
+    for name in names:
+        schedule = shipped_schedule(name)
+        metrics = schedule.metrics
+        print(
+            f"  {name:28s} {metrics.get('macs_fraction', float('nan')):6.1%} MACs  {metrics.get('metric', '')} "
+            f"{metrics.get('quality', float('nan')):.4g}  {schedule.attributes.get('measured_on', '')}"
+        )
+    return 0
+
+
 def _cmd_metrics(args: argparse.Namespace) -> int:
     from ecad.metrics import list_metrics
 
@@ -223,7 +272,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if bool(args.prompt) == bool(args.prompts):
         raise EcadError("give exactly one of --prompt TEXT or --prompts FILE")
     check_output_dir(args.out, "--out")  # before the model loads: a bad --out must not cost the images
-    schedule = load_schedule(args.schedule)
+    schedule = _schedule_argument(args.schedule, args.space)
     from ecad.prompts import read_prompts
 
     prompts = [args.prompt] if args.prompt else list(read_prompts(args.prompts))
@@ -254,10 +303,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from ecad.compare import CompareSettings, format_table, run_compare, write_compare
     from ecad.prompts import read_prompts
-    from ecad.schedule import load_schedule
 
     check_output_dir(args.out, "--out")
-    schedules = [load_schedule(p) for p in args.schedules or []]  # a bad file fails before any loading
+    schedules = [_schedule_argument(p, args.space) for p in args.schedules or []]  # before any loading
     settings = CompareSettings(
         space=args.space,
         prompts=read_prompts(args.prompts, args.num_prompts),
@@ -404,7 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_frontier)
 
     p = sub.add_parser("generate", help="generate images with a saved schedule applied")
-    p.add_argument("--schedule", required=True, help="schedule JSON (ours or ECAD's)")
+    p.add_argument(
+        "--schedule",
+        required=True,
+        help="schedule JSON (ours or ECAD's), a built-in name (every-3, tgate, delta-dit, ...; with --space) or a "
+        "shipped SPACE:LABEL (see `ecad schedules`)",
+    )
     p.add_argument("--prompt", help="one prompt")
     p.add_argument("--prompts", help="prompt file, one per line")
     p.add_argument("--space", help="search space whose model and settings to use (default: the schedule's own)")
@@ -465,6 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("spaces", help="list the search spaces")
     p.set_defaults(func=_cmd_spaces)
+
+    p = sub.add_parser("schedules", help="list the named schedules (built-in and shipped) with their MACs")
+    p.add_argument("--space", default="pixart-alpha-256", help="space whose layout and steps the MACs are for")
+    p.set_defaults(func=_cmd_schedules)
 
     p = sub.add_parser("macs", help="MACs of a schedule in a search space, against no caching")
     p.add_argument("schedule", type=Path)

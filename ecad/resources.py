@@ -1,4 +1,4 @@
-"""Where the shipped search spaces and calibration prompts live: the source tree in a checkout or
+"""Where the shipped search spaces, calibration prompts and searched schedules live: the source tree in a checkout or
 editable install, `<prefix>/share/ecad/` in a wheel install (pyproject's data-files)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import sysconfig
 from pathlib import Path
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("search_spaces", "calibration_prompts")
+SHIPPED = ("search_spaces", "calibration_prompts", "schedules")
 
 
 def shipped_dir(name: str) -> Path:

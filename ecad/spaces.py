@@ -195,9 +195,10 @@ class SearchSpace:
 
     def full_schedule(self, **kw) -> Schedule:
         """The no-caching schedule of this space."""
-        return Schedule.full(self.layout, self.steps, **{**self._schedule_meta(), **kw})
+        return Schedule.full(self.layout, self.steps, **{**self.schedule_meta(), **kw})
 
-    def _schedule_meta(self) -> dict[str, Any]:
+    def schedule_meta(self) -> dict[str, Any]:
+        """The settings a schedule made for this space records (resolution, guidance, model, variant)."""
         return dict(
             height=self.height,
             width=self.width,

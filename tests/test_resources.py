@@ -60,7 +60,8 @@ def test_wheel_install_ships_spaces_and_prompts(tmp_path):
     probe = (
         "import ecad, ecad.spaces as s, ecad.prompts as p, ecad.report.html as h; print(ecad.__file__); "
         "print(s.load_space('tiny-pixart').source); print(p.resolve_prompts('calibration_prompts/parti.txt')); "
-        "print(len(h.asset('report.js')) > 1000 and 'report-data' in h.asset('report.html'))"
+        "print(len(h.asset('report.js')) > 1000 and 'report-data' in h.asset('report.html')); "
+        "import ecad.catalog as c; print(c.schedules_dir(), c.resolve('tiny-pixart:demo').name)"
     )
     out = subprocess.run(
         [str(python), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path, timeout=300
@@ -68,4 +69,5 @@ def test_wheel_install_ships_spaces_and_prompts(tmp_path):
     assert out[0].startswith(site)  # the installed copy, not this checkout
     assert out[1] == str(venv / "share" / "ecad" / "search_spaces" / "tiny-pixart.toml")
     assert out[2] == str(venv / "share" / "ecad" / "calibration_prompts" / "parti.txt")
+    assert out[4:] == [str(venv / "share" / "ecad" / "schedules"), "tiny-pixart:demo"]  # searched schedules too
     assert out[3] == "True"  # the report page's assets ship as package data

@@ -23,6 +23,7 @@ from ecad.cache.hooks import (
     installation_of,
     remove_schedule_from_transformer,
 )
+from ecad.catalog import builtin_schedule, shipped_schedule
 from ecad.models import adapter_for_pipeline
 from ecad.schedule import Schedule, ScheduleError
 
@@ -88,8 +89,9 @@ def _as_kwargs(signature: inspect.Signature, pipe, args: tuple, kwargs: dict) ->
 class _Handle:
     """Everything apply_schedule attached to one pipeline."""
 
-    def __init__(self, installation: Installation):
+    def __init__(self, installation: Installation, builtin: str | None = None, exact: bool = False):
         self.installation = installation
+        self.builtin, self.exact = builtin, exact  # a built-in name is re-made for each call's step count
 
     @property
     def state(self) -> ScheduleState:
@@ -109,6 +111,12 @@ class _Handle:
         """The call's arguments with the step count (or timestep subset) the schedule was searched
         for, and the context to run the call in (a scheduler that keeps only the chosen steps)."""
         self.state.adapter.check_call(pipe, kwargs)
+        if self.builtin is not None:  # made for this call's step count
+            given = next((kwargs[k] for k in ("timesteps", "sigmas") if kwargs.get(k) is not None), None)
+            steps = len(given) if given is not None else kwargs.get("num_inference_steps") or _default_steps(pipe)
+            if steps != self.state.schedule.num_steps:
+                layout = self.state.schedule.layout
+                self.state.set_schedule(builtin_schedule(self.builtin, layout, steps), self.exact)
         schedule = self.state.schedule
         n_exec = len(schedule.executed_steps)
         user_steps = kwargs.get("num_inference_steps")
@@ -139,17 +147,34 @@ class _Handle:
 
 
 # --------------------------------------------------------------------- public API
-def apply_schedule(target, schedule: Schedule, exact: bool = False):
+def apply_schedule(target, schedule: Schedule | str, exact: bool = False):
     """Make every later `pipe(...)` call follow `schedule`; given a transformer instead, make it
     follow the schedule in your own denoising loop (`apply_schedule_to_transformer`). Applying
     again swaps the schedule in place (no new hooks); `remove_schedule` restores the stock model.
     Returns `target`.
+
+    `schedule` may be a name (ecad.catalog): a built-in such as "every-3", "tgate" or "delta-dit",
+    made for the pipeline's own layout and, at every call, for the call's step count; or a shipped
+    searched schedule "SPACE:LABEL".
 
     By default reused outputs are added back with fused multiply-adds, and on PixArt and Sana a run
     of two or more steps where every block is fully reused becomes a few element-wise ops on sums
     folded once per run (same maths; results differ from block-by-block reuse only by float
     rounding). `exact=True` keeps the stock block's op order: results bit-identical to running
     diffusers' blocks with the cached outputs."""
+    builtin = None
+    if isinstance(schedule, str):
+        if ":" in schedule:
+            schedule = shipped_schedule(schedule)
+        elif isinstance(target, nn.Module):
+            raise ScheduleError(
+                f"a transformer alone does not say how many steps you run; build the schedule with "
+                f"ecad.builtin_schedule({schedule!r}, layout, steps) and apply that"
+            )
+        else:
+            builtin = schedule
+            layout = adapter_for_pipeline(target).layout_of(target.transformer)
+            schedule = builtin_schedule(builtin, layout, _default_steps(target))
     if isinstance(target, nn.Module):
         return apply_schedule_to_transformer(target, schedule, exact)
     pipe = target
@@ -158,6 +183,7 @@ def apply_schedule(target, schedule: Schedule, exact: bool = False):
     handle: _Handle | None = getattr(pipe, "_ecad_handle", None)
     if handle is not None and handle.state.adapter is adapter:
         handle.state.set_schedule(schedule, exact)
+        handle.builtin, handle.exact = builtin, exact
         handle.refresh(pipe)
         return pipe
     if handle is not None:
@@ -174,9 +200,17 @@ def apply_schedule(target, schedule: Schedule, exact: bool = False):
             + " first"
         )
     installation = Installation(pipe.transformer, ScheduleState(schedule, adapter, exact), by_pipeline=True).install()
-    pipe._ecad_handle = _Handle(installation)
+    pipe._ecad_handle = _Handle(installation, builtin, exact)
     pipe.__class__ = _scheduled_class(type(pipe))
     return pipe
+
+
+def _default_steps(pipe) -> int:
+    """The step count a call runs when it is not given: the pipeline's own default."""
+    default = inspect.signature(type(pipe).__call__).parameters.get("num_inference_steps")
+    if default is None or not isinstance(default.default, int):
+        raise ScheduleError(f"{type(pipe).__name__} has no default step count; apply a Schedule instead of a name")
+    return default.default
 
 
 def remove_schedule(target) -> None:

@@ -10,24 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ecad.catalog import attention_grid, every_n_grid, tgate_grid, tgate_step
 from ecad.schedule import Schedule, ScheduleError, load_schedule
 from ecad.search.genome import GenomeSpec, genome_hash
-
-# Component roles (the family adapter's `roles`) each heuristic caches: attention-only caching
-# reuses attention of either kind; T-GATE-like caching freezes what carries the text into the
-# image (cross-attention, or the text stream's MLP in joint blocks).
-ATTENTION_ROLES = ("attention", "cross_attention")
-TEXT_ROLES = ("cross_attention", "text_mlp")
-
-
-def _role_mask(space, roles: tuple[str, ...]) -> np.ndarray:
-    """[blocks, components] mask of the components whose role is one of `roles`."""
-    of = space.adapter.roles
-    mask = np.zeros((space.layout.num_blocks, space.layout.num_components), dtype=bool)
-    for b, (group, _) in enumerate(space.layout.blocks()):
-        for c, comp in enumerate(group.components):
-            mask[b, c] = of[comp] in roles
-    return mask
 
 
 def heuristic_grids(space) -> list[tuple[str, np.ndarray]]:
@@ -37,18 +22,11 @@ def heuristic_grids(space) -> list[tuple[str, np.ndarray]]:
     out: list[tuple[str, np.ndarray]] = []
     for n in (2, 3, 4, 5):
         if n < S:
-            out.append((f"every_{n}", Schedule.every_n(space.layout, S, n).grid))
-    attn = _role_mask(space, ATTENTION_ROLES)
+            out.append((f"every_{n}", every_n_grid(space.layout, S, n)))
     for n in (2, 3):
-        g = np.ones((S, B, C), dtype=bool)
-        g[np.arange(S) % n != 0] &= ~attn  # reuse attention on non-key steps, always compute the MLPs
-        out.append((f"attention_every_{n}", g))
-    cross = _role_mask(space, TEXT_ROLES)
+        out.append((f"attention_every_{n}", attention_grid(space.layout, S, n)))
     for frac in (0.3, 0.5):
-        gate = max(1, int(round(S * frac)))
-        g = np.ones((S, B, C), dtype=bool)
-        g[gate:] &= ~cross  # frozen after the gate step (reuse its last output)
-        out.append((f"tgate_{gate}", g))
+        out.append((f"tgate_{tgate_step(S, frac)}", tgate_grid(space.layout, S, frac)))
     for c in range(C):
         for k in (max(1, B // 4), max(1, B // 2)):
             for m in (max(1, S // 4), max(1, S // 2)):
