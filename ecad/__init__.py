@@ -1,25 +1,39 @@
-"""ecad: search and apply caching/timestep schedules for diffusion transformers."""
+"""ecad: search and apply caching/timestep schedules for diffusion transformers.
 
-from ecad.cache.hooks import reset_schedule
-from ecad.cache.pipeline import apply_schedule, current_schedule, remove_schedule
-from ecad.catalog import builtin_schedule
-from ecad.layouts import Layout
-from ecad.models.flux import flux_layout
-from ecad.models.pixart import pixart_layout
-from ecad.schedule import Schedule, ScheduleError, load_schedule
+The names below load on first use (PEP 562), so `ecad --help` and the light commands do not pay for
+importing torch and diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Layout",
-    "Schedule",
-    "ScheduleError",
-    "apply_schedule",
-    "builtin_schedule",
-    "current_schedule",
-    "flux_layout",
-    "load_schedule",
-    "pixart_layout",
-    "remove_schedule",
-    "reset_schedule",
-]
+_EXPORTS = {
+    "Layout": "ecad.layouts",
+    "Schedule": "ecad.schedule",
+    "ScheduleError": "ecad.schedule",
+    "apply_schedule": "ecad.cache.pipeline",
+    "builtin_schedule": "ecad.catalog",
+    "current_schedule": "ecad.cache.pipeline",
+    "flux_layout": "ecad.models.flux",
+    "load_schedule": "ecad.schedule",
+    "pixart_layout": "ecad.models.pixart",
+    "remove_schedule": "ecad.cache.pipeline",
+    "reset_schedule": "ecad.cache.hooks",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ecad' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -366,6 +366,66 @@ def _quantiles(text: str) -> tuple[float, ...]:
     return values
 
 
+SCORE_USAGE = """score a directory of images with one quality metric, print a table, write JSON
+
+    ecad score --metric clip --images out/ --prompts prompts.txt [--json scores.json]
+    ecad score --metric fidelity --images cached/ --reference uncached/ --prompts prompts.txt
+    ecad score --metric fid --images out/ --reference real_images/
+
+Images are PNG/JPG files sorted by file name; the prompts file has one prompt per line in the same
+order. Metrics comparing to references use --reference DIR: per-image metrics (fidelity, psnr) take
+the same number of images with the same file order, FID takes any reference set.
+"""
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from ecad.metrics.score import run_score
+
+    return run_score(args)
+
+
+def _add_score_parser(subparsers) -> argparse.ArgumentParser:
+    """`ecad score` (its module, and torch, load only when it runs)."""
+    p = subparsers.add_parser(
+        "score",
+        help="score a directory of images with a quality metric",
+        description=SCORE_USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--metric",
+        required=True,
+        help="metric name: fidelity, psnr, clip, pickscore, hpsv2, fid, ... (ecad.metrics.list_metrics())",
+    )
+    p.add_argument("--images", required=True, type=Path, help="directory of PNG/JPG images (sorted by name)")
+    p.add_argument(
+        "--prompts",
+        type=Path,
+        help="text file, one prompt per line in image order (required by clip, pickscore, hpsv2)",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="directory of reference images (fidelity/psnr: the uncached "
+        "images, same names order; fid: any reference set)",
+    )
+    p.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="write scores as JSON here")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--batch-size", type=whole_number(1), default=None, help="images per forward pass (metric default if unset)"
+    )
+    p.add_argument("--weights", type=Path, default=None, help="local weights file/directory for the metric's model")
+    p.add_argument(
+        "--metric-option",
+        action="append",
+        type=parse_metric_option,
+        metavar="KEY=VALUE",
+        help="any other option of the metric, e.g. resize=clean for fid (values read as JSON where they parse)",
+    )
+    p.set_defaults(func=_cmd_score)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set ECAD_DEBUG=1)")
@@ -536,9 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ecad-convention", action="store_true", help="count Linear layers only, as ECAD does")
     p.set_defaults(func=_cmd_macs)
 
-    from ecad.metrics.score import add_score_parser
-
-    add_score_parser(sub)
+    _add_score_parser(sub)
     for command in sub.choices.values():  # `ecad generate ... --debug` works as well as `ecad --debug generate`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser

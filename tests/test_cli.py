@@ -209,3 +209,13 @@ def test_fuzzed_command_lines_end_in_one_line_never_a_traceback(tmp_path, capsys
             assert len(err.strip().splitlines()) == 1, (argv, err)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_help_does_not_import_torch():
+    """`ecad --help` and the light commands answer at once: ecad's names load on first use."""
+    import subprocess
+    import sys
+
+    probe = "import sys, ecad.cli; ecad.cli.build_parser(); print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.split() == ["False", "False"]

@@ -1,8 +1,7 @@
-"""`ecad score` through add_score_parser/run_score on directories of PNGs."""
+"""`ecad score` through its parser and run_score on directories of PNGs."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -11,10 +10,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ecad.cli import build_parser
 from ecad.metrics import MetricError, register_metric
 from ecad.metrics.clip import ClipScoreMetric
 from ecad.metrics.fid import FIDMetric
-from ecad.metrics.score import add_score_parser, load_image_dir, run_score
+from ecad.metrics.score import load_image_dir, run_score
 
 TINY = dict(
     embed_dim=16,
@@ -46,9 +46,7 @@ def _tiny_fid(device="cpu", **options):
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="ecad")
-    add_score_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["score", *argv])
+    return build_parser().parse_args(["score", *argv])
 
 
 def _write_pngs(folder, n, size=(16, 16), seed=0):

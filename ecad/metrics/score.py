@@ -29,7 +29,6 @@ from ecad.metrics.base import (
     registered_class,
 )
 from ecad.metrics.images import list_image_files, load_image
-from ecad.options import parse_metric_option, whole_number
 
 PROMPT_WIDTH = 40
 
@@ -60,48 +59,6 @@ def read_prompts(path: str | Path) -> list[str]:
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
-
-
-def add_score_parser(subparsers) -> argparse.ArgumentParser:
-    """Add `score` to an argparse subparsers object; sets func=run_score."""
-    p = subparsers.add_parser(
-        "score",
-        help="score a directory of images with a quality metric",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--metric",
-        required=True,
-        help="metric name: fidelity, psnr, clip, pickscore, hpsv2, fid, ... (ecad.metrics.list_metrics())",
-    )
-    p.add_argument("--images", required=True, type=Path, help="directory of PNG/JPG images (sorted by name)")
-    p.add_argument(
-        "--prompts",
-        type=Path,
-        help="text file, one prompt per line in image order (required by clip, pickscore, hpsv2)",
-    )
-    p.add_argument(
-        "--reference",
-        type=Path,
-        help="directory of reference images (fidelity/psnr: the uncached "
-        "images, same names order; fid: any reference set)",
-    )
-    p.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="write scores as JSON here")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument(
-        "--batch-size", type=whole_number(1), default=None, help="images per forward pass (metric default if unset)"
-    )
-    p.add_argument("--weights", type=Path, default=None, help="local weights file/directory for the metric's model")
-    p.add_argument(
-        "--metric-option",
-        action="append",
-        type=parse_metric_option,
-        metavar="KEY=VALUE",
-        help="any other option of the metric, e.g. resize=clean for fid (values read as JSON where they parse)",
-    )
-    p.set_defaults(func=run_score)
-    return p
 
 
 def run_score(args: argparse.Namespace) -> int:
