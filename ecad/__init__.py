@@ -12,6 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "Frontier": "ecad.frontier",
     "Layout": "ecad.layouts",
     "Schedule": "ecad.schedule",
     "ScheduleError": "ecad.schedule",
@@ -19,15 +20,18 @@ _EXPORTS = {
     "builtin_schedule": "ecad.catalog",
     "current_schedule": "ecad.cache.pipeline",
     "flux_layout": "ecad.models.flux",
+    "load_run": "ecad.search.api",
     "load_schedule": "ecad.schedule",
     "pixart_layout": "ecad.models.pixart",
     "remove_schedule": "ecad.cache.pipeline",
     "reset_schedule": "ecad.cache.hooks",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "search"])
 
 
 def __getattr__(name: str) -> Any:
+    if name == "search":  # the package, callable as the function (see ecad/search/__init__.py)
+        return importlib.import_module("ecad.search")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'ecad' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -143,9 +143,13 @@ def _cmd_macs(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from ecad.search.run import ExecConfig, SearchConfig, SearchRun, resume_config
+    from ecad.search.api import search
 
-    overrides = {
+    if args.resume:
+        check_output_dir(args.resume, "--resume")
+    elif args.out:
+        check_output_dir(args.out, "--out")  # the CLI's own option names in the message
+    options = {
         "space": args.space,
         "prompts": args.prompts,
         "num_prompts": args.num_prompts,
@@ -158,39 +162,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "max_macs_fraction": args.max_macs_fraction,
         "seed_from": args.seed_from,
+        "metric_options": dict(args.metric_option) if args.metric_option else None,
+        "ray_address": args.ray_address,
+        "device": args.device,
+        "candidate_timeout_s": args.candidate_timeout,
     }
-    if args.metric_option:
-        overrides["metric_options"] = dict(args.metric_option)
-    if args.resume:
-        check_output_dir(args.resume, "--resume")
-        config = resume_config(args.resume, overrides)
-        out = args.resume
-    else:
-        if args.out:
-            check_output_dir(args.out, "--out")
-        if args.prompts is not None and args.num_prompts is None:
-            overrides["num_prompts"] = 0  # a given prompt file is used whole unless --num-prompts says otherwise
-        config = SearchConfig(**{k: v for k, v in overrides.items() if v is not None})
-        out = args.out
-    exec_config = ExecConfig(
-        out=out,
+    frontier = search(
+        **{k: v for k, v in options.items() if v is not None},
         # on a cluster every GPU (or CPU slot) by default; on one machine two workers
         workers=args.workers if args.workers is not None else ("auto" if args.ray_address else 2),
-        ray_address=args.ray_address,
-        device=args.device,
+        out=None if args.resume else args.out,  # a resume continues in its own directory
+        resume=args.resume,
         force=args.force,
         quiet=args.quiet,
         worker_env=dict(args.worker_env or []),
-        candidate_timeout_s=args.candidate_timeout,
     )
-    run = SearchRun(config, exec_config, resume=bool(args.resume))
-    print(
-        f"ecad search: {config.space}, {config.metric} vs {config.cost}, population {config.population}, "
-        f"{config.generations} generations, {exec_config.workers or 'in-process'} workers -> {run.store.root}",
-        file=sys.stderr,
-    )
-    run.run()
-    print(run.summary())
+    print(frontier.summary)
     return 0
 
 
