@@ -15,6 +15,7 @@ _EXPORTS = {
     "Frontier": "ecad.frontier",
     "Layout": "ecad.layouts",
     "Schedule": "ecad.schedule",
+    "Summary": "ecad.cache.summary",
     "ScheduleError": "ecad.schedule",
     "apply_schedule": "ecad.cache.pipeline",
     "builtin_schedule": "ecad.catalog",
@@ -25,6 +26,7 @@ _EXPORTS = {
     "pixart_layout": "ecad.models.pixart",
     "remove_schedule": "ecad.cache.pipeline",
     "reset_schedule": "ecad.cache.hooks",
+    "summary": "ecad.cache.summary",
 }
 __all__ = sorted([*_EXPORTS, "search"])
 

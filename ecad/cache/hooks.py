@@ -16,16 +16,22 @@ its own steps and keeps its own cache. `ecad.step` is stateful: diffusers'
 
 `apply_schedule_to_transformer` is for users with their own denoising loop; `ecad.apply_schedule`
 on a pipeline (ecad.cache.pipeline) installs the same hooks and sets the step count for each call.
+
+The state also records what the hooks did in the latest generation (`CallRecord`: per transformer
+call, which components computed and which were served from the cache, the batch rows and tokens the
+first block saw; the most bytes the cache held; the wall-clock time), which `ecad.summary` reads.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 from torch import nn
@@ -45,6 +51,48 @@ COMPONENT_HOOK = "ecad.component"
 DEFAULT_BRANCH = "default"  # calls made outside any cache context
 
 
+def output_nbytes(out: Any) -> int:
+    """Bytes of the tensors in a component's output (a tensor, or a tuple/list/dict of them)."""
+    if isinstance(out, torch.Tensor):
+        return out.numel() * out.element_size()
+    if isinstance(out, (tuple, list)):
+        return sum(output_nbytes(x) for x in out)
+    if isinstance(out, dict):
+        return sum(output_nbytes(x) for x in out.values())
+    return 0
+
+
+@dataclass
+class StepRecord:
+    """What the hooks did in one transformer call (one executed step of one guidance branch)."""
+
+    step: int  # index among the executed steps
+    computed: np.ndarray  # [blocks, components] bool: the component's own forward ran
+    reused: np.ndarray  # [blocks, components] bool: its output was served from the cache
+    rows: int = 0  # batch rows the first block saw
+    image_tokens: int | None = None  # hidden_states tokens the first block saw
+    text_tokens: int | None = None  # encoder_hidden_states tokens the first block saw (None: none passed)
+
+
+@dataclass
+class CallRecord:
+    """What the hooks did in one generation: a scheduled pipeline's call (timed between the
+    wrapper's begin() and end()), or a directly scheduled transformer's calls until its next reset
+    (timed from the start of its first call to the end of its last)."""
+
+    schedule: Schedule
+    by_pipeline: bool
+    started: float  # time.perf_counter()
+    finished: float | None = None
+    closed: bool = False  # no further transformer call belongs to it
+    steps: dict[str, list[StepRecord]] = field(default_factory=dict)  # branch -> its calls, in order
+    peak_cached_bytes: int = 0  # most bytes of cached outputs held at once
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished if self.finished is not None else time.perf_counter()) - self.started
+
+
 class ScheduleState:
     """Mutable per-transformer state: the plan, where the current generation is, and the cache.
     `active`: whether calls follow the schedule (a pipeline's wrapper turns it on for its calls;
@@ -60,6 +108,10 @@ class ScheduleState:
         self.last_steps_done: dict[str, int] = {}
         self.active = always_active
         self.step, self.branch = 0, DEFAULT_BRANCH
+        self.cached_bytes = 0  # bytes of the outputs in `cache`
+        self.record: CallRecord | None = None  # the latest generation (ecad.summary)
+        self.in_call = False  # inside a pipeline call (between begin() and end())
+        self._step_record: StepRecord | None = None
 
     def set_schedule(self, schedule: Schedule, exact: bool) -> None:
         self.schedule, self.exact = schedule, exact
@@ -84,26 +136,80 @@ class ScheduleState:
     def take(self, b: int, c: int) -> Any:
         """A reused output; dropped from the cache at its last reuse."""
         key = (b, c, self.branch)
-        return self.cache.pop(key) if self.plan.drop[self.step, b, c] else self.cache[key]
+        if self._step_record is not None:
+            self._step_record.reused[b, c] = True
+        out = self.cache[key]
+        if self.plan.drop[self.step, b, c]:
+            self.uncache(key)
+        return out
+
+    def store(self, b: int, c: int, out: Any) -> None:
+        """Keep a computed output for a later step's reuse."""
+        key = (b, c, self.branch)
+        if key in self.cache:  # a block path's check runs the block twice: the same output again
+            self.uncache(key)
+        self.cache[key] = out
+        self.cached_bytes += output_nbytes(out)
+        if self.record is not None:
+            self.record.peak_cached_bytes = max(self.record.peak_cached_bytes, self.cached_bytes)
+
+    def uncache(self, key: tuple[int, int, str]) -> None:
+        """Drop a cached output (if held), keeping `cached_bytes` exact."""
+        self.cached_bytes -= output_nbytes(self.cache.pop(key, None))
+
+    def computed(self, b: int, c: int) -> None:
+        """Component (b, c) ran its own forward in this step."""
+        if self._step_record is not None:
+            self._step_record.computed[b, c] = True
+
+    def all_reused(self) -> None:
+        """Every component of this step was served from the cache (a folded step)."""
+        if self._step_record is not None:
+            self._step_record.reused[:] = self.schedule.layout.cell_mask()
+
+    def saw_block_input(self, hidden: Any, encoder: Any) -> None:
+        """The first block's inputs of this step: the batch rows and tokens its MACs are priced at."""
+        record = self._step_record
+        if record is None or not isinstance(hidden, torch.Tensor) or hidden.dim() < 2:
+            return
+        record.rows, record.image_tokens = int(hidden.shape[0]), int(hidden.shape[1])
+        if isinstance(encoder, torch.Tensor) and encoder.dim() >= 2:
+            record.text_tokens = int(encoder.shape[1])
 
     def clear(self) -> None:
         """Forget the current generation: cache, folded sums, step counts (the counts stay readable
-        as `last_steps_done`: pipelines reset stateful hooks at the end of their own call)."""
+        as `last_steps_done`: pipelines reset stateful hooks at the end of their own call). Outside
+        a pipeline call this also ends the generation's record (a transformer's own loop resets
+        between generations)."""
         self.cache.clear()
+        self.cached_bytes = 0
         self.fused.clear()
         if self.steps_done:
             self.last_steps_done = dict(self.steps_done)
         self.steps_done.clear()
         self.step, self.branch = 0, DEFAULT_BRANCH
+        self._step_record = None
+        if self.record is not None and not self.in_call:
+            self.record.closed = True
 
     def begin(self) -> None:
+        self.in_call = False
         self.clear()
         self.last_steps_done: dict[str, int] = {}
         self.active = True
+        self.record = CallRecord(self.schedule, by_pipeline=True, started=time.perf_counter())
+        self.in_call = True
 
     def end(self) -> None:
+        if self.in_call and self.record is not None:
+            self.record.finished = time.perf_counter()
+        self.in_call = False
         self.clear()
         self.active = self.always_active
+
+    def after_transformer_call(self) -> None:
+        if self.record is not None and not self.record.by_pipeline:
+            self.record.finished = time.perf_counter()
 
     def on_transformer_call(self, branch: str) -> None:
         step = self.steps_done.get(branch, 0)
@@ -117,6 +223,11 @@ class ScheduleState:
             )
         self.steps_done[branch] = step + 1
         self.step, self.branch = step, branch
+        if self.record is None or self.record.closed:  # a transformer's own loop: its first call
+            self.record = CallRecord(self.schedule, by_pipeline=False, started=time.perf_counter())
+        shape = self.plan.compute.shape[1:]
+        self._step_record = StepRecord(step, np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool))
+        self.record.steps.setdefault(branch, []).append(self._step_record)
 
 
 class _ContextReceiver(BaseState):
@@ -166,10 +277,12 @@ class TransformerStepHook(CacheContextListener):
             return self.fn_ref.original_forward(*args, **kwargs)
         try:
             state.on_transformer_call(self.branch())
-            return self.fn_ref.original_forward(*args, **kwargs)
+            out = self.fn_ref.original_forward(*args, **kwargs)
         except BaseException:
             state.clear()
             raise
+        state.after_transformer_call()
+        return out
 
     def reset_state(self, module: nn.Module) -> nn.Module:
         self.state.clear()
@@ -198,6 +311,10 @@ class BlockReuseHook(ModelHook):
 
     def new_forward(self, module: nn.Module, *args, **kwargs):
         state = self.state
+        if state.active and self.block_index == 0:
+            bound = dict(zip(self.arg_names, args))
+            hidden = kwargs.get("hidden_states", bound.get("hidden_states", args[0] if args else None))
+            state.saw_block_input(hidden, kwargs.get("encoder_hidden_states", bound.get("encoder_hidden_states")))
         if not state.active or not state.block_path[state.step, self.block_index] or self.path is None:
             return self.fn_ref.original_forward(*args, **kwargs)
         if state.fold[state.step] and self.block_index != 0:
@@ -248,8 +365,9 @@ class BlockReuseHook(ModelHook):
             if verdict is False or not check.record(key, check.agrees(out, reference, False), "folded steps"):
                 state.fold[s + 1 :] = False  # this step's other blocks still pass through; later steps do not fold
                 out, consts = reference, None
+        state.all_reused()
         for b, c in zip(*np.nonzero(plan.drop[s])):  # keep the per-component bookkeeping exact
-            state.cache.pop((int(b), int(c), branch), None)
+            state.uncache((int(b), int(c), branch))
         if consts is not None and s + 1 < plan.num_steps and state.fold[s + 1]:
             state.fused[branch] = consts  # the next step reuses the same folded sums
         return out
@@ -269,8 +387,9 @@ class ComponentCacheHook(ModelHook):
         s, plan = state.step, state.plan
         if plan.compute[s, self.b, self.c]:
             out = self.fn_ref.original_forward(*args, **kwargs)
+            state.computed(self.b, self.c)
             if plan.keep[s, self.b, self.c]:
-                state.cache[(self.b, self.c, state.branch)] = out
+                state.store(self.b, self.c, out)
             return out
         return state.take(self.b, self.c)
 
