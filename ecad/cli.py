@@ -114,7 +114,7 @@ def _cmd_macs(args: argparse.Namespace) -> int:
     )
     images = "ECAD's convention" if args.ecad_convention else f"{args.images} image(s)"
     print(
-        f"{schedule.name or args.schedule}: {report.total / 1e12:.3f} TMACs vs {report.full / 1e12:.3f} uncached "
+        f"{schedule.name or args.schedule}: {_si(report.total)}MACs vs {_si(report.full)}MACs uncached "
         f"({report.speedup_bound:.2f}x fewer), {images} = transformer batch {batch}, {space.height}x{space.width}"
         + (", Linear/Conv only" if args.ecad_convention else "")
     )
@@ -248,7 +248,10 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         source = next(r.root for r in runs if any(q.key == chosen.key for q in r.points))
         schedule = schedule_of(chosen, config, source, space=space)
         schedule.attributes["picked_by"] = args.pick
+        replaced = out.exists()
         schedule.save(out, format="ecad" if args.format == "ecad" else "ecad-schedule")
+        if replaced:
+            print(f"replaced the earlier {out} (give --out to keep both)")
         print(f"picked ({args.pick}): quality {chosen.quality:.5g}, speedup {chosen.speedup:.2f}x -> {out}")
     return 0
 
@@ -281,7 +284,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(paths)} {noun}{'s' if len(paths) != 1 else ''}{frames} and generate.json to {args.out} "
         f"({result.settings['space']}, {result.settings['steps']} steps, "
-        f"{result.settings['compute_fraction']:.1%} computed, {ms[len(ms) // 2]:.1f} ms/{noun} on "
+        f"{result.settings['macs_fraction']:.1%} of transformer MACs (estimated; "
+        f"{result.settings['compute_fraction']:.1%} of components), {ms[len(ms) // 2]:.1f} ms/{noun} measured on "
         f"{result.settings['device']}, median of {len(ms)} batch{'es' if len(ms) != 1 else ''})"
     )
     return 0
@@ -413,9 +417,22 @@ def _add_score_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set ECAD_DEBUG=1)")
+    from ecad import __version__
+
+    parser.add_argument("--version", action="version", version=f"ecad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert a schedule between ecad-schedule/1 and ECAD's JSON layout")
@@ -512,27 +529,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="first seed (default 0)")
     p.add_argument("--num-seeds", type=_positive_int, default=1, help="images per prompt (seeds seed..seed+N-1)")
     p.add_argument("--guidance-scale", type=number(0, 100), help="override the schedule's guidance scale")
-    p.add_argument("--batch-size", type=_positive_int, default=4)
-    p.add_argument("--device")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="images per pipeline call")
+    p.add_argument("--device", help="torch device (default cuda if available, else cpu)")
     p.add_argument("--out", default="generated", help="output directory (default ./generated)")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser(
         "compare", help="schedules vs heuristics, diffusers' caches and cache-dit: same prompts, seeds and machine"
     )
-    p.add_argument("--space", required=True)
-    p.add_argument("--schedules", nargs="*", help="schedule files to compare")
+    p.add_argument("--space", required=True, help="search space whose model and settings every contender runs")
+    p.add_argument("--schedules", nargs="*", help="schedule files (or named schedules, see `ecad schedules`)")
     p.add_argument(
         "--baselines",
         action="store_true",
         help="add the heuristics every search seeds (every-n, attention-only, T-GATE-like), diffusers' caches "
         "(FirstBlockCache, MagCache, TaylorSeer, PAB, FasterCache) and cache-dit (DBCache, SCM) where installed",
     )
-    p.add_argument("--prompts", default="calibration_prompts/image_reward_100.txt")
-    p.add_argument("--num-prompts", type=_positive_int, default=4)
-    p.add_argument("--seeds", type=_positive_int, default=2)
-    p.add_argument("--metric", default="fidelity")
-    p.add_argument("--metric-option", action="append", type=parse_metric_option, metavar="KEY=VALUE")
+    p.add_argument("--prompts", default="calibration_prompts/image_reward_100.txt", help="prompt file, one per line")
+    p.add_argument("--num-prompts", type=_positive_int, default=4, help="use the first N prompts")
+    p.add_argument("--seeds", type=_positive_int, default=2, help="images per prompt (seeds 0..N-1)")
+    p.add_argument("--metric", default="fidelity", help="quality metric (see `ecad metrics`)")
+    p.add_argument(
+        "--metric-option", action="append", type=parse_metric_option, metavar="KEY=VALUE", help="metric option"
+    )
     p.add_argument("--batch-size", type=_positive_int, default=4, help="images per call; the timed call is one batch")
     p.add_argument("--repeats", type=_positive_int, default=3, help="timed rounds (default 3)")
     p.add_argument("--warmup", type=_non_negative_int, default=1, help="untimed rounds before them (default 1)")
@@ -543,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="Q[,Q...]",
         help="dynamic caches' thresholds at these quantiles of their calibration values (default 0.5)",
     )
-    p.add_argument("--device")
+    p.add_argument("--device", help="torch device (default cuda if available, else cpu)")
     p.add_argument("--out", default="compare", help="output directory (compare.json/.csv/.md/.png, compare_grid.png)")
     p.set_defaults(func=_cmd_compare)
 
@@ -572,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("macs", help="MACs of a schedule in a search space, against no caching")
     p.add_argument("schedule", type=Path)
-    p.add_argument("--space", required=True)
+    p.add_argument("--space", required=True, help="search space whose model dimensions and resolution count")
     p.add_argument(
         "--images",
         type=_positive_int,
@@ -586,6 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_parser(sub)
     for command in sub.choices.values():  # `ecad generate ... --debug` works as well as `ecad --debug generate`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if command.formatter_class is argparse.HelpFormatter:
+            command.formatter_class = _HelpFormatter
     return parser
 
 
@@ -608,11 +629,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        hint = " (resume it with `ecad search --resume RUN_DIR`)" if args.command == "search" else ""
-        print(f"ecad {args.command}: interrupted{hint}", file=sys.stderr)
+        print(f"ecad {args.command}: {exc or 'interrupted'}", file=sys.stderr)  # a search says how to resume
         return 130
     except (EcadError, OSError, ValueError) as exc:
         if debug:

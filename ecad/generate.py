@@ -106,7 +106,8 @@ def generate(
         "batch_size": batch_size,
         "steps": len(schedule.executed_steps),
         "timesteps": schedule.timesteps,
-        "compute_fraction": schedule.compute_fraction(),
+        "compute_fraction": schedule.compute_fraction(),  # of components
+        "macs_fraction": _macs_fraction(schedule, space, overrides["height"], overrides["width"]),  # estimated
         "call": dict(renderer.call),
         "load_seconds": round(renderer.load_seconds, 3),
         "ms_per_image": [round(x, 3) for x in rendered.ms_per_item],
@@ -116,6 +117,14 @@ def generate(
     return GenerateResult(
         rendered.images.cpu(), [prompts[p] for p, _ in items], [s for _, s in items], settings, rendered.frames
     )
+
+
+def _macs_fraction(schedule: Schedule, space, height: int, width: int) -> float:
+    """The share of no caching's transformer MACs the schedule runs, by ecad's MACs model."""
+    from ecad.cache.macs import dims_for_space, schedule_macs
+
+    report = schedule_macs(schedule, dims_for_space(space), height=height, width=width, batch=1)
+    return report.total / report.full
 
 
 def _pil(frame: torch.Tensor):

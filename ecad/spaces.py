@@ -10,6 +10,7 @@ directory, or several joined with `os.pathsep`) replaces it.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import math
@@ -278,8 +279,11 @@ def load_space(name_or_path: str | os.PathLike) -> SearchSpace:
             return _parse(path)
     dirs = ", ".join(str(d) for d in spaces_dirs())
     available = list_spaces()
+    close = difflib.get_close_matches(text.replace("_", "-").lower(), available, n=1, cutoff=0.6)
     raise SpaceError(
-        f"unknown search space {text!r} (looked in {dirs}); available spaces: "
+        f"unknown search space {text!r}"
+        + (f" (did you mean {close[0]!r}?)" if close else "")
+        + f" (looked in {dirs}); available spaces: "
         f"{', '.join(available) if available else '(none)'}. Pass one of them, a path to a .toml file, "
         f"or point {ENV_VAR} at a directory of space files"
     )

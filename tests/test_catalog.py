@@ -90,7 +90,8 @@ def test_generate_and_schedules_take_names(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["generate", "--schedule", "every-2", "--space", "tiny-pixart", "--prompt", "a cat", "--out", str(out)]
     assert main(argv) == 0
-    assert "50.0% computed" in capsys.readouterr().out and (out / "generate.json").exists()
+    printed = capsys.readouterr().out
+    assert "of transformer MACs (estimated; 50.0% of components)" in printed and (out / "generate.json").exists()
     assert main(["generate", "--schedule", "every-2", "--prompt", "a cat", "--out", str(out)]) == 2
     assert "pass --space" in capsys.readouterr().err
     assert main(["schedules", "--space", "tiny-pixart"]) == 0

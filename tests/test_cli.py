@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 import signal
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_macs_of_one_image_reproduces_ecads_no_caching_total(capsys):
     example = Path(__file__).parent / "data" / "ecad_pixart_every3.json"
     assert main(["macs", str(example), "--space", "pixart-alpha-256", "--ecad-convention"]) == 0
     out = capsys.readouterr().out
-    assert "vs 5.714 uncached" in out and "transformer batch 2" in out
+    assert "vs 5.714 TMACs uncached" in out and "transformer batch 2" in out
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -219,3 +220,19 @@ def test_help_does_not_import_torch():
     probe = "import sys, ecad.cli; ecad.cli.build_parser(); print('torch' in sys.modules, 'diffusers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_every_option_has_help_and_the_version_is_printed(capsys):
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    undocumented = [
+        f"{name} {a.option_strings[0]}"
+        for name, command in commands.items()
+        for a in command._actions
+        if a.option_strings and a.help is None
+    ]
+    assert not undocumented
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("ecad ")
+    assert "(default: 4)" in commands["compare"].format_help()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -271,3 +272,27 @@ def test_the_progress_line_says_when_slots_wait_for_the_cluster():
 
     pool = SimpleNamespace(workers=[WorkerStatus("worker-0", "busy"), WorkerStatus("worker-1", "waiting", restarts=1)])
     assert workers_text(pool) == "1 busy/2 (1 waiting, 1 restart)"
+
+
+def test_ctrl_c_ends_in_one_line_saying_how_far_it_got_and_how_to_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["search", "--workers", "0", "--population", "6", "--generations", "20", "--num-prompts", "2"]
+    argv += ["--seeds", "1", "--out", str(out)]
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 8.0)  # Ctrl-C, as SIGINT delivers it, a few generations in
+    try:
+        code = main(argv)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130
+    assert re.fullmatch(
+        rf"ecad search: interrupted (after generation \d+|before generation 0 finished); resume with ecad search "
+        rf"--resume {re.escape(str(out))}",
+        err[-1],
+    ), err

@@ -51,6 +51,10 @@ from ecad.spaces import load_space
 COSTS = ("macs", "latency")
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a search; the message says how far it got and how to resume."""
+
+
 class SearchError(EcadError, ValueError):
     """Bad search input; the message names the problem and the fix."""
 
@@ -282,6 +286,12 @@ class SearchRun:
                     if not self.resume:
                         self.store.create(cfg.to_json(), force=self.exec.force, inputs=self.inputs)
                     self._run(state)
+                except KeyboardInterrupt:
+                    done = self.engine.state.generation if self.engine and self.engine.state else None
+                    after = f"after generation {done}" if done is not None else "before generation 0 finished"
+                    raise SearchInterrupted(
+                        f"interrupted {after}; resume with ecad search --resume {self.store.root}"
+                    ) from None
                 finally:
                     self.pool.shutdown()
             except BaseException:
@@ -314,6 +324,13 @@ class SearchRun:
             more = f"; and {len(damaged) - 3} more" if len(damaged) > 3 else ""
             warn(f"damaged generation record(s) skipped ({shown}{more}); a generation run again rewrites its record")
         state = self._resume_state(generations)
+        if not self.exec.quiet:
+            where = f"after generation {state.generation}" if state is not None else "at generation 0"
+            print(
+                f"ecad search: resuming {self.store.root} {where} ({len(self.records)} candidates already evaluated)",
+                file=sys.stderr,
+                flush=True,
+            )
         if state is None:
             self.generation_records = []
             self._load_seeds_again()
