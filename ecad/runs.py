@@ -81,6 +81,9 @@ def is_run_record(name: str) -> bool:
     )
 
 
+EXTENDABLE = "generations"  # the one config field a resume may change (upwards): `--resume RUN --generations 30`
+
+
 class RunError(EcadError, ValueError):
     """A run directory cannot be used as asked; the message says why and what to do."""
 
@@ -390,6 +393,16 @@ class RunStore:
                 "with --force; choose a new --out (a directory that does not exist yet, or is empty)"
             )
 
+    def extend(self, config: dict[str, Any]) -> bool:
+        """Record a resume's larger generation count (the one setting a resume may change: the
+        generations already run are the same either way). Returns whether config.json changed."""
+        record = self._read_config_file()
+        if record["config"].get(EXTENDABLE) == config.get(EXTENDABLE):
+            return False
+        updated = {**record["config"], EXTENDABLE: config[EXTENDABLE]}
+        atomic_write_json(self.config_path, {**record, "config": updated, "config_hash": config_hash(updated)})
+        return True
+
     def create(self, config: dict[str, Any], force: bool = False, inputs: dict[str, Any] | None = None) -> None:
         """Start the run directory. `inputs` fingerprints what the config only names (the prompt
         file's prompts, the space file's text), so a resume can tell when they changed."""
@@ -449,7 +462,13 @@ class RunStore:
         """Refuse a resume whose results would not continue the run: other settings, other
         prompts or another space behind the same names, or genomes of another length."""
         stored = self._read_config_file()
-        diff = config_diff(stored["config"], config)
+        old_generations, new_generations = stored["config"].get(EXTENDABLE), config.get(EXTENDABLE)
+        if isinstance(new_generations, int) and isinstance(old_generations, int) and new_generations < old_generations:
+            raise RunError(
+                f"cannot resume {self.root} with --generations {new_generations}: the run was set to "
+                f"{old_generations}; a resume may extend a run, not shorten it"
+            )
+        diff = config_diff({**stored["config"], EXTENDABLE: new_generations}, config)
         if diff:
             raise RunError(
                 "cannot resume with a different configuration:\n"

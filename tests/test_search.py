@@ -296,3 +296,16 @@ def test_ctrl_c_ends_in_one_line_saying_how_far_it_got_and_how_to_resume(tmp_pat
         rf"--resume {re.escape(str(out))}",
         err[-1],
     ), err
+
+
+def test_a_finished_run_is_extended_by_resuming_with_more_generations(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["search", "--workers", "0", "--population", "4", "--num-prompts", "1", "--seeds", "1", "--out", str(out)]
+    assert main([*argv, "--generations", "1"]) == 0
+    assert main(["search", "--resume", str(out), "--generations", "2"]) == 0
+    assert "extending" in capsys.readouterr().err
+    assert (out / "gen_002.json").exists() and json.loads((out / "config.json").read_text())["config"][
+        "generations"
+    ] == 2
+    assert main(["search", "--resume", str(out), "--generations", "1"]) == 2  # shortening is refused
+    assert "may extend a run, not shorten it" in capsys.readouterr().err

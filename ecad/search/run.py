@@ -324,6 +324,8 @@ class SearchRun:
             more = f"; and {len(damaged) - 3} more" if len(damaged) > 3 else ""
             warn(f"damaged generation record(s) skipped ({shown}{more}); a generation run again rewrites its record")
         state = self._resume_state(generations)
+        if self.store.extend(self.config.to_json()) and not self.exec.quiet:
+            print(f"ecad search: extending {self.store.root} to {self.config.generations} generations", file=sys.stderr)
         if not self.exec.quiet:
             where = f"after generation {state.generation}" if state is not None else "at generation 0"
             print(
