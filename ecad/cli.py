@@ -430,9 +430,9 @@ class _HelpFormatter(argparse.HelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecad", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set ECAD_DEBUG=1)")
-    from ecad import __version__
+    import ecad
 
-    parser.add_argument("--version", action="version", version=f"ecad {__version__}")
+    parser.add_argument("--version", action="version", version=f"ecad {ecad.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert a schedule between ecad-schedule/1 and ECAD's JSON layout")

@@ -14,10 +14,10 @@ from ecad.cli import main
 from ecad.compare import CompareSettings, run_compare
 from ecad.compare.calibration import first_block_residual_changes, thresholds
 from ecad.compare.contenders import NO_CACHING, Contender
-from ecad.compare.outputs import place_labels
 from ecad.compare.run import CompareRow, stock_state, time_interleaved
 from ecad.generation import Renderer
 from ecad.models import FAMILIES
+from ecad.report.plots import place_labels
 from ecad.schedule import Schedule
 from ecad.spaces import load_space
 

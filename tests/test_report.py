@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import base64
+import itertools
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 import ecad
 from ecad.models import FAMILIES, adapter_for
 from ecad.report import load_run, plot_schedule_heatmap, render_samples, write_report, write_run_plots
-from ecad.report.plots import schedule_image
+from ecad.report.plots import frontier_figure, schedule_heatmap_figure, schedule_image
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun
 from ecad.spaces import load_space
 from tests.conftest import SMALL
@@ -71,6 +74,55 @@ def test_run_plots_while_a_search_is_still_running(run_dir, tmp_path):
     assert [p.key for p in load_run(running).frontier] == [p["key"] for p in front]
     page = write_report(running).read_text()
     assert "report-data" in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+def _overlapping(boxes: list) -> list:
+    return [(a, b) for (a, ba), (b, bb) in itertools.combinations(boxes, 2) if ba.overlaps(bb)]
+
+
+def test_frontier_png_labels_each_frontier_point_with_its_rank(run_dir):
+    """A point of the PNG frontier can be matched to its file: its label is the NNN of
+    frontier/NNN_key.json (the table's #), and no two labels sit on each other."""
+    front = json.loads((run_dir / "frontier" / "frontier.json").read_text())["points"]
+    fig = frontier_figure(run_dir)
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if t.get_gid() == "frontier-rank"]
+    assert [t.get_text() for t in labels] == [str(i) for i in range(len(front))]
+    assert [Path(p["schedule"]).name[:3] for p in front] == [f"{i:03d}" for i in range(len(front))]
+    for text, p in zip(labels, front):
+        assert text.xy == pytest.approx((p["cost"], p["quality"]))  # each label points at its own point
+    renderer = fig.canvas.get_renderer()
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
+    assert not _overlapping(boxes), "frontier rank labels overlap"
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for _, b in boxes)
+
+
+@pytest.mark.parametrize(
+    "family", [f for f in FAMILIES if len(load_space(adapter_for(f).benchmark_space).layout.groups) > 1]
+)
+def test_heatmap_titles_of_grouped_layouts_do_not_collide(family):
+    """FLUX (double + single blocks) and SD3 (dual, joint, final) panels: no title, group name or
+    axis label of one panel runs into another's, measured with the figure's own renderer."""
+    space = load_space(adapter_for(family).benchmark_space)
+    schedule = ecad.Schedule.every_n(space.layout, space.steps, 2, timesteps=list(range(0, space.steps, 2)))
+    fig = schedule_heatmap_figure(schedule, title=f"{family} · a long schedule title", note="quality 0.9  ·  MACs 40%")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [("suptitle", fig._suptitle.get_window_extent(renderer))]
+    for i, ax in enumerate(fig.axes):
+        for name, text in (("title", ax.title), ("left title", ax._left_title), ("right title", ax._right_title)):
+            if text.get_text():
+                boxes.append((f"panel {i} {name}", text.get_window_extent(renderer)))
+        boxes.append((f"panel {i} xlabel", ax.xaxis.label.get_window_extent(renderer)))
+        boxes.append((f"panel {i} ylabel", ax.yaxis.label.get_window_extent(renderer)))
+    assert not _overlapping(boxes), _overlapping(boxes)
+    titles = [ax.get_title() for ax in fig.axes]
+    if family == "flux":  # both groups named in every panel, each with its own component
+        assert all("double: " in t and "single: " in t for t in titles), titles
+        assert "double: full_attn" in titles[0] and "single: single_attn" in titles[0]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -142,16 +194,31 @@ def test_html_report_renders_and_is_interactive(run_dir, tmp_path):
     page = write_report(run_dir, tmp_path / "report.html", samples=samples)
 
     evil = '<img src=x onerror="window.__xss=1"></script>'
-    bad_run = _tampered_copy(run_dir, tmp_path / "evil-run", target["key"], evil)
+    bad_run = _tampered_copy(run_dir, tmp_path / 'evil"<b>run', target["key"], evil)  # the path is markup too
     bad = write_report(bad_run, tmp_path / "evil.html")  # and without samples
     html = bad.read_text()
     data_block = html.split('id="report-data">', 1)[1].split("</script>", 1)[0]
     assert "<img src=x" not in html and html.count("<script") == 2 and "<" not in data_block
+    assert "<b>" not in html
+    # the copy-ready commands name the real frontier file, quoted for the shell and for Python
+    cmds = json.loads(data_block)["cmds"]
+    bad_file = f'evil"<b>run/frontier/{target["schedule"]}'  # the run sits under the report: relative to it
+    assert cmds[target["key"]]["path"] == bad_file
+    assert shlex.split(cmds[target["key"]]["shell"])[:3] == ["ecad", "generate", "--schedule"]
+    assert shlex.split(cmds[target["key"]]["shell"])[3] == bad_file
+    call = ast.parse(cmds[target["key"]]["python"]).body[0].value  # ecad.apply_schedule(pipe, ecad.load_schedule(...))
+    assert ast.literal_eval(call.args[1].args[0]) == bad_file
+    assert ecad.load_schedule(bad.parent / ast.literal_eval(call.args[1].args[0])).num_steps > 0
+    # the default report sits in the run: paths relative to it
+    own = write_report(run_dir).read_text()
+    own_cmds = json.loads(own.split('id="report-data">', 1)[1].split("</script>", 1)[0])["cmds"]
+    assert own_cmds[target["key"]]["path"] == f"frontier/{target['schedule']}"
 
     driver = _browser(tmp_path)
     try:
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
         from selenium.webdriver.support import expected_conditions as EC
         from selenium.webdriver.support.ui import WebDriverWait
 
@@ -186,6 +253,36 @@ def test_html_report_renders_and_is_interactive(run_dir, tmp_path):
         )
         details = driver.find_element(By.ID, "details-body")
         assert target["key"] in details.text and details.find_elements(By.TAG_NAME, "canvas")
+        # the panel's copy-ready command line and Python call name the schedule file
+        target_file = str(run_dir.resolve() / "frontier" / target["schedule"])
+        codes = [c.text for c in details.find_elements(By.CSS_SELECTOR, "#usage pre code")]
+        assert len(codes) == 2 and codes[0].startswith("ecad generate --schedule ") and target_file in codes[0]
+        assert codes[1].startswith("ecad.apply_schedule(pipe, ecad.load_schedule(") and target_file in codes[1]
+        assert len(details.find_elements(By.CSS_SELECTOR, "#usage button.copy")) == 2
+        assert driver.execute_script(  # the text can be selected by hand as well
+            "var c = document.querySelector('#usage pre code'), r = document.createRange(); r.selectNodeContents(c);"
+            "var s = getSelection(); s.removeAllRanges(); s.addRange(r); return s.toString() === c.textContent;"
+        )
+        details.find_element(By.CSS_SELECTOR, "#usage button.copy").click()  # no error with or without a clipboard
+
+        # keyboard: rows are focusable, Enter and Space select a row's schedule as a click does
+        rows = driver.find_elements(By.CSS_SELECTOR, "#front-table tbody tr")
+        assert all(r.get_attribute("tabindex") == "0" for r in rows)
+        other = front[-1]
+        row = driver.find_element(By.CSS_SELECTOR, f'#front-table tr[data-key="{other["key"]}"]')
+        driver.execute_script("arguments[0].focus()", row)
+        assert driver.switch_to.active_element == row
+        row.send_keys(Keys.ENTER)
+        WebDriverWait(driver, 5).until(lambda d: other["key"] in details.text)
+        assert target["key"] not in details.text and "selected" in row.get_attribute("class")
+        assert "selected" in point(other["key"]).get_attribute("class")
+        assert other["schedule"] in details.find_element(By.CSS_SELECTOR, "#usage pre code").text
+        outline = driver.execute_script("return getComputedStyle(arguments[0]).outlineStyle", row)
+        assert outline != "none", "a focused row shows where the focus is"
+        first = driver.find_element(By.CSS_SELECTOR, f'#front-table tr[data-key="{target["key"]}"]')
+        driver.execute_script("arguments[0].focus()", first)
+        first.send_keys(Keys.SPACE)
+        WebDriverWait(driver, 5).until(lambda d: target["key"] in details.text)
 
         # whole page in one screenshot, with the tooltip of a point in the middle of the frontier
         height = driver.execute_script("return document.documentElement.scrollHeight")
@@ -205,6 +302,8 @@ def test_html_report_renders_and_is_interactive(run_dir, tmp_path):
         point(target["key"]).click()
         assert "render_samples" in driver.find_element(By.ID, "samples").text
         assert evil in driver.find_element(By.ID, "details-body").text
+        command = driver.find_element(By.CSS_SELECTOR, "#usage pre code").text  # the odd path shows as text
+        assert shlex.split(command)[3] == bad_file
         assert driver.execute_script("return window.__xss === undefined")
 
         severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]

@@ -14,11 +14,10 @@ from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
-from matplotlib.transforms import Bbox
 
 from ecad.compare.run import CompareResult, CompareRow
 from ecad.files import atomic_write, atomic_write_json, atomic_write_text
-from ecad.report.plots import STYLE, save_figure
+from ecad.report.plots import STYLE, place_labels, save_figure
 
 MARKERS = {"no caching": "*", "schedule": "o", "heuristic": "s", "diffusers": "^", "cache-dit": "D"}
 COLUMNS = ("#", "contender", "kind", "{metric}", "PSNR", "SSIM", "LPIPS", "MACs", "speedup", "parameters")
@@ -133,51 +132,6 @@ def csv_text(result: CompareResult) -> str:
 
 
 # ---------------------------------------------------------------------- plot
-def _overlaps(box: Bbox, others: Sequence[Bbox]) -> float:
-    """Total overlapping area of `box` with `others` (display units)."""
-    total = 0.0
-    for o in others:
-        w = min(box.x1, o.x1) - max(box.x0, o.x0)
-        h = min(box.y1, o.y1) - max(box.y0, o.y0)
-        if w > 0 and h > 0:
-            total += w * h
-    return total
-
-
-OFFSETS = [
-    (dx * r, dy * r)
-    for r in (1, 2, 3, 4)
-    for dx, dy in ((5, 4), (5, -11), (-12, 4), (-12, -11), (7, -3), (-15, -3), (-3, 8), (-3, -15))
-]
-
-
-def place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> list:
-    """Text labels beside points, each at the first offset (rings of growing radius) where it
-    overlaps no label placed before it, no point and nothing outside the axes; when none is free,
-    the least overlapping one. Returns the Text artists."""
-    renderer = ax.figure.canvas.get_renderer()  # an Agg canvas (plot_compare attaches one)
-    points = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
-    taken = [Bbox.from_extents(px - 4, py - 4, px + 4, py + 4) for px, py in points]
-    frame = ax.get_window_extent(renderer)
-    texts = []
-    for (x, y), label in zip(zip(xs, ys), labels):
-        text = ax.annotate(label, (x, y), xytext=(0, 0), textcoords="offset points", fontsize=7.5, zorder=6)
-        best, best_cost = OFFSETS[0], float("inf")
-        for off in OFFSETS:
-            text.set_position(off)
-            box = text.get_window_extent(renderer)
-            outside = 0.0 if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) else 1e6
-            cost = _overlaps(box, taken) + outside
-            if cost < best_cost:
-                best, best_cost = off, cost
-            if cost == 0:
-                break
-        text.set_position(best)
-        taken.append(text.get_window_extent(renderer))
-        texts.append(text)
-    return texts
-
-
 def plot_compare(result: CompareResult, out_png: Path) -> Path:
     """Left: quality vs realised MACs; right: quality vs measured speedup with its range. Each
     contender is its number in both panels; the key lists the numbers."""

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shlex
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ SAMPLES_HOWTO = (
     'python -c "from ecad.report import render_samples, write_report; '
     "write_report('{run}', samples=render_samples('{run}'))\"",
 )
+DEFAULT_PROMPT = "a photo of a red fox in the snow"
 
 
 # ---------------------------------------------------------------------- samples
@@ -177,7 +179,39 @@ def _schedules(run: RunData, space) -> dict[str, Any]:
     return {k: _cells(sch) for k, sch in found.items() if sch is not None}
 
 
-def _page_data(run: RunData, samples: dict | None) -> dict[str, Any]:
+def _schedule_path(run: RunData, name: str, out_html: Path | None) -> str:
+    """Where a frontier schedule file is, as the page shows it: relative to the report when the
+    report sits in the run directory (the default, so a copied run keeps working when commands
+    are run from the report's folder), else the absolute path."""
+    path = run.root.resolve() / "frontier" / name
+    if out_html is not None:
+        here = Path(out_html).resolve().parent
+        if path.is_relative_to(here):
+            return str(path.relative_to(here))
+    return str(path)
+
+
+def _commands(run: RunData, out_html: Path | None, samples: dict | None) -> dict[str, dict[str, str]]:
+    """Per frontier key with a file in frontier/: the path the page shows, the `ecad generate` command
+    line (shell-quoted) and the Python call that applies it (a Python string literal)."""
+    prompts = [str(s) for s in (samples or {}).get("prompts", []) if str(s).strip()]
+    prompt = prompts[0] if prompts else DEFAULT_PROMPT
+    out = {}
+    for p in run.frontier:
+        name = run.frontier_files.get(p.key)
+        if not name:
+            continue
+        path = _schedule_path(run, name, out_html)
+        literal = json.dumps(path, ensure_ascii=False)  # a JSON string is a valid Python string literal
+        out[p.key] = {
+            "path": path,
+            "shell": f"ecad generate --schedule {shlex.quote(path)} --prompt {shlex.quote(prompt)}",
+            "python": f"ecad.apply_schedule(pipe, ecad.load_schedule({literal}))",
+        }
+    return out
+
+
+def _page_data(run: RunData, samples: dict | None, out_html: Path | None = None) -> dict[str, Any]:
     space = run_space(run)
     schedules = _schedules(run, space)
     labels: list[str] = []
@@ -233,6 +267,7 @@ def _page_data(run: RunData, samples: dict | None) -> dict[str, Any]:
         "points": pts,
         "frontier": [p.key for p in run.frontier],
         "files": {p.key: run.frontier_files.get(p.key) for p in run.frontier},
+        "cmds": _commands(run, out_html, samples),
         "hv": hv,
         "samples": smp,
         "howto": [s.format(run=run.root) for s in SAMPLES_HOWTO],
@@ -299,7 +334,7 @@ def write_report(
     per prompt]}} as `render_samples` returns; without it the page says how to make them."""
     run = as_run(run_dir)
     out = Path(out_html) if out_html is not None else run.report_path
-    data = _page_data(run, samples)
+    data = _page_data(run, samples, out)
     title = f"ecad report — {run.root.name}"
     subtitle = " · ".join(
         str(x)

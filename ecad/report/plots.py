@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # bare Figures render with Agg: no pyplot,
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
+from matplotlib.transforms import Bbox
 
 from ecad.files import atomic_write, atomic_write_json, move
 from ecad.frontier import seed_family
@@ -37,6 +38,17 @@ SEED_MARKERS = {
     "single component": "D",
     "seed file": "P",
 }
+# where a label goes, in points from its marker: rings of growing radius, the first free one
+LABEL_OFFSETS = [
+    (dx * r, dy * r)
+    for r in (1, 2, 3, 4)
+    for dx, dy in ((5, 4), (5, -11), (-12, 4), (-12, -11), (7, -3), (-15, -3), (-3, 8), (-3, -15))
+]
+RANK_OFFSETS = [  # a frontier rank, bold beside a ringed marker
+    (dx * r, dy * r)
+    for r in (1, 1.6, 2.4, 3.4)
+    for dx, dy in ((6, 5), (6, -12), (-12, 5), (-12, -12), (8, -3), (-15, -3), (-3, 9), (-3, -16))
+]
 STYLE = {
     "font.size": 10,
     "axes.titlesize": 12,
@@ -62,12 +74,23 @@ def _run_title(run: RunData) -> str:
 # ---------------------------------------------------------------------- frontier
 def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLike) -> Path:
     """Every feasible candidate (quality vs cost) coloured by the generation it was first evaluated
-    in, the Pareto frontier as a line with ringed markers, no caching as a star and the heuristic
-    seeds with their own markers."""
+    in, the Pareto frontier as a line with ringed markers, each labelled with its rank (the NNN of
+    its file frontier/NNN_key.json and the # of the report's table), no caching as a star and the
+    heuristic seeds with their own markers."""
+    fig = frontier_figure(run_dir)
+    with matplotlib.rc_context(STYLE):
+        return save_figure(fig, out_png)
+
+
+def frontier_figure(run_dir: str | os.PathLike | RunData) -> Figure:
+    """The figure `plot_frontier` saves (with an Agg canvas: its text can be measured)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     run = as_run(run_dir)
     feas = run.feasible
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(10, 7.0), layout="constrained")
+        FigureCanvasAgg(fig)  # placing the rank labels measures text, which needs a renderer
         ax = fig.subplots()
         last_gen = max([p.generation for p in run.points] + [len(run.generations) - 1, 1])
         if last_gen <= 16:
@@ -130,7 +153,7 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
                     mec=FRONT,
                     ms=10,
                     mew=1.8,
-                    label=f"Pareto frontier ({len(front)})",
+                    label=f"Pareto frontier ({len(front)}); number: rank, file frontier/NNN_key.json",
                 )
             )
         base = [p for p in feas if p.kind == "no_caching"]
@@ -187,7 +210,69 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
         handles.append(Line2D([], [], ls="", label=note))
         fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8.5, frameon=False)
         ax.set_title(f"Quality vs cost — {_run_title(run)}", loc="left", pad=12)
-        return save_figure(fig, out_png)
+        if front:
+            _rank_labels(fig, ax, front)
+        return fig
+
+
+def _rank_labels(fig: Figure, ax, front) -> list:
+    """Each frontier point's rank beside it (the NNN of its file and the table's #)."""
+    fig.draw_without_rendering()  # settle the constrained layout first: labels are placed in pixels
+    return place_labels(
+        ax,
+        [p.cost for p in front],
+        [p.quality for p in front],
+        [str(rank) for rank in range(len(front))],
+        offsets=RANK_OFFSETS,
+        marker_radius=7,  # the ringed markers
+        fontsize=8,
+        fontweight="bold",
+        color=FRONT,
+        zorder=7,
+        gid="frontier-rank",
+    )
+
+
+def _overlaps(box: Bbox, others: list[Bbox]) -> float:
+    """Total overlapping area of `box` with `others` (display units)."""
+    total = 0.0
+    for o in others:
+        w = min(box.x1, o.x1) - max(box.x0, o.x0)
+        h = min(box.y1, o.y1) - max(box.y0, o.y0)
+        if w > 0 and h > 0:
+            total += w * h
+    return total
+
+
+def place_labels(ax, xs, ys, labels, offsets=LABEL_OFFSETS, marker_radius: float = 4, **text: Any) -> list:
+    """Text labels beside points, each at the first offset (rings of growing radius) where it
+    overlaps no label placed before it, no point and nothing outside the axes; when none is free,
+    the least overlapping one. Needs a figure with a canvas (Agg). Returns the Text artists.
+    Shared by the run's frontier plot and `ecad compare`'s plot."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    r = marker_radius
+    taken = [
+        Bbox.from_extents(px - r, py - r, px + r, py + r) for px, py in (ax.transData.transform(p) for p in zip(xs, ys))
+    ]
+    style = {"fontsize": 7.5, "zorder": 6, **text}
+    texts = []
+    for x, y, label in zip(xs, ys, labels):
+        artist = ax.annotate(label, (x, y), xytext=(0, 0), textcoords="offset points", **style)
+        best, best_cost = offsets[0], math.inf
+        for off in offsets:
+            artist.set_position(off)
+            box = artist.get_window_extent(renderer)
+            outside = 0.0 if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) else 1e6
+            cost = _overlaps(box, taken) + outside
+            if cost < best_cost:
+                best, best_cost = off, cost
+            if cost == 0:
+                break
+        artist.set_position(best)
+        taken.append(artist.get_window_extent(renderer))
+        texts.append(artist)
+    return texts
 
 
 def _inv(x):
@@ -267,6 +352,13 @@ def plot_schedule_heatmap(
     blocks then the single blocks, with a divider between them and both component names in the
     panel title. Dark = compute, light = reuse, grey = step not run. The title is `title` or the
     schedule's name, then its compute fraction and `note` (default: quality/MACs from its metrics)."""
+    fig = schedule_heatmap_figure(schedule, title=title, note=note)
+    with matplotlib.rc_context(STYLE):
+        return save_figure(fig, out_png, dpi=100)
+
+
+def schedule_heatmap_figure(schedule: Schedule, title: str | None = None, note: str | None = None) -> Figure:
+    """The figure `plot_schedule_heatmap` saves."""
     img = schedule_image(schedule)
     steps, blocks, comps = img.shape
     layout = schedule.layout
@@ -298,7 +390,10 @@ def plot_schedule_heatmap(
             )
             for b in bounds:
                 ax.axvline(b - 0.5, color="#e63946", lw=1.6)
-            names = " | ".join(g.components[c] if c < len(g.components) else "\u2014" for g in layout.groups)
+            names = [g.components[c] if c < len(g.components) else "\u2014" for g in layout.groups]
+            if vertical and len(layout.groups) > 1:  # FLUX: say which group (double, single) each name is of
+                names = [f"{g.display}: {n}" for g, n in zip(layout.groups, names)]
+            names = "  |  ".join(names) if vertical else " | ".join(names)
             real = int((img[0, :, c] != 3).sum())
             frac = float((img[:, :, c] == 1).sum()) / max(1, steps * real)
             ax.set_title(f"{names}  ({frac:.0%} computed)", fontsize=9.5)
@@ -325,7 +420,9 @@ def plot_schedule_heatmap(
         if layout.ragged:
             legend.append(Patch(facecolor=ABSENT, edgecolor="#9aa5b1", label="no such component"))
         fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8.5, frameon=False)
-        return save_figure(fig, out_png, dpi=100)
+        if vertical:
+            fig.get_layout_engine().set(h_pad=0.06)  # room between a panel's block label and the next title
+        return fig
 
 
 def _metrics_note(metrics: dict[str, Any]) -> str:

@@ -97,8 +97,20 @@
     var bounds = [], acc = 0; L.groups.forEach(function (g, i) { acc += g.blocks; if (i < L.groups.length - 1) bounds.push(acc); });
     for (var c = 0; c < C; c++) {
       var x0 = stacked ? padL : padL + c * (pw + gap), y0 = stacked ? c * (titleH + ph + 8) + titleH : titleH;
-      var names = L.groups.map(function (g) { return g.components[c] || "\u2014"; }).join(" | ");
-      ctx.fillStyle = "#3d4856"; ctx.fillText(names, x0, y0 - 4, stacked ? pw : pw + gap - 2);
+      ctx.fillStyle = "#3d4856";
+      if (stacked && L.groups.length > 1) {
+        // wide panels (FLUX): each group's component named over its own span, so no two names meet
+        var start = 0;
+        L.groups.forEach(function (g) {
+          var span = g.blocks * cw - 6, name = g.components[c] || "\u2014", full = g.short + ": " + name;
+          var text = ctx.measureText(full).width <= span ? full : name;
+          if (span > 8) ctx.fillText(text, x0 + start * cw + (start ? 4 : 0), y0 - 4, span);
+          start += g.blocks;
+        });
+      } else {
+        var names = L.groups.map(function (g) { return g.components[c] || "\u2014"; }).join(" | ");
+        ctx.fillText(names, x0, y0 - 4, stacked ? pw : pw + gap - 2);
+      }
       for (var s = 0; s < S; s++) for (var b = 0; b < B; b++) {
         ctx.fillStyle = FILL[cell((s * B + b) * C + c)];
         ctx.fillRect(x0 + b * cw, y0 + s * ch, cw, ch);
@@ -243,10 +255,15 @@
     th.appendChild(tr); t.appendChild(th);
     var tb = el("tbody");
     D.frontier.forEach(function (k, i) {
-      var p = byKey[k], r = el("tr", { "data-key": k });
+      var p = byKey[k], r = el("tr", { "data-key": k, tabindex: "0", "aria-label": "select frontier schedule #" + i });
       [[i, "num"], [fmtQ(p.q), "num"], [D.run.cost === "latency" ? p.c.toFixed(3) : fmtPct(p.c), "num"], [fmtX(p.sp), "num"],
         [labelOf(p), ""], [p.g, "num"], [D.files[k] || "(not written yet)", ""], [k, ""]].forEach(function (c) { r.appendChild(el("td", { "class": c[1] }, c[0])); });
-      r.addEventListener("click", function () { select(k); document.getElementById("plot-card").scrollIntoView({ behavior: "smooth" }); });
+      function pick() { select(k); document.getElementById("plot-card").scrollIntoView({ behavior: "smooth" }); }
+      r.addEventListener("click", pick);
+      r.addEventListener("keydown", function (ev) {  // a focused row: Enter or Space selects it as a click does
+        if (ev.target !== r || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+        if (ev.key === "Enter" || ev.key === " " || ev.key === "Spacebar") { ev.preventDefault(); pick(); }
+      });
       r.addEventListener("mouseenter", function () { if (elems[k]) elems[k].classList.add("hover"); });
       r.addEventListener("mouseleave", function () { if (elems[k]) elems[k].classList.remove("hover"); });
       tb.appendChild(r);
@@ -268,8 +285,44 @@
     var body = document.getElementById("details-body"); body.textContent = "";
     var h = el("h3", null, labelOf(p));
     h.appendChild(el("span", { "class": "badge" + (k in frontRank ? " front" : "") }, k in frontRank ? "frontier #" + frontRank[k] : kindName(p)));
-    body.appendChild(h); body.appendChild(facts(p, "facts")); body.appendChild(heatmap(p.s, 420));
+    body.appendChild(h); body.appendChild(facts(p, "facts")); body.appendChild(usage(p)); body.appendChild(heatmap(p.s, 420));
     drawSamples(p);
+  }
+  // the copy-ready command line and Python call of a frontier schedule file (Python writes both)
+  function copyText(text, btn) {
+    function done(ok) { btn.textContent = ok ? "copied" : "select + copy"; setTimeout(function () { btn.textContent = "copy"; }, 1500); }
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(text).then(function () { done(true); }, function () { done(fallbackCopy(text)); });
+    } else done(fallbackCopy(text));
+  }
+  function fallbackCopy(text) {
+    var ta = el("textarea"); ta.value = text; ta.setAttribute("readonly", ""); ta.style.position = "fixed"; ta.style.opacity = "0";
+    document.body.appendChild(ta); ta.select(); var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    document.body.removeChild(ta); return ok;
+  }
+  function codeBlock(title, text, cls) {
+    var box = el("div", { "class": "cmd " + cls }), head = el("div", { "class": "cmd-head" });
+    head.appendChild(el("span", null, title));
+    var btn = el("button", { type: "button", "class": "copy", "aria-label": "copy " + title }, "copy");
+    btn.addEventListener("click", function () { copyText(text, btn); });
+    head.appendChild(btn); box.appendChild(head);
+    var pre = el("pre"); pre.appendChild(el("code", null, text)); box.appendChild(pre);
+    return box;
+  }
+  function usage(p) {
+    var box = el("div", { "class": "usage", id: "usage" }), c = D.cmds[p.k];
+    if (!c) {
+      box.appendChild(el("p", { "class": "muted" }, p.k in frontRank ?
+        "Its schedule file is written to frontier/ when the search finishes." :
+        "Not on the frontier: only frontier schedules are saved as files."));
+      return box;
+    }
+    box.appendChild(codeBlock("generate with it", c.shell, "shell"));
+    box.appendChild(codeBlock("apply it in Python", c.python, "python"));
+    if (c.path.charAt(0) !== "/" && !/^[A-Za-z]:[\\/]/.test(c.path))
+      box.appendChild(el("div", { "class": "hint" }, "paths are relative to the folder this report is in"));
+    return box;
   }
   function drawSamples(p) {
     var sec = document.getElementById("samples"), body = document.getElementById("samples-body");
