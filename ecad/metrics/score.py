@@ -1,12 +1,7 @@
 """`ecad score`: score a directory of images with one quality metric, print a table, write JSON.
 
-    ecad score --metric clip --images out/ --prompts prompts.txt [--json scores.json]
-    ecad score --metric fidelity --images cached/ --reference uncached/ --prompts prompts.txt
-    ecad score --metric fid --images out/ --reference real_images/
-
-Images are PNG/JPG files sorted by file name; the prompts file has one prompt per line in the same
-order. Metrics comparing to references use --reference DIR: per-image metrics (fidelity, psnr) take
-the same number of images with the same file order, FID takes any reference set.
+The command's usage and its rules for images, prompts and references are its help text
+(ecad.cli.SCORE_USAGE), where the parser lives so that `ecad --help` need not import torch.
 """
 
 from __future__ import annotations
