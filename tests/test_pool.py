@@ -32,7 +32,7 @@ from ecad.distributed.pool import (
 )
 from ecad.distributed.worker import WorkerConfig
 from ecad.resources import shipped_file
-from ecad.search.run import workers_text
+from ecad.search.progress import workers_text
 from tests.conftest import candidate_tasks
 
 PROMPTS = ("a red cube", "a cat")
