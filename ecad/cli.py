@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from ecad.errors import EcadError
 from ecad.files import check_output_dir, check_output_file
-from ecad.options import environment_variable, number, parse_metric_option, whole_number, worker_count
+from ecad.options import (
+    OptionTable,
+    environment_variable,
+    number,
+    parse_metric_option,
+    whole_number,
+    worker_count,
+)
 from ecad.schedule import load_schedule
+from ecad.units import si_units
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -83,16 +92,20 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _cmd_spaces(args: argparse.Namespace) -> int:
-    from ecad.spaces import list_spaces, load_space
+    """The listing reads each space's own fields only (no torch, so it is instant); `--check`
+    loads every space in full, as a search would."""
+    from ecad.spaces import list_space_files, load_space
 
-    for name in list_spaces():
-        space = load_space(name)
-        frames = f" x {space.frames} frames" if space.frames else ""
-        print(
-            f"{name:22s} {space.family:7s} {space.layout.num_blocks:3d} blocks  {space.steps:3d} steps  "
-            f"{space.height}x{space.width}{frames}  {space.model}"
-        )
-    return 0
+    bad = 0
+    for listing in list_space_files():
+        if args.check and listing.problem is None:
+            try:
+                load_space(listing.path)
+            except ValueError as exc:
+                listing = dataclasses.replace(listing, problem=str(exc))
+        bad += listing.problem is not None
+        print(listing)
+    return 2 if args.check and bad else 0
 
 
 def _cmd_macs(args: argparse.Namespace) -> int:
@@ -114,7 +127,7 @@ def _cmd_macs(args: argparse.Namespace) -> int:
     )
     images = "ECAD's convention" if args.ecad_convention else f"{args.images} image(s)"
     print(
-        f"{schedule.name or args.schedule}: {_si(report.total)}MACs vs {_si(report.full)}MACs uncached "
+        f"{schedule.name or args.schedule}: {si_units(report.total)}MACs vs {si_units(report.full)}MACs uncached "
         f"({report.speedup_bound:.2f}x fewer), {images} = transformer batch {batch}, {space.height}x{space.width}"
         + (", Linear/Conv only" if args.ecad_convention else "")
     )
@@ -142,9 +155,17 @@ def _cmd_macs(args: argparse.Namespace) -> int:
     return 0
 
 
+# config.json's field names that differ from the options that set them
+CONFIG_ALIASES = {"metric_options": "metric_option", "candidate_timeout_s": "candidate_timeout"}
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from ecad.search.api import search
 
+    if args.config:
+        for dest, value in args.option_table.from_file(args.config, aliases=CONFIG_ALIASES).items():
+            if getattr(args, dest) in (None, False):  # the command line wins
+                setattr(args, dest, value)
     if args.resume:
         check_output_dir(args.resume, "--resume")
     elif args.out:
@@ -176,17 +197,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         force=args.force,
         quiet=args.quiet,
         worker_env=dict(args.worker_env or []),
+        dry_run=args.dry_run,
     )
-    print(frontier.summary)
+    print(frontier if args.dry_run else frontier.summary)
     return 0
-
-
-def _si(value: float) -> str:
-    """MACs with a unit that keeps 3-4 significant digits (T for real models, M for tiny ones)."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.3f} {unit}"
-    return f"{value:.0f} "
 
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
@@ -236,11 +250,20 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         "ecad" if args.format == "ecad" else "ecad-schedule",
     )
     paths = [out_dir / files[p.key] for p in points]
+    shown_ranks = _page(len(points), args.page, args.all)
     for rank, (p, path) in enumerate(zip(points, paths)):
+        if rank not in shown_ranks:
+            continue
         lat = f" {p.latency_ms:>8.2f}" if has_latency and p.latency_ms is not None else (" " * 9 if has_latency else "")
         print(
-            f"{rank:>4} {p.quality:>12.5f} {_si(macs_of(p) * full_macs):>10} {p.speedup:>14.2f}x{lat}  "
+            f"{rank:>4} {p.quality:>12.5f} {si_units(macs_of(p) * full_macs):>10} {p.speedup:>14.2f}x{lat}  "
             f"{p.label:12s} {path}"
+        )
+    if len(shown_ranks) < len(points):
+        pages = -(-len(points) // len(shown_ranks))
+        print(
+            f"ranks {shown_ranks.start}-{shown_ranks.stop - 1} of {len(points)} (page {args.page or 1} of {pages}); "
+            f"--page N shows another, --all every point (every file is in {out_dir})"
         )
     if args.pick:
         chosen = pick(points, args.pick, base, runs[0].higher_is_better)
@@ -254,6 +277,20 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
             print(f"replaced the earlier {out} (give --out to keep both)")
         print(f"picked ({args.pick}): quality {chosen.quality:.5g}, speedup {chosen.speedup:.2f}x -> {out}")
     return 0
+
+
+def _page(rows: int, page: int | None, show_all: bool) -> range:
+    """The ranks `ecad frontier` prints: every one into a pipe or a file, or with --all; on a
+    terminal one screenful (--page N for the N-th), so the header and the notes stay in view."""
+    import shutil
+
+    if show_all or (page is None and not sys.stdout.isatty()):
+        return range(rows)
+    size = max(3, shutil.get_terminal_size().lines - 8)
+    first = ((page or 1) - 1) * size
+    if first >= rows and rows:
+        raise ValueError(f"--page {page}: the frontier has {-(-rows // size)} page(s) of {size}; give a smaller page")
+    return range(first, min(rows, first + size))
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -364,7 +401,8 @@ SCORE_USAGE = """score a directory of images with one quality metric, print a ta
     ecad score --metric fid --images out/ --reference real_images/
 
 Images are PNG/JPG files sorted by file name; the prompts file has one prompt per line in the same
-order. Metrics comparing to references use --reference DIR: per-image metrics (fidelity, psnr) take
+order. A directory `ecad generate` wrote needs no --prompts: its generate.json names each image's
+prompt. Metrics comparing to references use --reference DIR: per-image metrics (fidelity, psnr) take
 the same number of images with the same file order, FID takes any reference set.
 """
 
@@ -392,7 +430,8 @@ def _add_score_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--prompts",
         type=Path,
-        help="text file, one prompt per line in image order (required by clip, pickscore, hpsv2)",
+        help="text file, one prompt per line in image order (required by clip, pickscore, hpsv2, unless the "
+        "directory has ecad generate's generate.json)",
     )
     p.add_argument(
         "--reference",
@@ -447,38 +486,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("search", help="search schedules with NSGA-II (no arguments: offline demo on tiny-pixart)")
-    p.add_argument("--space", help="search space name or .toml path (default tiny-pixart; see `ecad spaces`)")
-    p.add_argument(
-        "--prompts", help="prompt file, one per line (default: 4 of calibration_prompts/image_reward_100.txt)"
-    )
-    p.add_argument("--num-prompts", type=_positive_int, help="use only the first N prompts of the file")
-    p.add_argument("--seeds", type=_positive_int, help="images per prompt (seeds 0..N-1; default 2)")
-    p.add_argument("--metric", help="quality metric (default fidelity; see `ecad metrics`)")
-    p.add_argument(
+    opts = OptionTable(p)  # kept, so --config files are checked by these same option types
+    opts.add("--space", help="search space name or .toml path (default tiny-pixart; see `ecad spaces`)")
+    opts.add("--prompts", help="prompt file, one per line (default: 4 of calibration_prompts/image_reward_100.txt)")
+    opts.add("--num-prompts", type=_non_negative_int, help="use only the first N prompts of the file (0: all)")
+    opts.add("--seeds", type=_positive_int, help="images per prompt (seeds 0..N-1; default 2)")
+    opts.add("--metric", help="quality metric (default fidelity; see `ecad metrics`)")
+    opts.add(
         "--metric-option",
         action="append",
         type=parse_metric_option,
         metavar="KEY=VALUE",
         help="metric option, e.g. weights=PATH or batch_size=8 (values read as JSON where they parse)",
     )
-    p.add_argument("--cost", choices=["macs", "latency"], help="cost objective (default macs)")
-    p.add_argument("--population", type=whole_number(4, 100_000), help="population size (default 12; ECAD used 72)")
-    p.add_argument(
-        "--generations", type=whole_number(0, 1_000_000), help="generations after the initial one (default 4)"
-    )
-    p.add_argument("--seed", type=_non_negative_int, help="random seed of the search (default 0)")
-    p.add_argument("--batch-size", type=_positive_int, help="images per pipeline call on a worker (default 8)")
-    p.add_argument(
+    opts.add("--cost", choices=["macs", "latency"], help="cost objective (default macs)")
+    opts.add("--population", type=whole_number(4, 100_000), help="population size (default 12; ECAD used 72)")
+    opts.add("--generations", type=whole_number(0, 1_000_000), help="generations after the initial one (default 4)")
+    opts.add("--seed", type=_non_negative_int, help="random seed of the search (default 0)")
+    opts.add("--batch-size", type=_positive_int, help="images per pipeline call on a worker (default 8)")
+    opts.add(
         "--max-macs-fraction", type=number(0, 1, low_open=True), help="constraint: MACs <= this share of no caching"
     )
-    p.add_argument("--seed-from", action="append", help="schedule file, directory or previous run to seed from")
-    p.add_argument(
+    opts.add("--seed-from", action="append", help="schedule file, directory or previous run to seed from")
+    opts.add(
         "--workers",
         type=worker_count,
         help="Ray workers (one per GPU, else per CPU slot; 0 = in-process; auto = every GPU, or CPU slot, of the "
         "cluster; default 2, or auto with --ray-address)",
     )
-    p.add_argument(
+    opts.add(
         "--worker-env",
         action="append",
         type=environment_variable,
@@ -486,20 +522,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="set an environment variable on every worker, beside the ones forwarded from this shell "
         "(ECAD_CACHE, HF_HOME, HF_HUB_OFFLINE, ...)",
     )
-    p.add_argument(
+    opts.add(
         "--candidate-timeout",
         type=number(1, 7 * 24 * 3600),
         metavar="SECONDS",
         help="kill and replace a worker that has spent this long on one candidate (default: a multiple of the "
         "median candidate time, with a floor)",
     )
-    p.add_argument("--ray-address", help="join an existing Ray cluster (HOST:PORT); default: start a local one")
-    p.add_argument("--device", help="worker device (default cuda if available, else cpu)")
-    p.add_argument("--out", help="run directory (default results/search-TIMESTAMP)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
-    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
-    p.set_defaults(func=_cmd_search)
+    opts.add("--ray-address", help="join an existing Ray cluster (HOST:PORT); default: start a local one")
+    opts.add("--device", help="worker device (default cuda if available, else cpu)")
+    opts.add("--out", help="run directory (default results/search-TIMESTAMP)")
+    opts.add("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    opts.add("--force", action="store_true", help="overwrite an existing run directory")
+    opts.add("--quiet", action="store_true", help="no progress display")
+    opts.add(
+        "--config",
+        metavar="FILE",
+        help="read options from a TOML file (population = 12, metric_options = {...}) or a run's config.json "
+        "(or its directory); options given on the command line win",
+    )
+    opts.add(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and its cost bounds (candidates, images, transformer MACs, GPU-hours); run nothing",
+    )
+    p.set_defaults(func=_cmd_search, option_table=opts)
 
     p = sub.add_parser("frontier", help="Pareto frontier of one or more runs; --pick a schedule by constraint")
     p.add_argument("runs", nargs="+", help="run directories (several are merged)")
@@ -512,6 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--export",
         help="directory for the frontier's schedule files (default RUN/frontier[_ecad], or "
         "FIRST_RUN/frontier[_ecad]_merged for several runs)",
+    )
+    p.add_argument("--all", action="store_true", help="print every frontier point (the default into a pipe or file)")
+    p.add_argument(
+        "--page", type=_positive_int, help="on a terminal, print this screenful of points (default: the first)"
     )
     p.set_defaults(func=_cmd_frontier)
 
@@ -583,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_metrics)
 
     p = sub.add_parser("spaces", help="list the search spaces")
+    p.add_argument(
+        "--check", action="store_true", help="load every space in full (family, pipeline, scheduler, blocks), slower"
+    )
     p.set_defaults(func=_cmd_spaces)
 
     p = sub.add_parser("schedules", help="list the named schedules (built-in and shipped) with their MACs")

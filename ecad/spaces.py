@@ -119,8 +119,10 @@ TOP_LEVEL_KEYS = (
     "pipeline_kwargs",
     "timesteps",
     "constraints",
+    "measured",
     "blocks",
 )
+MAX_MS_PER_IMAGE = 1e7  # ten thousand seconds: far above any one image a GPU makes
 
 
 class SpaceError(EcadError, ValueError):
@@ -151,6 +153,10 @@ class SearchSpace:
     constraints: dict[str, Any] = field(default_factory=dict, hash=False)
     source: Path | None = None  # the TOML file it was loaded from
     frames: int | None = None  # frames per video (video families only)
+    # a measured no-caching time per image ([measured] table), which `ecad search --dry-run` plans
+    # with instead of its roofline figure; `measured_on` says on what (GPU, batch, dtype)
+    measured_ms_per_image: float | None = None
+    measured_on: str = ""
 
     @property
     def adapter(self):
@@ -255,6 +261,64 @@ def list_spaces() -> list[str]:
         if d.is_dir():
             names.update(p.stem for p in d.glob("*.toml"))
     return sorted(names)
+
+
+@dataclass(frozen=True)
+class SpaceListing:
+    """What `ecad spaces` shows of one space file, read without the model families' code (which
+    imports torch): the listing answers in a blink, and a file it cannot read says why. Using a
+    space (`load_space`) checks the rest: family, pipeline, scheduler, block kinds."""
+
+    name: str
+    path: Path
+    family: str = ""
+    blocks: int = 0
+    steps: int = 0
+    height: int = 0
+    width: int = 0
+    frames: int | None = None
+    model: str = ""
+    problem: str | None = None  # why the file cannot be a space; None when its header reads
+
+    def __str__(self) -> str:
+        if self.problem:
+            return f"{self.name:22s} (not usable: {self.problem})"
+        frames = f" x {self.frames} frames" if self.frames else ""
+        return (
+            f"{self.name:22s} {self.family:7s} {self.blocks:3d} blocks  {self.steps:3d} steps  "
+            f"{self.height}x{self.width}{frames}  {self.model}"
+        )
+
+
+def list_space_files() -> list[SpaceListing]:
+    """Every space `list_spaces` names (the first directory's file where names repeat), from
+    each file's own fields, checked as `load_space` checks them."""
+    listings = []
+    for name in list_spaces():
+        path = next(d / f"{name}.toml" for d in spaces_dirs() if _is_file(d / f"{name}.toml"))
+        listings.append(_listing(name, path))
+    return listings
+
+
+def _listing(name: str, path: Path) -> SpaceListing:
+    where = str(path)
+    try:
+        data = read_toml(path, SpaceError, "search space file")
+        blocks = _get(data, "blocks", where, list)
+        counts = [_int(b, "count", where, 1, MAX_BLOCKS, table="blocks") if isinstance(b, dict) else 0 for b in blocks]
+        return SpaceListing(
+            name=name,
+            path=path,
+            family=_text(data, "family", where, MAX_NAME_CHARS),
+            blocks=sum(counts),
+            steps=_int(data, "steps", where, 1, MAX_STEPS),
+            height=_int(data, "height", where, 1, MAX_SIDE),
+            width=_int(data, "width", where, 1, MAX_SIDE),
+            frames=_int(data, "frames", where, 1, MAX_FRAMES) if "frames" in data else None,
+            model=_text(data, "hub_id", where, MAX_TEXT_CHARS, min_chars=1),
+        )
+    except SpaceError as exc:
+        return SpaceListing(name=name, path=path, problem=str(exc))
 
 
 def load_space(name_or_path: str | os.PathLike) -> SearchSpace:
@@ -442,6 +506,23 @@ def _parse(path: Path) -> SearchSpace:
         if not number or (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
             raise SpaceError(f"{where}: field 'constraints.{key}' must be {desc}, got {shown(value)}")
 
+    measured = _get(data, "measured", where, dict, default={})
+    _check_keys(measured, ("ms_per_image", "on"), where, "measured")
+    ms_per_image = None
+    if measured:
+        ms_per_image = _get(measured, "ms_per_image", where, float, table="measured")
+        if not (math.isfinite(ms_per_image) and 0 < ms_per_image <= MAX_MS_PER_IMAGE):
+            raise SpaceError(
+                f"{where}: field 'measured.ms_per_image' must be a number of milliseconds in (0, {MAX_MS_PER_IMAGE:g}]"
+                f", got {shown(ms_per_image)}"
+            )
+    measured_on = _text(measured, "on", where, MAX_TEXT_CHARS, default="")
+    if measured and not measured_on:
+        raise SpaceError(
+            f"{where}: table [measured] needs 'on', what the time was measured on "
+            '(e.g. on = "H100 SXM, batch 100, float16, no caching")'
+        )
+
     layout = _parse_blocks(data, adapter, where)
     return SearchSpace(
         name=name,
@@ -464,6 +545,8 @@ def _parse(path: Path) -> SearchSpace:
         constraints=constraints,
         source=path,
         frames=frames,
+        measured_ms_per_image=ms_per_image,
+        measured_on=measured_on,
     )
 
 

@@ -212,14 +212,29 @@ def test_fuzzed_command_lines_end_in_one_line_never_a_traceback(tmp_path, capsys
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_help_does_not_import_torch():
-    """`ecad --help` and the light commands answer at once: ecad's names load on first use."""
+# Run the CLI with an import hook that fails on the heavy libraries: a command that needs them
+# exits with an ImportError instead of quietly taking seconds.
+HEAVY_IMPORTS_FAIL = """
+import sys
+class _Heavy:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "diffusers", "transformers"):
+            raise ImportError(f"light command imported {name}")
+sys.meta_path.insert(0, _Heavy())
+from ecad.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["search", "--help"], ["spaces"], ["frontier", "--help"]])
+def test_light_commands_import_neither_torch_nor_diffusers(argv):
+    """`ecad --help`, `--version` and `ecad spaces` answer at once: ecad's heavy names load on first use."""
     import subprocess
     import sys
 
-    probe = "import sys, ecad.cli; ecad.cli.build_parser(); print('torch' in sys.modules, 'diffusers' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
-    assert out.split() == ["False", "False"]
+    done = subprocess.run([sys.executable, "-c", HEAVY_IMPORTS_FAIL, *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() and "Traceback" not in done.stderr
 
 
 def test_every_option_has_help_and_the_version_is_printed(capsys):
@@ -236,3 +251,31 @@ def test_every_option_has_help_and_the_version_is_printed(capsys):
         main(["--version"])
     assert capsys.readouterr().out.startswith("ecad ")
     assert "(default: 4)" in commands["compare"].format_help()
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    argv = ["search", "--population", "8", "--generations", "0", "--num-prompts", "1", "--seeds", "1"]
+    assert main([*argv, "--workers", "0", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def _ranks(text: str) -> list[int]:
+    return [int(line.split()[0]) for line in text.splitlines() if line.split() and line.split()[0].isdigit()]
+
+
+def test_frontier_prints_every_point_into_a_pipe_and_pages_on_request(small_run, capsys, monkeypatch):
+    assert main(["frontier", str(small_run)]) == 0
+    every = _ranks(capsys.readouterr().out)
+    assert len(every) >= 4 and every == list(range(len(every)))
+    monkeypatch.setenv("LINES", "11")  # a short terminal: 3 points a page
+    assert main(["frontier", str(small_run), "--page", "2"]) == 0
+    text = capsys.readouterr().out
+    assert _ranks(text) == every[3:6]
+    assert f"ranks 3-{min(5, len(every) - 1)} of {len(every)} (page 2 of {-(-len(every) // 3)})" in text
+    assert "--all every point" in text
+    assert main(["frontier", str(small_run), "--page", "2", "--all"]) == 0
+    assert _ranks(capsys.readouterr().out) == every
+    assert main(["frontier", str(small_run), "--page", "9"]) == 2
+    assert "--page 9: the frontier has" in capsys.readouterr().err

@@ -250,3 +250,30 @@ def test_only_the_refused_option_is_named_as_a_flag(image_dir, capsys):
     assert run_score(args) == 2
     err = capsys.readouterr().err
     assert "does not take --weights" in err and "--batch-size" not in err  # fidelity takes --batch-size (LPIPS)
+
+
+def test_a_generated_directory_needs_no_prompts_file(tmp_path, capsys):
+    """`ecad generate` records each image's prompt in generate.json; `ecad score` reads it."""
+    from ecad.cli import main
+
+    prompts = ["a red circle", "a blue square on green", "a small yellow triangle"]
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts))
+    out = tmp_path / "generated"
+    argv = ["generate", "--schedule", "every-2", "--space", "tiny-pixart", "--prompts", str(tmp_path / "prompts.txt")]
+    assert main([*argv, "--num-seeds", "2", "--out", str(out), "--device", "cpu"]) == 0
+    scores = tmp_path / "scores.json"
+    args = _parse(["--metric", "test-tiny-clip", "--images", str(out), "--json", str(scores), "--device", "cpu"])
+    assert run_score(args) == 0
+    data = json.loads(scores.read_text())
+    record = {e["file"]: e["prompt"] for e in json.loads((out / "generate.json").read_text())["images"]}
+    assert len(data["files"]) == 6 and data["prompts"] == [record[f] for f in data["files"]]
+    assert sorted(set(data["prompts"])) == sorted(prompts)
+
+
+def test_a_generate_record_missing_an_image_is_refused(image_dir, capsys):
+    tmp, _ = image_dir
+    entries = [{"file": f"img_{i:02d}.png", "prompt": p} for i, p in enumerate(PROMPTS[:3])]
+    (tmp / "images" / "generate.json").write_text(json.dumps({"images": entries}))
+    assert run_score(_parse(["--metric", "test-tiny-clip", "--images", str(tmp / "images")])) == 2
+    err = capsys.readouterr().err
+    assert "generate.json lists no prompt for 1 of the 4 images (first img_03.png)" in err and "--prompts" in err

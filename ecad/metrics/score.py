@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecad.files import atomic_write_json, check_output_file
+from ecad.files import atomic_write_json, check_output_file, read_json
 from ecad.metrics.base import (
     MetricError,
     MetricResult,
@@ -56,6 +56,35 @@ def read_prompts(path: str | Path) -> list[str]:
     return lines
 
 
+GENERATE_RECORD = "generate.json"  # what `ecad generate` writes beside its images
+
+
+def prompts_of_generated(image_dir: Path, names: list[str]) -> list[str] | None:
+    """Each image's prompt from the directory's generate.json (`ecad generate`'s record), in
+    `names` order; None when the directory has no such file. An image the record does not list
+    is an error: a partial record would pair images with the wrong prompts."""
+    record_path = image_dir / GENERATE_RECORD
+    if not record_path.is_file():
+        return None
+    record = read_json(record_path, MetricError, "generate record")
+    entries = record.get("images") if isinstance(record, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("prompt"), str) for e in entries
+    ):
+        raise MetricError(
+            f"{record_path}: 'images' is not a list of {{file, prompt}} entries as ecad generate writes; "
+            "fix or remove it, or give --prompts"
+        )
+    by_file = {e["file"]: e["prompt"] for e in entries}
+    missing = [n for n in names if n not in by_file]
+    if missing:
+        raise MetricError(
+            f"{record_path} lists no prompt for {len(missing)} of the {len(names)} images (first {missing[0]}); "
+            "give --prompts with one prompt per image, in file-name order"
+        )
+    return [by_file[n] for n in names]
+
+
 def run_score(args: argparse.Namespace) -> int:
     """Run `ecad score`; returns the exit code (2 with one error line on stderr when it cannot run)."""
     try:
@@ -69,10 +98,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.json_out is not None:
         check_output_file(args.json_out, "--json")
     cls = registered_class(args.metric)
-    if cls is not None and cls.needs_prompts and args.prompts is None:  # before reading images or weights
-        raise MetricError(prompts_required_message(args.metric))
+    recorded = args.prompts is None and (Path(args.images) / GENERATE_RECORD).is_file()
+    if cls is not None and cls.needs_prompts and args.prompts is None and not recorded:  # before loading weights
+        raise MetricError(
+            prompts_required_message(args.metric)
+            + f" (or score a directory `ecad generate` wrote: its {GENERATE_RECORD} names each image's prompt)"
+        )
     images, names = load_image_dir(args.images)
-    prompts = read_prompts(args.prompts) if args.prompts is not None else None
+    prompts = read_prompts(args.prompts) if args.prompts is not None else prompts_of_generated(Path(args.images), names)
     if prompts is not None and len(prompts) != len(names):
         raise MetricError(
             f"{len(names)} images in {args.images} but {len(prompts)} prompts in {args.prompts}; "

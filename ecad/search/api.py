@@ -21,6 +21,7 @@ from typing import Any
 from ecad.files import check_output_dir
 from ecad.frontier import Frontier
 from ecad.runs import load_run as load_run_data
+from ecad.search.estimate import SearchEstimate, estimate_search
 from ecad.search.run import ExecConfig, SearchConfig, SearchError, SearchRun, resume_config
 
 SEARCH_OPTIONS = tuple(f.name for f in dataclasses.fields(SearchConfig))
@@ -38,8 +39,9 @@ def search(
     *,
     resume: str | os.PathLike | None = None,
     quiet: bool = True,
+    dry_run: bool = False,
     **options: Any,
-) -> Frontier:
+) -> Frontier | SearchEstimate:
     """Run a search and return its Frontier.
 
     Every keyword is a field of SearchConfig (what decides the results: space, prompts,
@@ -52,6 +54,8 @@ def search(
 
     `resume=RUN_DIR` continues that run where it stopped, with its own settings (give only the
     ones that match, or execution options). `quiet=False` shows the progress line on stderr.
+    `dry_run=True` runs nothing and returns the plan's SearchEstimate (candidates, images,
+    transformer MACs and GPU-hours, as bounds).
     """
     given = {"space": space, "metric": metric, "population": population, "generations": generations}
     overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
@@ -86,6 +90,8 @@ def search(
             overrides["num_prompts"] = 0  # a given prompt file is used whole unless num_prompts says otherwise
         config = SearchConfig(**{k: v for k, v in overrides.items() if v is not None})
     exec_config = ExecConfig(out=os.fspath(out) if out is not None else None, **run_options)
+    if dry_run:
+        return estimate_search(config, exec_config)
     run = SearchRun(config, exec_config, resume=resume is not None)
     if not quiet:
         print(
