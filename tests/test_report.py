@@ -343,7 +343,7 @@ def test_the_report_page_knows_a_ragged_layouts_real_cells(tmp_path):
         driver.find_element(By.CSS_SELECTOR, f'#frontier-svg .pt[data-key="{target["key"]}"]').click()
         details = driver.find_element(By.ID, "details-body")
         assert details.find_elements(By.TAG_NAME, "canvas")
-        assert f"{100 * want:.1f}% computed" in details.text, details.text  # over real cells, not padding
+        assert f"{100 * want:.1f}% of components computed" in details.text, details.text  # over real cells, not padding
         severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
         assert not severe, severe
     finally:

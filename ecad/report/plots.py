@@ -396,7 +396,7 @@ def schedule_heatmap_figure(schedule: Schedule, title: str | None = None, note: 
             names = "  |  ".join(names) if vertical else " | ".join(names)
             real = int((img[0, :, c] != 3).sum())
             frac = float((img[:, :, c] == 1).sum()) / max(1, steps * real)
-            ax.set_title(f"{names}  ({frac:.0%} computed)", fontsize=9.5)
+            ax.set_title(f"{names}  ({frac:.0%} of cells computed)", fontsize=9.5)
             ax.set_xlabel(xlabel, fontsize=9)
             ax.set_ylabel("step", fontsize=9)
             ax.set_xticks(_ticks(blocks))

@@ -127,7 +127,7 @@
     var lg = el("div", { "class": "heat-legend" });
     [["compute", COLORS.compute], ["reuse", COLORS.reuse]].concat(sched.run < S ? [["step not run", COLORS.skip]] : [])
       .forEach(function (it) { var sp = el("span"); var w = el("span", { "class": "sw" }); w.style.background = it[1]; sp.appendChild(w); sp.appendChild(document.createTextNode(it[0])); lg.appendChild(sp); });
-    lg.appendChild(el("span", null, (100 * sched.computed).toFixed(1) + "% computed" + (sched.run < S ? " · " + sched.run + "/" + S + " steps run" : "") +
+    lg.appendChild(el("span", null, (100 * sched.computed).toFixed(1) + "% of components computed" + (sched.run < S ? " · " + sched.run + "/" + S + " steps run" : "") +
       " · rows: steps, columns: blocks" + (L.groups.length > 1 ? " (" + L.groups.map(function (g) { return g.short + " " + g.blocks; }).join(" | ") + ")" : "")));
     box.appendChild(lg);
     return box;
