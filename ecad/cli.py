@@ -14,6 +14,7 @@ from ecad.options import (
     OptionTable,
     environment_variable,
     number,
+    on_off,
     parse_metric_option,
     whole_number,
     worker_count,
@@ -26,10 +27,18 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     check_output_file(args.output, "OUTPUT")
     schedule = load_schedule(args.input)
     fmt = "ecad" if args.to == "ecad" else "ecad-schedule"
-    out = schedule.save(args.output, format=fmt)
+    if args.lossy and fmt != "ecad":
+        raise ValueError("--lossy is for --to ecad (ECAD's format has no forecast cells); drop it for --to native")
+    out = schedule.save(args.output, format=fmt, lossy=args.lossy)
+    version = "ECAD layout" if fmt == "ecad" else ("ecad-schedule/2" if schedule.uses_v2 else "ecad-schedule/1")
+    lossy = (
+        ", forecast cells written as reuse, both guidance branches every step"
+        if args.lossy and schedule.uses_v2
+        else ""
+    )
     print(
-        f"wrote {out} ({'ECAD layout' if fmt == 'ecad' else 'ecad-schedule/1'}, {schedule.num_steps} steps, "
-        f"{schedule.compute_fraction():.1%} of components computed)"
+        f"wrote {out} ({version}, {schedule.num_steps} steps, "
+        f"{schedule.compute_fraction():.1%} of components computed{lossy})"
     )
     return 0
 
@@ -187,6 +196,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "ray_address": args.ray_address,
         "device": args.device,
         "candidate_timeout_s": args.candidate_timeout,
+        "racing": args.racing,
+        "racing_chunk": args.racing_chunk,
+        "racing_confidence": args.racing_confidence,
     }
     frontier = search(
         **{k: v for k, v in options.items() if v is not None},
@@ -481,7 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--to",
         choices=["ecad", "native"],
         default="native",
-        help="ecad = ECAD's layout (cache_schedule/config/metrics); native = ecad-schedule/1 (default)",
+        help="ecad = ECAD's layout (cache_schedule/config/metrics); native = ecad-schedule/1, or /2 with "
+        "forecast cells or guidance reuse (default)",
+    )
+    p.add_argument(
+        "--lossy",
+        action="store_true",
+        help="with --to ecad: write forecast cells as reuse and run both guidance branches (ECAD's format has "
+        "neither); without it such a schedule is refused",
     )
     p.set_defaults(func=_cmd_convert)
 
@@ -535,6 +554,25 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
     opts.add("--force", action="store_true", help="overwrite an existing run directory")
     opts.add("--quiet", action="store_true", help="no progress display")
+    opts.add(
+        "--racing",
+        type=on_off,
+        metavar="on|off",
+        help="racing: evaluate candidates chunk by chunk and stop those whose confidence bound is dominated "
+        "(default on; off: every candidate on every prompt x seed)",
+    )
+    opts.add(
+        "--racing-chunk",
+        type=_positive_int,
+        metavar="N",
+        help="images per racing chunk (default: about a tenth of the protocol, whole batches)",
+    )
+    opts.add(
+        "--racing-confidence",
+        type=number(0.5, 1, low_open=True),
+        metavar="P",
+        help="one-sided confidence of a candidate's whole race (default 0.95)",
+    )
     opts.add(
         "--config",
         metavar="FILE",

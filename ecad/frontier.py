@@ -86,6 +86,14 @@ class Point:
         return float(v) if v is not None else None
 
     @property
+    def complete(self) -> bool:
+        """Whether it was evaluated on the whole protocol: a race stopped early (ecad.search.racing)
+        records `details.racing.complete: false` and an estimate; it never enters a frontier. Runs
+        without racing details are complete."""
+        racing = self.details.get("racing")
+        return not isinstance(racing, dict) or racing.get("complete", True) is not False
+
+    @property
     def kind(self) -> str:
         """'no_caching', 'seed' (a heuristic or --seed-from schedule), 'random' or 'evolved'."""
         return label_kind(self.label)
@@ -116,8 +124,9 @@ def seed_family(label: str) -> str:
 
 
 def pareto_front(points: list[Point], higher_is_better: bool) -> list[Point]:
-    """Non-dominated feasible points (quality by its direction, cost minimised), by increasing cost."""
-    pts = [p for p in points if p.feasible and math.isfinite(p.quality) and math.isfinite(p.cost)]
+    """Non-dominated feasible points (quality by its direction, cost minimised), by increasing cost.
+    Only completely evaluated points count: a stopped race's quality is an estimate."""
+    pts = [p for p in points if p.feasible and p.complete and math.isfinite(p.quality) and math.isfinite(p.cost)]
     if not pts:
         return []
     sign = -1.0 if higher_is_better else 1.0

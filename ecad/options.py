@@ -60,6 +60,13 @@ def parse_metric_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def on_off(text: str) -> bool:
+    """A setting switched on or off (`--racing off`); a --config file may write true or false."""
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not on or off")
+    return text == "on"
+
+
 def worker_count(text: str) -> int | str:
     """`--workers`: a whole number >= 0, or "auto" (every GPU, or CPU slot, the cluster has)."""
     if text == "auto":
@@ -157,6 +164,8 @@ class OptionTable:
 
     @staticmethod
     def _scalar(action: argparse.Action, value: Any, where: str) -> Any:
+        if isinstance(value, bool) and action.type is on_off:  # config.json writes the setting as a bool
+            return value
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise OptionsFileError(f"{where}: {shown(value)} is not a value it takes; write it as on the command line")
         text = value if isinstance(value, str) else json.dumps(value)

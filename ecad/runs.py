@@ -82,6 +82,14 @@ def is_run_record(name: str) -> bool:
 
 
 EXTENDABLE = "generations"  # the one config field a resume may change (upwards): `--resume RUN --generations 30`
+# config fields added after runs were first written, with the value that reproduces what runs
+# without them did: such a run is read, compared and resumed as if it had recorded these
+LEGACY_DEFAULTS: dict[str, Any] = {"racing": False, "racing_chunk": None, "racing_confidence": 0.95}
+
+
+def with_legacy_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with the fields it predates filled in (`LEGACY_DEFAULTS`)."""
+    return {**LEGACY_DEFAULTS, **config}
 
 
 class RunError(EcadError, ValueError):
@@ -468,7 +476,7 @@ class RunStore:
                 f"cannot resume {self.root} with --generations {new_generations}: the run was set to "
                 f"{old_generations}; a resume may extend a run, not shorten it"
             )
-        diff = config_diff({**stored["config"], EXTENDABLE: new_generations}, config)
+        diff = config_diff({**with_legacy_defaults(stored["config"]), EXTENDABLE: new_generations}, config)
         if diff:
             raise RunError(
                 "cannot resume with a different configuration:\n"
@@ -725,13 +733,14 @@ def run_data(
             {**m, "generation": rec.get("generation", 0)} for rec in generations for m in rec.get("population", [])
         ]
     by_key: dict[str, Point] = {}
-    for r in records:
+    first_generation: dict[str, int] = {}
+    for r in records:  # a race continued later writes its key again: the last record is its result
         key = r.get("key")
-        if not key or key in by_key:
+        if not key:
             continue
         details = r.get("details") or {}
         values = r.get("values") or [float("nan"), float("nan")]
-        gen = int(r.get("generation", 0))
+        gen = first_generation.setdefault(key, int(r.get("generation", 0)))
         quality, cost = _finite(values[0]), _finite(values[1])
         feasible = bool(r.get("feasible")) and math.isfinite(quality) and math.isfinite(cost)
         by_key[key] = Point(

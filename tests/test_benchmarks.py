@@ -124,3 +124,12 @@ def test_bench_apply_times_every_family_from_its_adapter(monkeypatch, tmp_path):
         assert result["family"] == family and result["space"] == f"tiny-{family}"
         assert [r["schedule"] for r in result["rows"]] == ["no_caching", "every_2", "naive_every_2"]
         assert result["rows"][1]["block_macs_fraction"] == result["rows"][2]["block_macs_fraction"] == 0.5
+
+
+def test_bench_search_cost_help_runs():
+    """The search-cost benchmark at least imports and parses its arguments (a real run takes minutes)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_search_cost.py"), "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--space" in done.stdout and "--metric" in done.stdout

@@ -363,3 +363,11 @@ def test_the_drivers_cache_and_hub_settings_reach_the_workers(idle_cluster, tmp_
         pool.shutdown()
     assert all(r["feasible"] for r in results.values())
     assert list((forwarded / "references").glob("*.safetensors")), "the worker wrote its references elsewhere"
+
+
+def test_only_a_list_returned_by_on_result_adds_follow_up_tasks():
+    from ecad.distributed.pool import follow_ups
+
+    task = ("k:1", {"format": "ecad-schedule/1"}, 1)
+    assert follow_ups([task]) == [task]
+    assert follow_ups(None) == [] and follow_ups({"feasible": True}) == []  # e.g. dict.setdefault's value

@@ -24,6 +24,10 @@ store records them immediately. What the Ray pool survives, and how:
 - More workers than the cluster can hold start with what fits (one warning line) and grow as
   resources appear; `workers="auto"` asks for one per GPU of the cluster (one per CPU slot
   without GPUs).
+
+A task is (id, schedule JSON) for a whole candidate, or (id, schedule JSON, chunk) for one chunk
+of a race (ecad.search.racing); `on_result` may return follow-up tasks (the race's next chunk),
+which join the queue, so a race keeps every worker busy without waiting for the others.
 """
 
 from __future__ import annotations
@@ -59,8 +63,20 @@ FORWARDED_ENV = (
     "TORCH_HOME",
 )
 
-Task = tuple[str, dict[str, Any]]  # (genome key, schedule JSON)
-OnResult = Callable[[str, dict[str, Any]], None]
+Task = tuple  # (id, schedule JSON) or (id, schedule JSON, chunk index): see the module docstring
+OnResult = Callable[[str, dict[str, Any]], Any]  # may return a list of follow-up tasks (`follow_ups`)
+
+
+def follow_ups(returned: Any) -> list[Task]:
+    """The follow-up tasks an `on_result` returned: a list of tasks; anything else (None, or what a
+    callback's last expression happens to give, such as dict.setdefault's value) adds nothing."""
+    return returned if isinstance(returned, list) else []
+
+
+def task_call(task: Task) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The evaluator arguments of a task: its schedule, and its chunk when it is one of a race."""
+    return (task[1],), ({"chunk": task[2]} if len(task) > 2 and task[2] is not None else {})
+
 
 MAX_DEATHS_PER_CANDIDATE = 2  # a candidate that kills or hangs its worker this often is infeasible, not retried
 MAX_FAILED_STARTS = 3  # consecutive replacements of a slot that may fail to start before it waits for a retry
@@ -117,14 +133,18 @@ class LocalPool:
 
     def evaluate(self, tasks: list[Task], on_result: OnResult, on_progress: Callable[[], None] | None = None) -> None:
         status = self.workers[0]
-        for key, schedule in tasks:
+        queue: deque[Task] = deque(tasks)
+        while queue:
+            task = queue.popleft()
+            key = task[0]
             status.state, status.task = "busy", key
             t0 = time.perf_counter()
-            result = self.evaluator.evaluate(schedule)
+            args, kwargs = task_call(task)
+            result = self.evaluator.evaluate(*args, **kwargs)
             status.busy_s += time.perf_counter() - t0
             status.done += 1
             status.state, status.task = "idle", None
-            on_result(key, result)
+            queue.extend(follow_ups(on_result(key, result)))
             if on_progress:
                 on_progress()
 
@@ -473,7 +493,7 @@ class RayPool:
             else:
                 seen = set(kinds)
                 why = DIED_TWICE if seen == {"died"} else HUNG_TWICE if seen == {"hung"} else LOST_TWICE
-                on_result(task[0], {"feasible": False, "reason": why})
+                queue.extend(follow_ups(on_result(task[0], {"feasible": False, "reason": why})))
 
         while queue or running:
             for i, status in enumerate(self.workers):
@@ -482,7 +502,8 @@ class RayPool:
                     if task is None:
                         continue
                     deadline = candidate_deadline(self._durations, self.candidate_timeout_s)
-                    ref = self.actors[i].evaluate.remote(task[1])
+                    args, kwargs = task_call(task)
+                    ref = self.actors[i].evaluate.remote(*args, **kwargs)
                     running[ref] = (i, task, time.perf_counter(), deadline)
                     status.state, status.task = "busy", task[0]
             refs = list(running) + list(self._starting)
@@ -513,7 +534,7 @@ class RayPool:
                     failed_on.add(self._ident(i))
                     if len(failed_on) >= MAX_ERRORS_PER_CANDIDATE:
                         reason = f"worker error on {_plural(len(failed_on), 'worker')}: {cause}"
-                        on_result(key, {"feasible": False, "reason": reason[:500]})
+                        queue.extend(follow_ups(on_result(key, {"feasible": False, "reason": reason[:500]})))
                     else:
                         queue.appendleft(task)  # the worker may be the problem: try it on another one
                     status.worker_errors += 1
@@ -531,7 +552,7 @@ class RayPool:
                 status.done += 1
                 status.worker_errors = 0
                 status.state, status.task = "idle", None
-                on_result(key, result)
+                queue.extend(follow_ups(on_result(key, result)))
             now = time.perf_counter()
             for ref, (i, task, t0, deadline) in list(running.items()):
                 if now - t0 > deadline:

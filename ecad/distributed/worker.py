@@ -23,6 +23,7 @@ import torch
 from ecad.files import atomic_write, cache_dir
 from ecad.generation import Renderer
 from ecad.schedule import load_schedule
+from ecad.search.racing import chunk_bounds, chunk_order
 from ecad.spaces import SearchSpace
 
 
@@ -42,6 +43,9 @@ class WorkerConfig:
     device: str | None = None  # None: cuda if available, else cpu
     reference_cache: str | None = None  # directory; None: references/ in ecad's cache root (ecad.files.cache_dir)
     threads: int = 1  # torch threads per CPU worker
+    # racing (ecad.search.racing): images per chunk of the stratified racing order; None renders
+    # the protocol prompt by prompt and evaluates candidates whole only
+    chunk_size: int | None = None
 
 
 class CandidateEvaluator:
@@ -60,10 +64,20 @@ class CandidateEvaluator:
         self.space = load_space(config.space) if isinstance(config.space, str) else config.space
         self.renderer = Renderer(self.space, config.prompts, device)
         self.device = self.renderer.device
-        self.items = self.renderer.items(config.seeds)
+        if config.chunk_size is None:
+            self.items = self.renderer.items(config.seeds)
+            self.chunks = [(0, len(self.items))]
+        else:  # the racing order: chunks of it are rendered alike for references and candidates
+            self.items = chunk_order(len(config.prompts), config.seeds)
+            self.chunks = chunk_bounds(len(self.items), config.chunk_size)
         self.metric = get_metric(config.metric, device=self.device, **config.metric_options)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
         self.references, self.reference_ms = self._references()
+        # racing a reference-free metric pairs each image with the no-caching score of its prompt
+        # and seed: scored once here, from the same reference images
+        self.reference_scores: np.ndarray | None = None
+        if config.chunk_size is not None and not self.metric.needs_reference:
+            self.reference_scores = self._reference_scores()
         self.init_seconds = time.perf_counter() - t0
 
     @property
@@ -108,6 +122,9 @@ class CandidateEvaluator:
             "seeds": list(self.config.seeds),
             "call": {k: v for k, v in self.space.call_kwargs().items()},
         }
+        if self.config.chunk_size is not None:  # rendered in the racing order, batched within chunks
+            ident["racing_chunk_size"] = self.config.chunk_size
+            ident["order"] = [list(item) for item in self.items]
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
     def _references(self) -> tuple[torch.Tensor | None, float]:
@@ -119,7 +136,8 @@ class CandidateEvaluator:
         Otherwise (None, NaN)."""
         from safetensors.torch import load_file, save_file
 
-        if not self.metric.needs_reference and self.config.cost != "latency":
+        racing_reference_free = self.config.chunk_size is not None and not self.metric.needs_reference
+        if not self.metric.needs_reference and self.config.cost != "latency" and not racing_reference_free:
             return None, float("nan")
         directory = Path(self.config.reference_cache) if self.config.reference_cache else cache_dir("references")
         path = directory / f"{self._reference_key()}.safetensors"
@@ -136,16 +154,57 @@ class CandidateEvaluator:
                     {"images": images.cpu().contiguous()}, str(tmp), metadata={"space": self.space.name}
                 ),
             )
-        return (images if self.metric.needs_reference else None), (
+        return (images if self.metric.needs_reference or racing_reference_free else None), (
             ms if self.config.cost == "latency" else float("nan")
         )
+
+    def _reference_scores(self) -> np.ndarray:
+        """The metric's per-image score of every no-caching image (racing order), then the images are
+        dropped: a reference-free metric never compares against them."""
+        assert self.references is not None
+        scores = []
+        for a, b in self.chunks:
+            images, prompts = self._chunk_images(self.references, a, b)
+            scores.append(self._per_item(self.metric.score(images, prompts).per_image, b - a))
+        self.references = None
+        return np.concatenate(scores) if scores else np.zeros(0)
+
+    def _chunk_images(self, images: torch.Tensor, a: int, b: int) -> tuple[torch.Tensor, list[str]]:
+        """Images (all frames) and one prompt per image of items a..b of `self.items`."""
+        frames = images.shape[0] // len(self.items)
+        prompts = [self.config.prompts[p] for p, _ in self.items[a:b] for _ in range(frames)]
+        return images[a * frames : b * frames], prompts
+
+    @staticmethod
+    def _per_item(per_image: np.ndarray, items: int) -> np.ndarray:
+        """One value per item: a video's frame scores averaged (fidelity of a video is its frames' mean)."""
+        values = np.asarray(per_image, dtype=np.float64)
+        return values.reshape(items, -1).mean(axis=1) if items else values
+
+    def _render_items(self, a: int, b: int, batch_size: int):
+        """Items a..b of `self.items`, chunk by chunk in batches of `batch_size` within each chunk, so
+        a chunk is rendered in the same batches whether it is rendered alone (racing) or with the
+        rest (references, full evaluations): the batch a row lands in can change its last bits."""
+        images, ms, full, finite = [], [], [], True
+        for ca, cb in self.chunks:
+            lo, hi = max(a, ca), min(b, cb)
+            if lo >= hi:
+                continue
+            if (lo, hi) != (ca, cb):
+                raise ValueError(f"items {a}..{b} do not cover whole chunks")
+            r = self.renderer.render(self.items[lo:hi], batch_size)
+            images.append(r.images)
+            ms += r.ms_per_item
+            full += r.full_batches
+            finite &= r.finite
+        return (torch.cat(images) if images else torch.empty(0, dtype=torch.uint8)), ms, full, finite
 
     def _render_all(self, batch_size: int) -> tuple[torch.Tensor, float, bool]:
         """Every prompt x seed: 8-bit images on the worker's device, the median ms per image over
         full batches (the first batch when none is full), and whether every image was finite."""
-        rendered = self.renderer.render(self.items, batch_size)
-        full = [ms for ms, whole in zip(rendered.ms_per_item, rendered.full_batches) if whole]
-        return rendered.images, float(np.median(full or rendered.ms_per_item[:1])), rendered.finite
+        images, ms, full_batches, finite = self._render_items(0, len(self.items), batch_size)
+        full = [m for m, whole in zip(ms, full_batches) if whole]
+        return images, float(np.median(full or ms[:1])), finite
 
     # ------------------------------------------------------------ evaluation
     def ready(self) -> dict[str, Any]:
@@ -162,11 +221,69 @@ class CandidateEvaluator:
     def pid(self) -> int:
         return os.getpid()
 
-    def evaluate(self, schedule_json: dict[str, Any], warmup: bool = False) -> dict[str, Any]:
-        """Apply, generate every prompt x seed, score. Failures come back as infeasible results
-        with a reason (NaN images, OOM even at batch 1), never as exceptions."""
+    def evaluate(self, schedule_json: dict[str, Any], warmup: bool = False, chunk: int | None = None) -> dict[str, Any]:
+        """Apply, generate every prompt x seed (or only chunk `chunk` of the racing order), score.
+        Failures come back as infeasible results with a reason (NaN images, OOM even at batch 1),
+        never as exceptions."""
         self.renderer.apply(load_schedule(schedule_json))
+        if chunk is not None:
+            return self.evaluate_chunk(chunk)
         return self.evaluate_current(warmup)
+
+    def evaluate_chunk(self, chunk: int) -> dict[str, Any]:
+        """One chunk of a race (ecad.search.racing) with the schedule applied now: per-image scores
+        of its items, in the racing order, with what pairs them. For a reference-based metric the
+        scores compare each image with its own no-caching image, so they are the paired quantity; for
+        a reference-free one the no-caching scores of the same items come with them
+        (`reference_per_image`), and their mean over the whole protocol (`reference_summary`)."""
+        if self.config.chunk_size is None:
+            raise ValueError("this worker was not configured for racing (WorkerConfig.chunk_size)")
+        if not 0 <= chunk < len(self.chunks):
+            raise ValueError(f"chunk {chunk} out of range: the racing order has {len(self.chunks)} chunks")
+        a, b = self.chunks[chunk]
+        t0 = time.perf_counter()
+        bs = self.config.batch_size
+        while True:
+            try:
+                images, ms, full, finite = self._render_items(a, b, bs)
+                break
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if bs == 1:
+                    return {**self._infeasible("CUDA out of memory even at batch size 1", t0), "images": b - a}
+                bs = max(1, bs // 2)
+        t1 = time.perf_counter()
+        if not finite or images.numel() == 0:
+            return {**self._infeasible("non-finite images", t0), "images": b - a}
+        frames = images.shape[0] // (b - a)
+        prompts = [self.config.prompts[p] for p, _ in self.items[a:b] for _ in range(frames)]
+        references = None
+        if self.metric.needs_reference:
+            references = self.references[a * frames : b * frames]
+        result = self.metric.score(images, prompts, references)
+        t2 = time.perf_counter()
+        out = {
+            "feasible": True,
+            "chunk": chunk,
+            "images": b - a,
+            "per_image": self._per_item(result.per_image, b - a).tolist(),
+            "reference_per_image": None,
+            "reference_summary": None,
+            "higher_is_better": result.higher_is_better,
+            "extras": {k: self._per_item(v, b - a).tolist() for k, v in result.extras.items()},
+            "batch_ms": ms,
+            "full_batches": full,
+            "batch_size": bs,
+            "worker": self.worker_id,
+            "timings": {"generate_s": round(t1 - t0, 4), "score_s": round(t2 - t1, 4)},
+        }
+        if self.reference_scores is not None:
+            out["reference_per_image"] = self.reference_scores[a:b].tolist()
+            out["reference_summary"] = float(np.mean(self.reference_scores))
+        if self.config.cost == "latency":
+            out["reference_ms_per_image"] = self.reference_ms
+        return out
 
     def evaluate_current(self, warmup: bool = False) -> dict[str, Any]:
         """Generate and score with the pipeline as it is now configured (a schedule, or a peer

@@ -81,6 +81,15 @@ class Evaluation:
     reason: str | None = None  # why infeasible (NaN images, OOM, constraint)
     details: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def complete(self) -> bool:
+        """Whether the candidate was evaluated on the whole protocol. A race (ecad.search.racing)
+        that stopped early, or was interrupted, leaves `details["racing"]["complete"]` false; its
+        values are then an estimate: the engine selects with them, but only complete evaluations
+        count for the hypervolume and the frontier. Records without racing details are complete."""
+        racing = self.details.get("racing")
+        return not isinstance(racing, dict) or racing.get("complete", True) is not False
+
     def to_json(self) -> dict[str, Any]:
         return {
             "values": [None if not math.isfinite(v) else v for v in self.values],
@@ -142,8 +151,9 @@ class Individual:
 
 
 def minimisation_points(evals: Sequence[Evaluation], weights: Sequence[float]) -> np.ndarray:
-    """Objective vectors turned into 'lower is better' for hypervolume."""
-    feasible = [e for e in evals if e.feasible]
+    """Objective vectors of the complete feasible evaluations, turned into 'lower is better' for
+    hypervolume (a race stopped early has an estimate, not a measured point)."""
+    feasible = [e for e in evals if e.feasible and e.complete]
     if not feasible:
         return np.zeros((0, len(weights)))
     return np.array([[-np.sign(w) * v for w, v in zip(weights, e.values)] for e in feasible], dtype=float)
@@ -294,10 +304,14 @@ class NSGA2:
 
     # --------------------------------------------------------------- helpers
     def _evaluate(self, genomes: list[np.ndarray], generation: int) -> None:
+        """Evaluate the genomes that have no evaluation yet, and hand back those whose evaluation is
+        incomplete (a race stopped or interrupted): the evaluator continues them where they got to,
+        or returns them as they are."""
         todo, seen = [], set()
         for g in genomes:
             h = genome_hash(g)
-            if h not in self.evals and h not in seen:
+            known = self.evals.get(h)
+            if (known is None or (known.feasible and not known.complete)) and h not in seen:
                 seen.add(h)
                 todo.append(g)
         if todo:

@@ -42,10 +42,22 @@ from ecad.runs import (
     read_config_record,
     run_data,
     sha256_text,
+    with_legacy_defaults,
 )
 from ecad.search.genome import GenomeSpec, bits_to_hex, genome_hash
 from ecad.search.nsga2 import NSGA2, EngineConfig, EngineDataError, EngineState, Evaluation
 from ecad.search.progress import Progress, workers_text
+from ecad.search.racing import (
+    DEFAULT_CONFIDENCE,
+    WAVES,
+    RaceState,
+    RacingError,
+    auto_chunk_size,
+    chunk_bounds,
+    dominated,
+    metric_can_race,
+    race_wave,
+)
 from ecad.search.seeds import initial_population, load_seed_schedules
 from ecad.spaces import load_space
 
@@ -77,6 +89,12 @@ class SearchConfig:
     batch_size: int = 8
     max_macs_fraction: float | None = None
     seed_from: list[str] = field(default_factory=list)
+    # racing (ecad.search.racing): evaluate candidates chunk by chunk of a stratified order and stop
+    # those whose optimistic bound is dominated by a fully evaluated point; off = every candidate
+    # on the whole protocol, exactly as before racing existed
+    racing: bool = True
+    racing_chunk: int | None = None  # images per chunk; None: about a tenth of the protocol, whole batches
+    racing_confidence: float = DEFAULT_CONFIDENCE  # one-sided, for a candidate's whole race
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,6 +125,12 @@ def validate(config: SearchConfig) -> None:
         raise SearchError(f"--cost {config.cost!r} unknown; use one of {', '.join(COSTS)}")
     if config.max_macs_fraction is not None and not 0 < config.max_macs_fraction <= 1:
         raise SearchError("--max-macs-fraction must be in (0, 1], e.g. 0.4 for at most 40% of no-caching MACs")
+    if not isinstance(config.racing, bool):
+        raise SearchError(f"racing must be true or false (--racing on|off), got {config.racing!r}")
+    if config.racing_chunk is not None and config.racing_chunk < 1:
+        raise SearchError(f"--racing-chunk {config.racing_chunk} must be >= 1 image (or left out: auto)")
+    if not 0.5 < config.racing_confidence < 1:
+        raise SearchError(f"--racing-confidence {config.racing_confidence} must be in (0.5, 1), e.g. 0.95 (one-sided)")
     from ecad.metrics import list_metrics
 
     if config.metric not in list_metrics():
@@ -149,6 +173,15 @@ class SearchRun:
         self.generation_records: list[dict[str, Any]] = []  # gen_NNN.json
         self.frontier_files: dict[str, str] = {}
         self.frontier_rows: list[dict[str, Any]] = []
+        # racing: on when asked and the metric scores images one by one (FID cannot race)
+        self.total_images = len(self.prompts) * config.seeds
+        self.racing = config.racing and metric_can_race(config.metric)
+        self.chunk_size = (
+            (config.racing_chunk or auto_chunk_size(self.total_images, config.batch_size)) if self.racing else None
+        )
+        self.num_chunks = len(chunk_bounds(self.total_images, self.chunk_size)) if self.chunk_size else 1
+        self.images = 0  # images generated for candidates in the generation being run
+        self.images_before = 0  # ... in all generations before it
 
     def _inputs(self) -> dict[str, str]:
         """Fingerprints of what the config names but does not contain: the prompts actually
@@ -169,6 +202,9 @@ class SearchRun:
 
     # ------------------------------------------------------------ evaluate
     def _evaluate(self, genomes: list[np.ndarray], generation: int) -> list[Evaluation]:
+        self.progress.generation_started(generation, len(genomes))
+        if self.racing:
+            return self._race(genomes, generation)
         results: dict[str, Evaluation] = {}
         tasks = []
         fractions = {}
@@ -201,13 +237,177 @@ class SearchRun:
             results[key] = ev
             self._log(key, ev, generation, hexes[key])
             self.progress.evals += 1
+            self.images += self.total_images
 
-        def on_progress() -> None:
-            self.progress.workers = workers_text(self.pool)
-            self.progress.update()
-
-        self.pool.evaluate(tasks, on_result, on_progress)
+        self.pool.evaluate(tasks, on_result, self._on_progress)
         return [results[genome_hash(g)] for g in genomes]
+
+    def _on_progress(self) -> None:
+        self.progress.workers = workers_text(self.pool)
+        self.progress.update()
+
+    # -------------------------------------------------------------- racing
+    def _archive(self, generation: int, wave: int, extra: dict[str, Evaluation]) -> list[tuple[float, float]]:
+        """The fully evaluated feasible points a race of `generation` is judged against: those
+        completed in earlier generations, and those the earlier waves of this generation completed.
+
+        It is fixed for a wave, whatever order chunks finish in, so the stop decisions, and with
+        them the run, are the same for any number of workers; and it is rebuilt from the evaluation
+        log alone (each complete record names the generation it completed in), so a run resumed
+        mid-generation decides as the uninterrupted one did."""
+        points = []
+        for key, ev in {**self.engine.evals, **extra}.items():
+            if not (ev.feasible and ev.complete) or not all(np.isfinite(ev.values)):
+                continue
+            done = (ev.details.get("racing") or {}).get("generation", -1)
+            if done < generation or (done == generation and race_wave(key) < wave):
+                points.append((float(ev.values[0]), float(ev.values[1])))
+        return points
+
+    def _race_cost(self, state: RaceState, fraction: float) -> float:
+        if self.config.cost == "latency":  # measured: known after the first chunk, refined by each
+            return state.relative_latency()
+        return fraction
+
+    def _race_evaluation(self, state: RaceState, fraction: float, last: dict[str, Any], generation: int) -> Evaluation:
+        """What the engine and the log get after a chunk: a complete evaluation as the whole-protocol
+        path makes it (its quality the mean over every image), or a partial one (an estimate)."""
+        higher = self.weights[0] > 0
+        racing = {
+            "complete": state.complete,
+            "estimate": state.estimate(),
+            "bound": state.bound(self.config.racing_confidence, higher),
+            "generation": generation,
+            **state.to_json(),
+        }
+        details = {
+            "macs_fraction": fraction,
+            "higher_is_better": last.get("higher_is_better", higher),
+            "extras": state.extras_means(),
+            "ms_per_image": state.ms_per_image(),
+            "batch_size": last.get("batch_size"),
+            "worker": last.get("worker"),
+            "timings": last.get("timings"),
+            "racing": racing,
+        }
+        if self.config.cost == "latency":
+            details["relative_latency"] = state.relative_latency()
+            details["reference_ms_per_image"] = state.reference_ms
+        return Evaluation((state.estimate(), self._race_cost(state, fraction)), True, None, details)
+
+    def _race(self, genomes: list[np.ndarray], generation: int) -> list[Evaluation]:
+        """Race the genomes (ecad.search.racing): each runs chunk after chunk of the racing order,
+        and after each chunk it stops when its optimistic quality bound, at its cost, is dominated
+        by the archive (`_archive`); the others run every chunk and are complete. A candidate that
+        comes back incomplete (stopped in an earlier generation, or interrupted with the run)
+        continues from its next chunk unless it is still dominated. A generation races in waves (by
+        key, `race_wave`), each judged against the complete points of the waves before it too:
+        generation 0 would have no archive to stop anything against otherwise."""
+        higher = self.weights[0] > 0
+        confidence = self.config.racing_confidence
+        results: dict[str, Evaluation] = {}
+        states: dict[str, RaceState] = {}
+        fractions: dict[str, float] = {}
+        schedules: dict[str, dict[str, Any]] = {}
+        hexes = {genome_hash(g): bits_to_hex(g) for g in genomes}
+        for g in genomes:
+            key = genome_hash(g)
+            if key in fractions or key in results:
+                continue
+            schedule = self.spec.to_schedule(g, self.space, name=key)
+            frac = self.macs_fraction(schedule)
+            if self.config.max_macs_fraction is not None and frac > self.config.max_macs_fraction + 1e-12:
+                ev = Evaluation(
+                    (float("nan"), frac),
+                    False,
+                    f"constraint: MACs {frac:.1%} of no-caching > {self.config.max_macs_fraction:.0%}",
+                    {"macs_fraction": frac},
+                )
+                results[key] = ev
+                self._log(key, ev, generation, hexes[key])
+                continue
+            fractions[key], schedules[key] = frac, schedule.to_json()
+            known = self.engine.evals.get(key)
+            racing = known.details.get("racing") if known is not None else None
+            if isinstance(racing, dict) and racing.get("total_chunks") == self.num_chunks:
+                states[key] = RaceState.from_json(racing)
+                results[key] = known  # until a chunk changes it
+            else:
+                states[key] = RaceState(self.num_chunks, self.total_images)
+
+        def task(key: str) -> tuple[str, dict[str, Any], int]:
+            return (f"{key}:{states[key].chunks}", schedules[key], states[key].chunks)
+
+        for wave in range(WAVES):
+            keys = [k for k in states if race_wave(k) == wave]
+            if not keys:
+                continue
+            archive = self._archive(generation, wave, results)
+            tasks = []
+            for key in keys:
+                state = states[key]
+                cost = self._race_cost(state, fractions[key])
+                if state.chunks and dominated(state.bound(confidence, higher), cost, archive, higher):
+                    continue  # stopped before and still dominated: nothing to continue
+                state.stopped = False
+                tasks.append(task(key))
+
+            def on_result(task_key: str, r: dict[str, Any], archive=archive) -> list[tuple]:
+                key = task_key.rsplit(":", 1)[0]
+                state, frac = states[key], fractions[key]
+                self.images += int(r.get("images", 0))
+                if not r.get("feasible"):
+                    details = {"macs_fraction": frac, **{k: v for k, v in r.items() if k not in ("feasible", "reason")}}
+                    ev = Evaluation((float("nan"), frac), False, r.get("reason", "unknown failure"), details)
+                    results[key] = ev
+                    self._log(key, ev, generation, hexes[key])
+                    self.progress.evals += 1
+                    return []
+                try:
+                    state.add(r)
+                except RacingError as exc:
+                    raise SearchError(f"--metric {self.config.metric}: {exc}") from None
+                if not state.complete:
+                    bound = state.bound(confidence, higher)
+                    state.stopped = dominated(bound, self._race_cost(state, frac), archive, higher)
+                ev = self._race_evaluation(state, frac, r, generation)
+                results[key] = ev
+                self._log(key, ev, generation, hexes[key])
+                if state.complete or state.stopped:
+                    self.progress.evals += 1
+                    return []
+                return [task(key)]
+
+            self.pool.evaluate(tasks, on_result, self._on_progress)
+        return [results[genome_hash(g)] for g in genomes]
+
+    def _racing_lines(self) -> list[str]:
+        """The summary's account of what racing did: candidates stopped, images generated."""
+        total = self.images_before + self.images
+        if not self.racing:
+            why = "off" if not self.config.racing else f"off ({self.config.metric} scores no single images)"
+            return [f"racing     {why}; {total} images generated"]
+        evals = [e for e in self.engine.evals.values() if e.feasible]
+        stopped = sum(not e.complete for e in evals)
+        whole = len(evals) * self.total_images
+        share = f" ({total / whole:.0%} of evaluating each candidate whole)" if whole else ""
+        return [
+            f"racing     chunks of {self.chunk_size} images, {self.num_chunks} per candidate; {stopped} of "
+            f"{len(evals)} candidates stopped early; {total} images generated{share}"
+        ]
+
+    def _racing_summary(self, state: EngineState) -> dict[str, Any] | None:
+        """How the races of the population stand: complete, stopped (with the chunks they ran)."""
+        if not self.racing:
+            return None
+        members = [self.engine.evals[genome_hash(b)] for b in state.population]
+        partial = [m for m in members if m.feasible and not m.complete]
+        return {
+            "chunk_size": self.chunk_size,
+            "chunks": self.num_chunks,
+            "population_complete": sum(m.feasible and m.complete for m in members),
+            "population_stopped": len(partial),
+        }
 
     def _log(self, key: str, evaluation: Evaluation, generation: int, genome: str) -> None:
         record = {"key": key, "generation": generation, "genome": genome, **evaluation.to_json()}
@@ -225,6 +425,7 @@ class SearchRun:
             cost=cfg.cost,
             batch_size=cfg.batch_size,
             device=self.exec.device,
+            chunk_size=self.chunk_size,
         )
         made_dir = not self.store.root.exists()
         # the lock first: a second search on this run is refused before it starts workers or reads a file
@@ -295,6 +496,8 @@ class SearchRun:
             self._load_seeds_again()
         else:
             self.generation_records = [g for g in generations if g["generation"] <= state.generation]
+            last = self.generation_records[-1] if self.generation_records else {}
+            self.images_before = int(last.get("images_total") or 0)  # 0 for runs that did not count
         return state
 
     def _resume_state(self, generations: list[dict[str, Any]]) -> EngineState | None:
@@ -363,6 +566,7 @@ class SearchRun:
             self.engine.resume(state, cached)
         else:
             self.engine.evals = dict(cached)
+            self.images = 0
             # the engine's own generator (seeded with cfg.seed): one random stream for the whole run
             genomes, labels = initial_population(
                 self.space, self.spec, cfg.population, self.engine.rng, self.extra_seeds
@@ -372,6 +576,7 @@ class SearchRun:
             self._record(state, time.perf_counter() - t0, [genome_hash(g) for g in genomes])
         while self.engine.state.generation < cfg.generations:
             t0 = time.perf_counter()
+            self.images = 0
             before = set(self.engine.evals)
             state = self.engine.step()
             self._record(state, time.perf_counter() - t0, sorted(set(self.engine.evals) - before))
@@ -395,6 +600,11 @@ class SearchRun:
             "hypervolume": state.hv_history[-1],
             "hv_ref": state.hv_ref,
             "seconds": round(seconds, 3),
+            # images rendered for candidates (the search's cost; the workers' no-caching references,
+            # made once per worker or read from their disk cache, are not counted)
+            "images": self.images,
+            "images_total": self.images_before + self.images,
+            "racing": self._racing_summary(state),
             "frontier": front,
             "workers": [dataclasses.asdict(w) for w in self.pool.workers],
             # the rest of the engine state, so a damaged checkpoint can be rebuilt from this record
@@ -403,6 +613,8 @@ class SearchRun:
             "hv_history": state.hv_history,
         }
         self.generation_records.append(self.store.write_generation(state.generation, record))
+        self.images_before += self.images
+        self.images = 0
         self.store.write_checkpoint(state.to_json())
         self.progress.gen = state.generation
         self.progress.gen_times.append(seconds)
@@ -443,6 +655,7 @@ class SearchRun:
                 reason=e.reason,
                 label="",
                 macs_fraction=None,
+                details=e.details,  # a stopped race is not complete and cannot be on the frontier
             )
             for k, e in self.engine.evals.items()
         ]
@@ -470,6 +683,7 @@ class SearchRun:
             f"in {time.perf_counter() - self.progress.t0:.0f} s",
             f"objectives {self.config.metric} ({'max' if self.weights[0] > 0 else 'min'}) vs {self.config.cost} (min)",
             f"hypervolume {self.engine.state.hv_history[0]:.4f} -> {self.engine.state.hv_history[-1]:.4f}",
+            *self._racing_lines(),
             f"frontier   {len(front)} schedules in {self.store.frontier_dir}",
             f"  {'rank':>4} {self.config.metric:>12} {'MACs':>7} {'speedup':>8}  schedule",
         ]
@@ -543,6 +757,7 @@ def check_stored_config(stored: dict[str, Any], path: Path) -> SearchConfig:
     """The config a run recorded, as a SearchConfig, or RunError naming the file and the field:
     every field of this ecad version there, none it does not know, each of its type and value."""
     kinds = typing.get_type_hints(SearchConfig)
+    stored = with_legacy_defaults(stored)  # a run from before racing existed ran without it
     missing = [name for name in kinds if name not in stored]
     unknown = sorted(set(stored) - set(kinds))
     wrong = [name for name in kinds if name in stored and not _fits(stored[name], kinds[name])]
@@ -573,7 +788,7 @@ def resume_config(store_dir: str, overrides: dict[str, Any]) -> SearchConfig:
     any work starts), with any explicitly given option that differs refused later."""
     store = RunStore(store_dir)
     check_stored_config(read_config_record(store.config_path)["config"], store.config_path)  # the field named
-    stored = store.load_config()  # and then its hash: a config changed since the run started is refused
+    stored = with_legacy_defaults(store.load_config())  # then its hash: a config changed since is refused
     merged = {**stored, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return SearchConfig(**merged)

@@ -1,0 +1,425 @@
+"""What racing saves: hypervolume of fully evaluated points against images generated, plain
+search vs racing (issue: racing, paired estimates and cheap screening).
+
+For each search seed, the same search (space, metric, prompts x seeds, population, generations)
+runs twice in this process (`--workers 0`: no Ray, so the two runs differ only in racing):
+
+  plain    racing off: every candidate on the whole protocol
+  racing   racing on (ecad.search.racing), then extended generation by generation (`--resume
+           --generations`) until it has generated at least as many images as the plain run
+
+Each run's curve is read back from its run directory: after each generation, the images
+generated so far (gen_NNN.json `images_total`) and the hypervolume of every fully evaluated
+feasible point so far (the archive, not the population: the search keeps every point it
+measured), all curves of a setting against one reference point (the worst quality and cost of
+any complete point of any of its runs, plus 10% of the range), so they compare. Reported:
+
+  images_to_95      images a method needs until its archive reaches 95% of the plain run's
+                    final hypervolume (None: never within its images), per seed and the median
+  ratio_95          plain's images_to_95 over racing's: how many times fewer images (target >= 4)
+  hv_equal_images   racing's hypervolume at the plain run's total images vs plain's final one
+                    (target: not lower)
+
+`--space` and `--metric` are arguments so the same script runs on the trained offline models
+(`shapes-pixart`, `shapes-flux`, with `fidelity` and `shapes-score`) once they exist; on the
+random-weight tiny spaces it measures the machinery on a toy landscape. Screening (issue item 2)
+is not implemented: there is no `racing + screening` row.
+
+    python benchmarks/bench_search_cost.py --space tiny-pixart \
+        --out benchmarks/results/search_cost_tiny-pixart_fidelity.json
+
+The planning figure (`--plan-generations`, ECAD's protocol: 100 prompts x 10 seeds, population
+72) scales the measured images-per-candidate of racing to that search, and turns images into
+GPU-hours with the roofline ms/image of PixArt-alpha 256 px on an H100 (benchmarks/results/
+roofline_pixart_256_b100_h100.json, the no-caching row: an upper bound per image, since searched
+candidates compute less), labelled as a roofline prediction: no GPU measured it.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import moocore  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from bench_io import write_result  # noqa: E402
+
+from ecad.frontier import pareto_front  # noqa: E402
+from ecad.runs import load_run, read_evaluation_records  # noqa: E402
+from ecad.search.run import ExecConfig, SearchConfig, SearchRun, resume_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+ROOFLINE = ROOT / "results" / "roofline_pixart_256_b100_h100.json"
+TARGET_RATIO = 4.0
+ECAD_PROTOCOL = {"prompts": 100, "seeds": 10, "population": 72}
+
+
+# ------------------------------------------------------------------ runs
+def run_search(config: SearchConfig, out: Path, budget: int | None = None, step: int = 2) -> float:
+    """Run the search into `out`; with `budget`, extend it (resume with more generations) until
+    it has generated at least `budget` images. Returns the wall seconds."""
+    t0 = time.perf_counter()
+    SearchRun(config, ExecConfig(out=str(out), workers=0, quiet=True)).run()
+    generations = config.generations
+    while budget is not None and images_total(out) < budget and generations < 20 * max(1, config.generations):
+        generations += step
+        resumed = resume_config(str(out), {"generations": generations})
+        SearchRun(resumed, ExecConfig(out=str(out), workers=0, quiet=True), resume=True).run()
+    return time.perf_counter() - t0
+
+
+def images_total(out: Path) -> int:
+    gens = sorted(out.glob("gen_*.json"))
+    return int(json.loads(gens[-1].read_text())["images_total"]) if gens else 0
+
+
+def curve_points(out: Path) -> tuple[list[int], list[list[tuple[float, float]]], bool]:
+    """Per generation: images so far and the complete feasible (quality, cost) points so far."""
+    run = load_run(out)
+    gens = sorted(run.generations, key=lambda g: g["generation"])
+    images = [int(g["images_total"]) for g in gens]
+    points: list[list[tuple[float, float]]] = []
+    for g in gens:
+        upto = [p for p in run.points if p.feasible and p.complete and p.generation <= g["generation"]]
+        # a race completed in a later generation than it started counts from when it completed
+        upto = [p for p in upto if _completed_in(p) <= g["generation"]]
+        points.append([(p.quality, p.cost) for p in upto])
+    return images, points, run.higher_is_better
+
+
+def _completed_in(point) -> int:
+    racing = point.details.get("racing")
+    return int(racing.get("generation", point.generation)) if isinstance(racing, dict) else point.generation
+
+
+def completions(out: Path) -> dict[str, Any]:
+    """How a racing run's complete candidates stood when they completed: those not dominated by the
+    archive they were judged against had to be evaluated whole under any rule that puts only
+    complete points on the frontier, so their images bound what racing can save on this landscape."""
+    from ecad.search.racing import dominated, race_wave
+
+    latest: dict[str, dict] = {}
+    for r in read_evaluation_records(out / "evaluations.jsonl"):
+        latest[r["key"]] = r
+    races = {k: r for k, r in latest.items() if r["feasible"] and isinstance(r["details"].get("racing"), dict)}
+    done = {k: r for k, r in races.items() if r["details"]["racing"]["complete"]}
+
+    def gen(r: dict) -> int:
+        return r["details"]["racing"]["generation"]
+
+    higher = load_run(out).higher_is_better
+    needed = 0
+    for k, r in done.items():
+        archive = [
+            (o["values"][0], o["values"][1])
+            for k2, o in done.items()
+            if k2 != k and (gen(o) < gen(r) or (gen(o) == gen(r) and race_wave(k2) < race_wave(k)))
+        ]
+        needed += not dominated(r["values"][0], r["values"][1], archive, higher)
+    per = next(iter(races.values()))["details"]["racing"]["total_images"] if races else 0
+    return {
+        "candidates": len(races),
+        "complete": len(done),
+        "complete_and_not_dominated_when_done": needed,
+        "images": sum(r["details"]["racing"]["n"] for r in races.values()),
+        "images_floor": needed * per,
+    }
+
+
+def prefix_share(out: Path) -> float:
+    """Issue item 3, measured before building it: the share of denoising steps, over the images a run
+    rendered for candidates, that precede each candidate's first reused (or forecast) component or
+    skipped timestep. Up to there a candidate's trajectory is the uncached one, so stored no-caching
+    latents could replace those steps exactly; what prefix sharing could save at most."""
+    from ecad.search.genome import GenomeSpec, hex_to_bits
+    from ecad.spaces import load_space
+
+    run = load_run(out)
+    space = load_space(run.config["space"])
+    spec = GenomeSpec.for_space(space)
+    saved = total = 0.0
+    counted: dict[str, int] = {}  # a race writes one record per chunk: count each chunk's images once
+    for r in read_evaluation_records(out / "evaluations.jsonl"):
+        if not r["feasible"]:
+            continue
+        racing = r["details"].get("racing")
+        if isinstance(racing, dict):
+            images = racing["n"] - counted.get(r["key"], 0)
+            counted[r["key"]] = racing["n"]
+        else:
+            images = len_protocol(run)
+        schedule = spec.to_schedule(hex_to_bits(r["genome"], spec.size), space)
+        steps = schedule.grid.shape[0]
+        reused = [s for s in range(steps) if not schedule.grid[s].all()]
+        first = min([reused[0]] if reused else [steps])
+        if schedule.timesteps is not None:
+            skipped = [i for i, t in enumerate(schedule.timesteps) if t != i]
+            first = min([first] + ([skipped[0]] if skipped else []))
+        saved += images * first / steps
+        total += images
+    return saved / total if total else 0.0
+
+
+def len_protocol(run) -> int:
+    return int(run.config["num_prompts"] or 0) * int(run.config["seeds"])
+
+
+def hypervolume(points: list[tuple[float, float]], ref: np.ndarray, higher: bool) -> float:
+    if not points:
+        return 0.0
+    sign = -1.0 if higher else 1.0
+    pts = np.array([[sign * q, c] for q, c in points])
+    pts = pts[(pts < ref).all(axis=1)]
+    return float(moocore.hypervolume(pts, ref=ref)) if len(pts) else 0.0
+
+
+def reference(all_points: list[tuple[float, float]], higher: bool) -> np.ndarray:
+    sign = -1.0 if higher else 1.0
+    pts = np.array([[sign * q, c] for q, c in all_points])
+    hi, lo = pts.max(axis=0), pts.min(axis=0)
+    return hi + 0.1 * np.maximum(hi - lo, 1e-9)
+
+
+def first_reaching(images: list[int], hv: list[float], target: float) -> int | None:
+    return next((n for n, h in zip(images, hv) if h >= target - 1e-15), None)
+
+
+def hv_at(images: list[int], hv: list[float], budget: int) -> float:
+    """The hypervolume after the last generation that ended within `budget` images."""
+    within = [h for n, h in zip(images, hv) if n <= budget]
+    return within[-1] if within else 0.0
+
+
+# ------------------------------------------------------------------ planning
+def roofline_ms_per_image() -> tuple[float, str]:
+    data = json.loads(ROOFLINE.read_text())
+    row = next(r for r in data["rows"] if r["schedule"] == "no_caching" and r["gpu"].startswith("H100"))
+    return float(row["ms_per_image"]), (
+        f"roofline prediction (not a measurement): PixArt-alpha 256 px, batch {data['setting']['batch']}, "
+        f"{data['setting']['steps']} steps, CFG, {row['gpu']}, no-caching ms/image (an upper bound per candidate image)"
+    )
+
+
+def plan(generations: int, images_share: float) -> dict[str, Any]:
+    p = ECAD_PROTOCOL
+    per_candidate = p["prompts"] * p["seeds"]
+    candidates = p["population"] * (generations + 1)  # at most: one new population per generation
+    plain = candidates * per_candidate
+    ms, label = roofline_ms_per_image()
+    racing = plain * images_share
+    return {
+        "search": f"ECAD protocol: {p['prompts']} prompts x {p['seeds']} seeds, population {p['population']}, "
+        f"{generations} generations (at most {candidates} candidates)",
+        "images_plain": plain,
+        "images_racing": round(racing),
+        "images_share_used": images_share,
+        "gpu_hours_plain": round(plain * ms / 3.6e6, 1),
+        "gpu_hours_racing": round(racing * ms / 3.6e6, 1),
+        "ms_per_image": ms,
+        "ms_per_image_source": label,
+        "caveat": "the racing share is the one measured here at equal generations, on this benchmark's protocol "
+        "and space; on 1,000 images per candidate the bounds are tighter (more stops), on a real model's "
+        "landscape the share may differ either way: rerun on shapes-pixart/shapes-flux and a GPU",
+    }
+
+
+# ------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--space", default="tiny-pixart")
+    ap.add_argument("--metric", default="fidelity")
+    ap.add_argument("--prompts", default=SearchConfig().prompts, help="prompt file (shapes models: shapes captions)")
+    ap.add_argument("--num-prompts", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=5, help="images per prompt")
+    ap.add_argument("--population", type=int, default=16)
+    ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=10)
+    ap.add_argument("--racing-chunk", type=int, default=None, help="images per chunk (default: auto)")
+    ap.add_argument("--search-seeds", default="0,1,2")
+    ap.add_argument("--plan-generations", type=int, default=50)
+    ap.add_argument("--keep", default=None, help="keep the run directories here (default: a temporary folder)")
+    ap.add_argument(
+        "--reuse", action="store_true", help="read the runs already in --keep (from an earlier call) instead of running"
+    )
+    ap.add_argument("--out", default=None, help="JSON result; a Markdown table is written beside it")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    seeds = [int(s) for s in args.search_seeds.split(",")]
+    base = dict(
+        space=args.space,
+        metric=args.metric,
+        prompts=args.prompts,
+        num_prompts=args.num_prompts,
+        seeds=args.seeds,
+        population=args.population,
+        generations=args.generations,
+        batch_size=args.batch_size,
+        racing_chunk=args.racing_chunk,
+    )
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_search_cost_"))
+    runs: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        plain_dir, racing_dir = root / f"seed{seed}_plain", root / f"seed{seed}_racing"
+        walls = root / f"seed{seed}_wall.json"
+        if args.reuse:
+            wall_plain, wall_racing = json.loads(walls.read_text())
+        else:
+            wall_plain = run_search(SearchConfig(**base, seed=seed, racing=False), plain_dir)
+            budget = images_total(plain_dir)
+            wall_racing = run_search(SearchConfig(**base, seed=seed, racing=True), racing_dir, budget=budget)
+            walls.write_text(json.dumps([wall_plain, wall_racing]))
+        runs[seed] = {"plain": (plain_dir, wall_plain), "racing": (racing_dir, wall_racing)}
+        print(f"seed {seed}: plain {wall_plain:.0f} s, racing {wall_racing:.0f} s", flush=True)
+
+    rows = []
+    for seed, methods in runs.items():
+        curves = {m: curve_points(d) for m, (d, _) in methods.items()}
+        higher = curves["plain"][2]
+        everything = [pt for imgs, pts, _ in curves.values() for pt in pts[-1]]
+        ref = reference(everything, higher)
+        hv = {m: [hypervolume(p, ref, higher) for p in pts] for m, (imgs, pts, _) in curves.items()}
+        img = {m: imgs for m, (imgs, _, _) in curves.items()}
+        plain_final, budget = hv["plain"][-1], img["plain"][-1]
+        target = 0.95 * plain_final
+        to95 = {m: first_reaching(img[m], hv[m], target) for m in hv}
+        g = args.generations  # equal generations: images share
+        share = img["racing"][g] / img["plain"][g]
+        front_plain = pareto_front(load_run(methods["plain"][0]).points, higher)
+        rows.append(
+            {
+                "search_seed": seed,
+                "plain_final_hv": plain_final,
+                "plain_images": budget,
+                "racing_hv_at_plain_images": hv_at(img["racing"], hv["racing"], budget),
+                "racing_hv_at_equal_generations": hv["racing"][g],
+                "racing_images_at_equal_generations": img["racing"][g],
+                "images_share_at_equal_generations": round(share, 4),
+                "images_to_95": to95,
+                "ratio_95": (to95["plain"] / to95["racing"]) if to95["plain"] and to95["racing"] else None,
+                "plain_frontier_points": len(front_plain),
+                "racing_completions": completions(methods["racing"][0]),
+                "prefix_share": {m: round(prefix_share(d), 4) for m, (d, _) in methods.items()},
+                "wall_s": {m: round(w, 1) for m, (_, w) in methods.items()},
+                "curves": {m: {"images": img[m], "hypervolume": hv[m]} for m in hv},
+                "hv_ref": ref.tolist(),
+            }
+        )
+    # the same schedule scores the same in every run of a setting (to rounding: plain and racing batch
+    # the images differently); anything more means the model or the code changed between runs
+    seen: dict[str, float] = {}
+    worst = 0.0
+    for methods in runs.values():
+        for d, _ in methods.values():
+            for pt in load_run(d).points:
+                if pt.feasible and pt.complete:
+                    worst = max(worst, abs(seen.setdefault(pt.key, pt.quality) - pt.quality))
+    ratios = [r["ratio_95"] for r in rows if r["ratio_95"] is not None]
+    shares = [r["images_share_at_equal_generations"] for r in rows]
+    median_ratio = statistics.median(ratios) if ratios else None
+    # to rounding: the two batch images differently, which moves a quality in its 8th digit
+    equal_ok = all(r["racing_hv_at_plain_images"] >= r["plain_final_hv"] * (1 - 1e-6) for r in rows)
+    result = {
+        "device": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "settings": {
+            **base,
+            "images_per_candidate": args.num_prompts * args.seeds,
+            "racing_confidence": SearchConfig().racing_confidence,
+            "search_seeds": seeds,
+            "workers": 0,
+            "screening": "not implemented (issue item 2): no racing + screening row",
+        },
+        "rows": rows,
+        "summary": {
+            "median_ratio_95": median_ratio,
+            "target_ratio_95": TARGET_RATIO,
+            "ratio_target_met": median_ratio is not None and median_ratio >= TARGET_RATIO,
+            "median_images_share_at_equal_generations": statistics.median(shares),
+            "hv_at_equal_images_not_lower": equal_ok,
+            "same_schedule_max_quality_difference_across_runs": worst,
+            "runs_consistent": worst < 1e-4,
+        },
+        "plan": plan(args.plan_generations, statistics.median(shares)),
+    }
+    if args.out:
+        write_result(result, Path(args.out))
+        Path(args.out).with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        f"Search cost, plain vs racing: {s['space']}, {s['metric']}, {s['num_prompts']} prompts x {s['seeds']} seeds "
+        f"= {s['images_per_candidate']} images per candidate, population {s['population']}, {s['generations']} "
+        f"generations (racing extended to the plain run's images), chunk {s['racing_chunk'] or 'auto'}, "
+        f"confidence {s['racing_confidence']}, {result['device']} CPU x{result['cpu_count']}, in-process worker.",
+        "",
+        "| seed | plain final HV | plain images | racing HV at plain images | racing images share (equal gens) "
+        "| images to 95%: plain | racing | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        t = r["images_to_95"]
+        ratio = f"{r['ratio_95']:.2f}x" if r["ratio_95"] else "n/a"
+        lines.append(
+            f"| {r['search_seed']} | {r['plain_final_hv']:.5f} | {r['plain_images']} | "
+            f"{r['racing_hv_at_plain_images']:.5f} | {r['images_share_at_equal_generations']:.1%} | "
+            f"{t['plain']} | {t['racing']} | {ratio} |"
+        )
+    m = result["summary"]
+    p = result["plan"]
+    lines += ["", "Where racing's images went (whole racing run):", ""]
+    for r in result["rows"]:
+        c = r["racing_completions"]
+        lines.append(
+            f"- seed {r['search_seed']}: {c['candidates']} candidates, {c['complete']} evaluated whole, of which "
+            f"{c['complete_and_not_dominated_when_done']} were not dominated by the archive when they completed "
+            f"(any rule that only puts complete points on the frontier must evaluate those whole: "
+            f"{c['images_floor']} of its {c['images']} images)"
+        )
+    shares = ", ".join(f"{r['prefix_share']['plain']:.1%} / {r['prefix_share']['racing']:.1%}" for r in result["rows"])
+    lines += [
+        "",
+        f"Prefix sharing (issue item 3, not built): share of the candidates' denoising steps before their first "
+        f"reused component, which stored no-caching latents could replace exactly, per seed (plain / racing): "
+        f"{shares}.",
+    ]
+    lines += [
+        "",
+        (
+            f"Median ratio of images to 95% of plain's final HV: {m['median_ratio_95']:.2f}x "
+            f"(target >= {m['target_ratio_95']:g}x: {'met' if m['ratio_target_met'] else 'NOT met'}); "
+        )
+        if m["median_ratio_95"]
+        else "Median ratio: n/a; ",
+        f"racing's HV at equal images not lower in every seed: {m['hv_at_equal_images_not_lower']}. "
+        f"Same schedule, same quality in every run (max difference "
+        f"{m['same_schedule_max_quality_difference_across_runs']:.1e}): {m['runs_consistent']}.",
+        "",
+        f"Planning: {p['search']}: {p['images_plain']:,} images / {p['gpu_hours_plain']} GPU-h without racing, "
+        f"about {p['images_racing']:,} / {p['gpu_hours_racing']} GPU-h with racing "
+        f"({p['images_share_used']:.0%} of the images, the share measured here). "
+        f"GPU-hours: {p['ms_per_image_source']}. "
+        f"{p['caveat']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
