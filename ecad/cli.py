@@ -27,18 +27,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     check_output_file(args.output, "OUTPUT")
     schedule = load_schedule(args.input)
     fmt = "ecad" if args.to == "ecad" else "ecad-schedule"
-    if args.lossy and fmt != "ecad":
-        raise ValueError("--lossy is for --to ecad (ECAD's format has no forecast cells); drop it for --to native")
-    out = schedule.save(args.output, format=fmt, lossy=args.lossy)
-    version = "ECAD layout" if fmt == "ecad" else ("ecad-schedule/2" if schedule.uses_v2 else "ecad-schedule/1")
-    lossy = (
-        ", forecast cells written as reuse, both guidance branches every step"
-        if args.lossy and schedule.uses_v2
-        else ""
-    )
+    out = schedule.save(args.output, format=fmt)
     print(
-        f"wrote {out} ({version}, {schedule.num_steps} steps, "
-        f"{schedule.compute_fraction():.1%} of components computed{lossy})"
+        f"wrote {out} ({'ECAD layout' if fmt == 'ecad' else 'ecad-schedule/1'}, {schedule.num_steps} steps, "
+        f"{schedule.compute_fraction():.1%} of components computed)"
     )
     return 0
 
@@ -493,14 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--to",
         choices=["ecad", "native"],
         default="native",
-        help="ecad = ECAD's layout (cache_schedule/config/metrics); native = ecad-schedule/1, or /2 with "
-        "forecast cells or guidance reuse (default)",
-    )
-    p.add_argument(
-        "--lossy",
-        action="store_true",
-        help="with --to ecad: write forecast cells as reuse and run both guidance branches (ECAD's format has "
-        "neither); without it such a schedule is refused",
+        help="ecad = ECAD's layout (cache_schedule/config/metrics); native = ecad-schedule/1 (default)",
     )
     p.set_defaults(func=_cmd_convert)
 
