@@ -201,6 +201,18 @@ class SearchRun:
         return report.total / report.full
 
     # ------------------------------------------------------------ evaluate
+    def _over_macs_limit(self, frac: float) -> Evaluation | None:
+        """The infeasible result of a candidate above --max-macs-fraction (it is never rendered), or None."""
+        limit = self.config.max_macs_fraction
+        if limit is None or frac <= limit + 1e-12:
+            return None
+        return Evaluation(
+            (float("nan"), frac),
+            False,
+            f"constraint: MACs {frac:.1%} of no-caching > {limit:.0%}",
+            {"macs_fraction": frac},
+        )
+
     def _evaluate(self, genomes: list[np.ndarray], generation: int) -> list[Evaluation]:
         self.progress.generation_started(generation, len(genomes))
         if self.racing:
@@ -214,15 +226,10 @@ class SearchRun:
             schedule = self.spec.to_schedule(g, self.space, name=key)
             frac = self.macs_fraction(schedule)
             fractions[key] = frac
-            if self.config.max_macs_fraction is not None and frac > self.config.max_macs_fraction + 1e-12:
-                ev = Evaluation(
-                    (float("nan"), frac),
-                    False,
-                    f"constraint: MACs {frac:.1%} of no-caching > {self.config.max_macs_fraction:.0%}",
-                    {"macs_fraction": frac},
-                )
-                results[key] = ev
-                self._log(key, ev, generation, hexes[key])
+            over = self._over_macs_limit(frac)
+            if over is not None:
+                results[key] = over
+                self._log(key, over, generation, hexes[key])
                 continue
             tasks.append((key, schedule.to_json()))
 
@@ -316,15 +323,10 @@ class SearchRun:
                 continue
             schedule = self.spec.to_schedule(g, self.space, name=key)
             frac = self.macs_fraction(schedule)
-            if self.config.max_macs_fraction is not None and frac > self.config.max_macs_fraction + 1e-12:
-                ev = Evaluation(
-                    (float("nan"), frac),
-                    False,
-                    f"constraint: MACs {frac:.1%} of no-caching > {self.config.max_macs_fraction:.0%}",
-                    {"macs_fraction": frac},
-                )
-                results[key] = ev
-                self._log(key, ev, generation, hexes[key])
+            over = self._over_macs_limit(frac)
+            if over is not None:
+                results[key] = over
+                self._log(key, over, generation, hexes[key])
                 continue
             fractions[key], schedules[key] = frac, schedule.to_json()
             known = self.engine.evals.get(key)
