@@ -19,7 +19,11 @@ from ecad.errors import EcadError, shown
 from ecad.files import atomic_write_text, json_safe, read_json
 from ecad.layouts import MAX_BLOCKS, Layout
 
-FORMAT = "ecad-schedule/1"
+FORMAT = "ecad-schedule/1"  # compute/reuse grids: what every schedule without the newer cells is written as
+FORMAT_V2 = "ecad-schedule/2"  # one symbol per cell (C compute, R reuse, F forecast), guidance reuse per step
+FORMATS = (FORMAT, FORMAT_V2)
+COMPUTE, REUSE, FORECAST = "C", "R", "F"
+FORECAST_ORDERS = (1, 2)
 # Bounds every schedule (and every search space) is held to; real ones are far inside them
 # (ECAD's longest run is 50 steps, the largest DiT images 4096 px), and they keep a hostile file
 # from allocating or looping for minutes before it is refused.
@@ -44,6 +48,7 @@ OUR_FIELDS = (
     "attributes",
     "ecad_config",
 )
+OUR_V2_FIELDS = OUR_FIELDS + ("forecast_order", "guidance_reuse")
 ECAD_FIELDS = ("cache_schedule", "config", "metrics")
 ECAD_SCHEDULE_FIELDS = ("num_inference_steps", "name", "attributes", "schedule")
 
@@ -80,12 +85,28 @@ class Schedule:
     metrics: dict[str, Any] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     ecad_config: dict[str, Any] | None = None  # ECAD's `config` block, kept verbatim for exact export
+    # [steps, blocks, components] bool: where `grid` does not compute, True = forecast the output
+    # from the component's last computed ones (polynomial extrapolation over step positions, of
+    # `forecast_order`) instead of reusing the last; None = no forecast cells
+    forecast: np.ndarray | None = None
+    forecast_order: int = 1
+    # [steps] bool: skip classifier-free guidance's unconditional rows on that step and take them as
+    # the conditional output plus the last computed (unconditional - conditional) difference
+    guidance_reuse: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.grid = np.asarray(self.grid)
+        if self.forecast is not None:
+            self.forecast = np.asarray(self.forecast)
+        if self.guidance_reuse is not None:
+            self.guidance_reuse = np.asarray(self.guidance_reuse)
         self.validate()
         if self.layout.ragged:  # padding cells hold no component: nothing to reuse, so they compute
             self.grid = self.grid | ~self.layout.cell_mask()[None]
+        if self.forecast is not None and not self.forecast.any():
+            self.forecast = None
+        if self.guidance_reuse is not None and not self.guidance_reuse.any():
+            self.guidance_reuse = None
 
     # ----------------------------------------------------------------- basics
     @property
@@ -107,6 +128,37 @@ class Schedule:
         rows = self.grid[self.executed_steps]
         rows[0] = True
         return rows
+
+    def executed_forecast(self) -> np.ndarray:
+        """[executed steps, blocks, components] bool: the forecast cells of the steps that run."""
+        if self.forecast is None:
+            return np.zeros((len(self.executed_steps),) + self.grid.shape[1:], dtype=bool)
+        return self.forecast[self.executed_steps] & ~self.executed_grid()
+
+    def executed_guidance_reuse(self) -> np.ndarray:
+        """[executed steps] bool: the steps that skip the unconditional branch."""
+        if self.guidance_reuse is None:
+            return np.zeros(len(self.executed_steps), dtype=bool)
+        return self.guidance_reuse[self.executed_steps].copy()
+
+    @property
+    def uses_v2(self) -> bool:
+        """Has cells or flags only format 2 can hold (forecast cells, guidance reuse)."""
+        return self.forecast is not None or self.guidance_reuse is not None
+
+    def cells(self) -> np.ndarray:
+        """[steps, blocks, components] of "C" (compute), "R" (reuse), "F" (forecast)."""
+        out = np.where(self.grid, COMPUTE, REUSE).astype("<U1")
+        if self.forecast is not None:
+            out[self.forecast] = FORECAST
+        return out
+
+    def without_forecast(self) -> Schedule:
+        """The lossy compute/reuse schedule: forecast cells reuse, every step runs both guidance
+        branches (what ECAD's format, and every cache without forecasting, can express)."""
+        kw = {k: getattr(self, k) for k in ("timesteps", "name", "variant", "model", "height", "width")}
+        kw.update(guidance_scale=self.guidance_scale, metrics=dict(self.metrics), attributes=dict(self.attributes))
+        return Schedule(self.layout, self.grid.copy(), ecad_config=self.ecad_config, **kw)
 
     def effective_grid(self) -> np.ndarray:
         """The base grid as it runs: the first executed step computes every component (its reuse
@@ -212,8 +264,63 @@ class Schedule:
                 raise ScheduleError(f"{key}: must be an object (a dict), got {shown(getattr(self, key))}")
         if self.ecad_config is not None and not isinstance(self.ecad_config, dict):
             raise ScheduleError(f"ecad_config: must be an object or absent, got {shown(self.ecad_config)}")
+        self._validate_forecast(adapter)
+        self._validate_guidance_reuse(adapter)
         # A reuse flag on the first step that runs is kept as written (ECAD's own files have some, and
         # must round-trip) but means "compute": nothing is cached yet. `executed_grid` applies that.
+
+    def _validate_forecast(self, adapter) -> None:
+        order = self.forecast_order
+        if not isinstance(order, (int, np.integer)) or isinstance(order, bool) or order not in FORECAST_ORDERS:
+            raise ScheduleError(f"forecast_order: must be 1 or 2 (the extrapolation's order), got {shown(order)}")
+        self.forecast_order = int(order)
+        f = self.forecast
+        if f is None:
+            return
+        if f.shape != self.grid.shape or f.dtype != np.bool_:
+            raise ScheduleError(
+                f"forecast: must be a boolean grid of the grid's shape {tuple(self.grid.shape)}, got "
+                f"{f.dtype} {tuple(f.shape)}"
+            )
+        both = f & self.grid & self.layout.cell_mask()[None]
+        if both.any():
+            s, b, c = (int(i) for i in np.argwhere(both)[0])
+            raise ScheduleError(f"forecast: {self._cell_name(s, b, c)} is marked both compute and forecast; pick one")
+        bad = forecast_without_history(self.executed_grid(), self.executed_forecast())
+        if bad.any():
+            s, b, c = (int(i) for i in np.argwhere(bad)[0])
+            raise ScheduleError(
+                f"forecast: {self._cell_name(self.executed_steps[s], b, c)} forecasts with fewer than 2 computed "
+                f"outputs of that component before it ({int(bad.sum())} such cell(s)); compute the component at "
+                "two earlier steps, or make the cell a reuse (ecad.schedule.repair_forecast does this)"
+            )
+
+    def _validate_guidance_reuse(self, adapter) -> None:
+        g = self.guidance_reuse
+        if g is None:
+            return
+        if g.shape != (self.num_steps,) or g.dtype != np.bool_:
+            raise ScheduleError(
+                f"guidance_reuse: must be one boolean per step ({self.num_steps}), got {g.dtype} {tuple(g.shape)}"
+            )
+        if not g.any():
+            return
+        from ecad.cache.guidance import doubles_guidance_batch
+
+        if not doubles_guidance_batch(adapter) or (self.guidance_scale is not None and self.guidance_scale <= 1):
+            raise ScheduleError(
+                f"guidance_reuse: {adapter.display_name} does not run classifier-free guidance as one doubled "
+                "batch, so there is no unconditional half to skip; remove guidance_reuse"
+            )
+        if g[self.executed_steps[0]]:
+            raise ScheduleError(
+                f"guidance_reuse: the first step that runs (step {self.executed_steps[0]}) has no earlier "
+                "unconditional output to reuse; it must run both branches"
+            )
+
+    def _cell_name(self, step: int, b: int, c: int) -> str:
+        group = self.layout.blocks()[b][0]
+        return f"step {step} block {self.layout.block_key(b)} component {group.components[c]!r}"
 
     # ------------------------------------------------------------- bit vectors
     def to_bits(self) -> np.ndarray:
@@ -236,7 +343,12 @@ class Schedule:
 
     # ------------------------------------------------------------------- JSON
     def to_json(self) -> dict[str, Any]:
-        """Our format: one line-friendly string per step, blocks separated by spaces."""
+        """Our format: one line-friendly string per step, blocks separated by spaces. Format 1
+        (0/1 per cell) unless the schedule has forecast cells or guidance reuse, which need 2."""
+        return self._to_json_v2() if self.uses_v2 else self.to_v1_json()
+
+    def to_v1_json(self) -> dict[str, Any]:
+        """Format 1 (the compute grid alone: forecast cells written as reuse)."""
         return {
             "format": FORMAT,
             "name": self.name,
@@ -255,6 +367,25 @@ class Schedule:
             **({"ecad_config": self.ecad_config} if self.ecad_config is not None else {}),
         }
 
+    def _to_json_v2(self) -> dict[str, Any]:
+        out = self.to_v1_json()
+        out["format"] = FORMAT_V2
+        out["grid"] = self._cell_rows()
+        extra = {
+            "forecast_order": self.forecast_order,
+            "guidance_reuse": None
+            if self.guidance_reuse is None
+            else "".join("1" if g else "0" for g in self.guidance_reuse),
+        }
+        at = list(out).index("grid") + 1  # after the grid, before metrics
+        items = list(out.items())
+        return dict(items[:at] + list(extra.items()) + items[at:])
+
+    def _cell_rows(self) -> list[str]:
+        """Format 2: one string per step, a group of C/R/F per block, one symbol per component."""
+        widths = [len(group.components) for group, _ in self.layout.blocks()]
+        return [" ".join("".join(blk[:w]) for blk, w in zip(step, widths)) for step in self.cells()]
+
     def _grid_rows(self) -> list[str]:
         """One string per step: a group of 0/1 per block, one digit per component of its group."""
         widths = [len(group.components) for group, _ in self.layout.blocks()]
@@ -262,10 +393,17 @@ class Schedule:
             " ".join("".join("1" if c else "0" for c in blk[:w]) for blk, w in zip(step, widths)) for step in self.grid
         ]
 
-    def to_ecad_json(self) -> dict[str, Any]:
+    def to_ecad_json(self, lossy: bool = False) -> dict[str, Any]:
         """ECAD's layout: `cache_schedule` (steps '000'.., blocks by key, components by name),
-        `config`, `metrics`. ECAD has PixArt and FLUX only; other families are refused."""
+        `config`, `metrics`. ECAD has PixArt and FLUX only; other families are refused. ECAD's cells
+        are compute or reuse: forecast cells and guidance reuse are refused unless `lossy`, which
+        writes forecast cells as reuse and runs both guidance branches at every step."""
         from ecad.models import UnsupportedModelError
+
+        if self.uses_v2:
+            if not lossy:
+                raise ScheduleError(self._v2_refusal())
+            return self.without_forecast().to_ecad_json()
 
         adapter = _adapter(self.family)
         try:
@@ -285,6 +423,19 @@ class Schedule:
         cs.update(num_inference_steps=self.num_steps, name=self.name, attributes=attributes, schedule=sched)
         return {"cache_schedule": cs, "config": self._ecad_config(), "metrics": self.metrics}
 
+    def _v2_refusal(self) -> str:
+        what = []
+        if self.forecast is not None:
+            s, b, c = (int(i) for i in np.argwhere(self.forecast)[0])
+            what.append(f"{int(self.forecast.sum())} forecast cell(s) (the first: {self._cell_name(s, b, c)})")
+        if self.guidance_reuse is not None:
+            what.append(f"guidance reuse on {int(self.guidance_reuse.sum())} step(s)")
+        return (
+            f"ECAD's schedule format has only compute and reuse cells; this schedule has {' and '.join(what)}. "
+            "Keep ecad's format, or export lossily (ecad convert --lossy; Schedule.save(path, 'ecad', lossy=True)), "
+            "which writes forecast cells as reuse and runs both guidance branches (its quality differs)"
+        )
+
     def _ecad_config(self) -> dict[str, Any]:
         if self.ecad_config is not None:
             return self.ecad_config
@@ -302,9 +453,10 @@ class Schedule:
         cfg["pipeline"] = {"name": names.get(self.variant, names[adapter.default_variant]), "kwargs": {}}
         return cfg
 
-    def save(self, path: str | os.PathLike, format: str = "ecad-schedule") -> Path:
-        """Write atomically; `format="ecad"` writes ECAD's layout, anything else ours."""
-        data = json_safe(self.to_ecad_json() if format == "ecad" else self.to_json())  # NaN metrics -> null
+    def save(self, path: str | os.PathLike, format: str = "ecad-schedule", lossy: bool = False) -> Path:
+        """Write atomically; `format="ecad"` writes ECAD's layout (`lossy`: see `to_ecad_json`), anything
+        else ours."""
+        data = json_safe(self.to_ecad_json(lossy) if format == "ecad" else self.to_json())  # NaN metrics -> null
         text = json.dumps(data, indent=1, allow_nan=False) if format == "ecad" else _dumps_ours(data)
         return atomic_write_text(path, text)
 
@@ -313,6 +465,20 @@ class Schedule:
             return NotImplemented
         a, b = self.to_json(), other.to_json()
         return a == b
+
+
+def forecast_without_history(compute: np.ndarray, forecast: np.ndarray, needed: int = 2) -> np.ndarray:
+    """[steps, blocks, components] bool of the forecast cells (rows in execution order) that have
+    fewer than `needed` computed outputs of their component at earlier steps."""
+    before = np.cumsum(compute, axis=0) - compute  # computed outputs strictly before each step
+    return forecast & ~compute & (before < needed)
+
+
+def repair_forecast(compute: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    """`forecast` with every cell that cannot forecast (a compute cell, or fewer than two earlier
+    computed outputs) turned into a reuse; rows in execution order. Searches decode genomes with it."""
+    forecast = forecast & ~compute
+    return forecast & ~forecast_without_history(compute, forecast)
 
 
 def _dumps_ours(data: dict) -> str:
@@ -331,13 +497,14 @@ def load_schedule(path_or_data: str | os.PathLike | dict) -> Schedule:
         data = read_json(path_or_data, ScheduleError, "schedule file")
     if not isinstance(data, dict):
         raise ScheduleError(f"{where}: top level must be a JSON object, got {shown(data)}")
-    if data.get("format") == FORMAT:
+    if data.get("format") in FORMATS:
         return _from_ours(data, where)
     if "cache_schedule" in data:
         return _from_ecad(data, where)
     if "format" in data:
         raise ScheduleError(
-            f"{where}: format {str(data['format'])[:40]!r} is not supported; this ecad reads {FORMAT!r}"
+            f"{where}: format {str(data['format'])[:40]!r} is not supported; this ecad reads {FORMAT!r} and "
+            f"{FORMAT_V2!r}"
         )
     raise ScheduleError(
         f'{where}: neither an ecad schedule (needs "format": "{FORMAT}") nor an ECAD one (needs "cache_schedule")'
@@ -380,7 +547,8 @@ def _no_unknown(data: dict, allowed: tuple[str, ...], where: str) -> None:
 
 
 def _from_ours(data: dict, where: str) -> Schedule:
-    _no_unknown(data, OUR_FIELDS, where)
+    v2 = data["format"] == FORMAT_V2
+    _no_unknown(data, OUR_V2_FIELDS if v2 else OUR_FIELDS, where)
     family = _require(data, "family", where, str)
     adapter = _adapter(family, where)
     try:
@@ -413,15 +581,21 @@ def _from_ours(data: dict, where: str) -> Schedule:
     if len(rows) != num_steps:
         raise ScheduleError(f"{where}: grid has {len(rows)} steps but num_steps is {num_steps}; make them agree")
     grid = np.ones((num_steps, layout.num_blocks, layout.num_components), dtype=bool)  # padding cells compute
+    forecast = np.zeros_like(grid)
+    symbols, kinds = (
+        ({COMPUTE, REUSE, FORECAST}, "C (compute), R (reuse) or F (forecast)")
+        if v2
+        else ({"0", "1"}, "0 (reuse) or 1 (compute)")
+    )
     widths = [len(group.components) for group, _ in layout.blocks()]
     row_length = sum(widths) + len(widths) - 1
     for s, row in enumerate(rows):
         if not isinstance(row, str):
-            raise ScheduleError(f"{where}: grid[{s}] must be a string of 0/1 groups, got {shown(row)}")
+            raise ScheduleError(f"{where}: grid[{s}] must be a string of groups of {kinds}, got {shown(row)}")
         if len(row) > 2 * row_length:  # far too long to be a row: refuse before splitting it
             raise ScheduleError(
                 f"{where}: grid[{s}] is {len(row)} characters; a row of this layout is {row_length} "
-                "(one group of 0/1 per block, separated by spaces)"
+                f"(one group of {kinds} per block, separated by spaces)"
             )
         blocks = row.split()
         if len(blocks) != layout.num_blocks:
@@ -429,22 +603,37 @@ def _from_ours(data: dict, where: str) -> Schedule:
                 f"{where}: grid[{s}] has {len(blocks)} blocks, the layout has {layout.num_blocks}; one group per block"
             )
         for b, cells in enumerate(blocks):
-            if len(cells) != widths[b] or set(cells) - {"0", "1"}:
+            if len(cells) != widths[b] or set(cells) - symbols:
                 raise ScheduleError(
-                    f"{where}: grid[{s}] block {b} is {cells[:20]!r}; it needs {widths[b]} cells of 0 (reuse) or "
-                    "1 (compute), one per component of its group"
+                    f"{where}: grid[{s}] block {b} is {cells[:20]!r}; it needs {widths[b]} cells of {kinds}, "
+                    "one per component of its group"
                 )
-            grid[s, b, : widths[b]] = [c == "1" for c in cells]
+            grid[s, b, : widths[b]] = [c in ("1", COMPUTE) for c in cells]
+            forecast[s, b, : widths[b]] = [c == FORECAST for c in cells]
     timesteps = _typed(data, "timesteps", where, (list, type(None)))
     if timesteps is not None and len(timesteps) > num_steps:
         raise ScheduleError(
             f"{where}: field 'timesteps' lists {len(timesteps)} steps of a {num_steps}-step base grid; "
             "list each step index once"
         )
+    extra: dict[str, Any] = {}
+    if v2:
+        order = _typed(data, "forecast_order", where, int, 1)
+        reuse = _typed(data, "guidance_reuse", where, (str, type(None)))
+        if reuse is not None and (len(reuse) != num_steps or set(reuse) - {"0", "1"}):
+            raise ScheduleError(
+                f"{where}: field 'guidance_reuse' must be one 0/1 per step ({num_steps}), got {shown(reuse[:80])}"
+            )
+        extra = {
+            "forecast": forecast,
+            "forecast_order": order,
+            "guidance_reuse": None if reuse is None else np.array([c == "1" for c in reuse]),
+        }
     return _build(
         where,
         layout,
         grid,
+        **extra,
         timesteps=timesteps,
         name=_typed(data, "name", where, str, ""),
         variant=_typed(data, "variant", where, (str, type(None))),

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import ecad
 from ecad.cache.hooks import listen_for_branches
-from ecad.cache.macs import block_macs, fixed_macs, full_macs, schedule_macs
+from ecad.cache.macs import block_macs, fixed_macs, full_macs, schedule_macs, text_kv_macs
 from ecad.models import FAMILIES, adapter_for, adapter_for_pipeline, load_pipeline
 from ecad.models.base import TransformerDims
 from ecad.schedule import Schedule, ScheduleError, load_schedule
@@ -164,6 +164,7 @@ def test_fully_reused_steps_run_no_norm_or_modulation(family):
     per_step = calls[0] / STEPS
     assert per_step > 0
     ecad.apply_schedule(pipe, Schedule.every_n(space.layout, STEPS, 3))  # steps 0 and 3 compute
+    run(pipe, space, steps=None)  # the first real call checks the block paths beside the stock forward
     calls[0] = 0
     run(pipe, space, steps=None)
     assert calls[0] == 2 * per_step
@@ -279,9 +280,15 @@ def test_schedule_macs_count_computed_components_only(family):
     cost = block_macs(dims, space.height, space.width)
     fixed = fixed_macs(dims, space.height, space.width)
     schedule = random_schedule(space.layout, 4, 0.5, seed=1)
-    report = schedule_macs(schedule, dims, space.height, space.width)
+    report = schedule_macs(schedule, dims, space.height, space.width, text_kv_cache=False)
     want = [fixed + float((schedule.grid[s] * cost).sum()) for s in range(4)]
     assert report.per_step == pytest.approx(want) and report.full == pytest.approx(4 * (fixed + cost.sum()))
+    # with the text K/V cache (the default), a computed component's text K/V count once per call
+    kv = text_kv_macs(dims, space.height, space.width)
+    cached = schedule_macs(schedule, dims, space.height, space.width)
+    want = [fixed + float((schedule.grid[s] * (cost - kv)).sum()) + (s == 0) * float(kv.sum()) for s in range(4)]
+    assert cached.per_step == pytest.approx(want) and cached.full == report.full
+    assert (kv > 0).any() == (family in ("pixart", "sana", "wan"))
 
 
 @pytest.mark.parametrize("kind", ["full", "every_3", "random_0.4"])

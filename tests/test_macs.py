@@ -214,7 +214,7 @@ def test_schedule_counts_only_computed_components():
     comp = component_macs(TINY, 16, 16)
     fixed = fixed_macs(TINY, 16, 16)
     step = 4 * sum(comp.values())
-    report = schedule_macs(Schedule.every_n(layout, 5, 2), TINY, 16, 16)
+    report = schedule_macs(Schedule.every_n(layout, 5, 2), TINY, 16, 16, text_kv_cache=False)  # K/V per step
     assert report.per_step == pytest.approx([fixed + step, fixed, fixed + step, fixed, fixed + step])
     assert report.total == pytest.approx(5 * fixed + 3 * step)
     assert report.fixed == pytest.approx(5 * fixed)
@@ -224,7 +224,9 @@ def test_schedule_counts_only_computed_components():
     grid = np.ones((3, 4, 3), dtype=bool)
     grid[1:, :, 1] = False  # attn2 reused after step 0
     grid[2, 2:, :] = False  # blocks 2, 3 fully reused at step 2
-    report = schedule_macs(Schedule(layout, grid, timesteps=[0, 2]), TINY, 16, 16, attention_matmuls=False)
+    report = schedule_macs(
+        Schedule(layout, grid, timesteps=[0, 2]), TINY, 16, 16, attention_matmuls=False, text_kv_cache=False
+    )
     comp = component_macs(TINY, 16, 16, attention_matmuls=False)
     assert report.steps == [0, 2]
     want2 = fixed + 2 * (comp["attn1"] + comp["ff"])

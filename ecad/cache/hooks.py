@@ -33,11 +33,20 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import BaseState, StateManager
 from torch import nn
 
 from ecad.cache import check
+from ecad.cache.branches import DEFAULT_BRANCH, CacheContextListener
+from ecad.cache.branches import listen_for_branches as listen_for_branches  # re-exported
+from ecad.cache.guidance import (
+    GUIDANCE_HOOK,
+    GuidanceReuseConfig,
+    GuidanceReuseHook,
+    apply_guidance_reuse,
+    doubles_guidance_batch,
+)
 from ecad.cache.plan import CachePlan
+from ecad.cache.text_kv import TextKVCache, TextKVCacheConfig, apply_text_kv_cache
 from ecad.layouts import BlockGroup
 from ecad.models import FamilyAdapter, adapter_for_transformer
 from ecad.models.base import BlockPath
@@ -48,7 +57,6 @@ logger = logging.getLogger(__name__)
 STEP_HOOK = "ecad.step"
 BLOCK_HOOK = "ecad.block"
 COMPONENT_HOOK = "ecad.component"
-DEFAULT_BRANCH = "default"  # calls made outside any cache context
 
 
 def output_nbytes(out: Any) -> int:
@@ -72,6 +80,8 @@ class StepRecord:
     rows: int = 0  # batch rows the first block saw
     image_tokens: int | None = None  # hidden_states tokens the first block saw
     text_tokens: int | None = None  # encoder_hidden_states tokens the first block saw (None: none passed)
+    text_kv: np.ndarray | None = None  # [blocks, components] bool: the component's text K/V projections ran
+    forecast: np.ndarray | None = None  # [blocks, components] bool: served by a forecast (a subset of `reused`)
 
 
 @dataclass
@@ -98,11 +108,24 @@ class ScheduleState:
     `active`: whether calls follow the schedule (a pipeline's wrapper turns it on for its calls;
     a transformer scheduled directly is always active)."""
 
-    def __init__(self, schedule: Schedule, adapter: FamilyAdapter, exact: bool = False, always_active: bool = False):
+    def __init__(
+        self,
+        schedule: Schedule,
+        adapter: FamilyAdapter,
+        exact: bool = False,
+        always_active: bool = False,
+        text_kv_cache: bool = True,
+    ):
         self.adapter, self.always_active = adapter, always_active
+        self.text_kv_cache = text_kv_cache  # compute cross-attention's text K/V once per call and branch
+        self.text_cache: TextKVCache | None = None  # its hooks, while installed
+        self.guidance_hook: GuidanceReuseHook | None = None  # installed where CFG is one doubled batch
+        self.guidance_rows: int | None = None  # during a call that skips the unconditional rows: their count
         self.paths: list[BlockPath | None] = [None] * schedule.layout.num_blocks  # per block; set on install
         self.set_schedule(schedule, exact)
-        self.cache: dict[tuple[int, int, str], Any] = {}
+        self.cache: dict[tuple[int, int, str], Any] = {}  # the latest computed output a later step reads
+        self.cache_step: dict[tuple[int, int, str], int] = {}  # executed step that computed it
+        self.older: dict[tuple[int, int, str], list[tuple[int, Any]]] = {}  # earlier points forecasts still read
         self.fused: dict[str, Any] = {}  # branch -> sums folded for the next (fully reused) step
         self.steps_done: dict[str, int] = {}  # branch -> transformer calls so far in this generation
         self.last_steps_done: dict[str, int] = {}
@@ -134,28 +157,63 @@ class ScheduleState:
         self.fold = (plan.reused_run >= 2) & foldable
 
     def take(self, b: int, c: int) -> Any:
-        """A reused output; dropped from the cache at its last reuse."""
-        key = (b, c, self.branch)
+        """A reused output, or a forecast cell's extrapolation; each output is dropped from the
+        cache at its last read."""
+        key, s, plan = (b, c, self.branch), self.step, self.plan
         if self._step_record is not None:
             self._step_record.reused[b, c] = True
-        out = self.cache[key]
-        if self.plan.drop[self.step, b, c]:
+        forecasting = plan.forecast is not None and plan.forecast[s, b, c]
+        if forecasting:
+            if self._step_record is not None and self._step_record.forecast is not None:
+                self._step_record.forecast[b, c] = True
+            points = [*self.older.get(key, []), (self.cache_step[key], self.cache[key])][-(plan.order + 1) :]
+            out = extrapolate([plan.positions[p] for p, _ in points], [o for _, o in points], plan.positions[s])
+        else:
+            out = self.cache[key]
+        if plan.drop[s, b, c]:
             self.uncache(key)
+        if plan.until is not None and key in self.older:
+            self._prune_older(key)
+        if self.guidance_rows is not None:  # this call runs the conditional rows only
+            out = _rows_from(out, self.guidance_rows)
         return out
 
     def store(self, b: int, c: int, out: Any) -> None:
-        """Keep a computed output for a later step's reuse."""
+        """Keep a computed output for later steps' reads (the latest; with forecast cells, an
+        earlier latest that a forecast still reads becomes an older point)."""
         key = (b, c, self.branch)
-        if key in self.cache:  # a block path's check runs the block twice: the same output again
-            self.uncache(key)
+        if self.guidance_rows is not None:  # conditional rows only: keep the last unconditional ones beside them
+            out = _full_rows(self.cache.get(key), out, self.guidance_rows)
+        if key in self.cache:
+            if self.plan.until is not None and self.cache_step[key] != self.step:
+                self.older.setdefault(key, []).append((self.cache_step[key], self.cache.pop(key)))
+                self._prune_older(key)
+            else:  # a block path's check runs the block twice: the same output again
+                self.uncache(key)
         self.cache[key] = out
+        self.cache_step[key] = self.step
         self.cached_bytes += output_nbytes(out)
         if self.record is not None:
             self.record.peak_cached_bytes = max(self.record.peak_cached_bytes, self.cached_bytes)
 
+    def _prune_older(self, key: tuple[int, int, str]) -> None:
+        """Drop the older points of `key` that no step after this one reads."""
+        b, c, _ = key
+        keep = []
+        for point, out in self.older[key]:
+            if self.plan.until[point, b, c] > self.step:
+                keep.append((point, out))
+            else:
+                self.cached_bytes -= output_nbytes(out)
+        if keep:
+            self.older[key] = keep
+        else:
+            del self.older[key]
+
     def uncache(self, key: tuple[int, int, str]) -> None:
         """Drop a cached output (if held), keeping `cached_bytes` exact."""
         self.cached_bytes -= output_nbytes(self.cache.pop(key, None))
+        self.cache_step.pop(key, None)
 
     def computed(self, b: int, c: int) -> None:
         """Component (b, c) ran its own forward in this step."""
@@ -166,6 +224,26 @@ class ScheduleState:
         """Every component of this step was served from the cache (a folded step)."""
         if self._step_record is not None:
             self._step_record.reused[:] = self.schedule.layout.cell_mask()
+
+    def skips_unconditional(self) -> bool:
+        """The transformer call now running skips the unconditional rows (the schedule's guidance reuse)."""
+        g = self.plan.guidance_reuse
+        return self.active and g is not None and bool(g[self.step])
+
+    def begin_conditional_only(self, rows: int) -> None:
+        self.guidance_rows = rows
+        if self.text_cache is not None:
+            self.text_cache.state.row_select = lambda t: t[rows:]
+
+    def end_conditional_only(self) -> None:
+        self.guidance_rows = None
+        if self.text_cache is not None:
+            self.text_cache.state.row_select = None
+
+    def text_computed(self, b: int, c: int) -> None:
+        """A text K/V projection of component (b, c) ran in this step (the rest were the call's cache)."""
+        if self._step_record is not None and self._step_record.text_kv is not None:
+            self._step_record.text_kv[b, c] = True
 
     def saw_block_input(self, hidden: Any, encoder: Any) -> None:
         """The first block's inputs of this step: the batch rows and tokens its MACs are priced at."""
@@ -182,8 +260,15 @@ class ScheduleState:
         a pipeline call this also ends the generation's record (a transformer's own loop resets
         between generations)."""
         self.cache.clear()
+        self.cache_step.clear()
+        self.older.clear()
         self.cached_bytes = 0
         self.fused.clear()
+        if self.text_cache is not None:
+            self.text_cache.state.clear()
+        if self.guidance_hook is not None:
+            self.guidance_hook.delta = None
+        self.guidance_rows = None
         if self.steps_done:
             self.last_steps_done = dict(self.steps_done)
         self.steps_done.clear()
@@ -226,42 +311,14 @@ class ScheduleState:
         if self.record is None or self.record.closed:  # a transformer's own loop: its first call
             self.record = CallRecord(self.schedule, by_pipeline=False, started=time.perf_counter())
         shape = self.plan.compute.shape[1:]
-        self._step_record = StepRecord(step, np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool))
+        self._step_record = StepRecord(
+            step,
+            np.zeros(shape, dtype=bool),
+            np.zeros(shape, dtype=bool),
+            text_kv=np.zeros(shape, dtype=bool) if self.text_cache is not None else None,
+            forecast=np.zeros(shape, dtype=bool) if self.plan.forecast is not None else None,
+        )
         self.record.steps.setdefault(branch, []).append(self._step_record)
-
-
-class _ContextReceiver(BaseState):
-    """Nothing to keep: the step hook's StateManager only receives diffusers' cache context."""
-
-    def reset(self, *args, **kwargs) -> None:
-        pass
-
-
-class CacheContextListener(ModelHook):
-    """Knows the guidance branch of the current call: diffusers' `cache_context(name)` sets the
-    caller's context on every stateful hook's StateManager, this one's included. Register one
-    (`listen_for_branches`) to count steps per branch outside ecad's own hooks."""
-
-    _is_stateful = True
-
-    def __init__(self):
-        super().__init__()
-        self.context = StateManager(_ContextReceiver)
-
-    def branch(self) -> str:
-        try:
-            return self.context.context.name
-        except ValueError:  # no cache context set
-            return DEFAULT_BRANCH
-
-    def reset_state(self, module: nn.Module) -> nn.Module:
-        return module
-
-
-def listen_for_branches(transformer: nn.Module, name: str) -> CacheContextListener:
-    listener = CacheContextListener()
-    HookRegistry.check_if_exists_or_initialize(transformer).register_hook(listener, name)
-    return listener
 
 
 class TransformerStepHook(CacheContextListener):
@@ -394,6 +451,54 @@ class ComponentCacheHook(ModelHook):
         return state.take(self.b, self.c)
 
 
+def _rows_from(out: Any, start: int) -> Any:
+    """Rows `start:` of every tensor of a component's output (its conditional half)."""
+    if isinstance(out, torch.Tensor):
+        return out[start:]
+    if isinstance(out, (tuple, list)):
+        return type(out)(_rows_from(o, start) for o in out)
+    return out
+
+
+def _full_rows(held: Any, cond: Any, rows: int) -> Any:
+    """A conditional-rows output made whole for later full-batch steps: the unconditional rows of
+    the output held before (its last full computation), or, with none held, the conditional rows."""
+    if isinstance(cond, torch.Tensor):
+        uncond = held[:rows] if isinstance(held, torch.Tensor) and held.shape[0] == 2 * rows else cond
+        return torch.cat([uncond, cond])
+    if isinstance(cond, (tuple, list)):
+        helds = held if isinstance(held, (tuple, list)) else [None] * len(cond)
+        return type(cond)(_full_rows(h, c, rows) for h, c in zip(helds, cond))
+    return cond
+
+
+def extrapolate(positions: list[int], outputs: list[Any], at: int) -> Any:
+    """The polynomial through (positions[i], outputs[i]) evaluated at `at` (Lagrange form: first
+    order with two points is y1 + (y1 - y0) (at - p1) / (p1 - p0), TaylorSeer's first-order
+    forecast); tensors of tuple/list outputs are extrapolated one by one, anything else is the
+    latest output's."""
+    weights = []
+    for i, p in enumerate(positions):
+        w = 1.0
+        for j, q in enumerate(positions):
+            if j != i:
+                w *= (at - q) / (p - q)
+        weights.append(w)
+    return _combine(outputs, weights)
+
+
+def _combine(outputs: list[Any], weights: list[float]) -> Any:
+    latest = outputs[-1]
+    if isinstance(latest, torch.Tensor):
+        out = latest * weights[-1]
+        for o, w in zip(outputs[:-1], weights[:-1]):
+            out = out.add(o, alpha=w)
+        return out
+    if isinstance(latest, (tuple, list)):
+        return type(latest)(_combine([o[i] for o in outputs], weights) for i in range(len(latest)))
+    return latest
+
+
 # ----------------------------------------------------------------------- install
 @dataclass
 class Installation:
@@ -405,6 +510,7 @@ class Installation:
     by_pipeline: bool = False  # applied through a pipeline (which brackets its calls), else to the transformer
     modules: list[tuple[nn.Module, str]] = field(default_factory=list)  # (module, hook name)
     components: list[list[nn.Module]] = field(default_factory=list)  # per block: swapped-in modules show
+    text_kv_applied: bool = False  # the text K/V cache was asked for at install (joint-attention families hook nothing)
 
     def component_modules(self) -> list[list[nn.Module]]:
         adapter, layout = self.state.adapter, self.state.schedule.layout
@@ -422,6 +528,16 @@ class Installation:
             HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
             self.modules.append((module, name))
 
+        if doubles_guidance_batch(adapter):
+            config = GuidanceReuseConfig(
+                skip=state.skips_unconditional,
+                inputs=adapter.cfg_batched_inputs,
+                begin=state.begin_conditional_only,
+                end=state.end_conditional_only,
+                needed=lambda: state.plan.guidance_reuse is not None,
+            )
+            state.guidance_hook = apply_guidance_reuse(transformer, config)  # inside the step hook: sees its step
+            self.modules.append((transformer, GUIDANCE_HOOK))
         register(transformer, TransformerStepHook(state), STEP_HOOK)
         self.components = self.component_modules()
         blocks = [(getattr(transformer, group.name)[i], group) for group, i in layout.blocks()]
@@ -431,12 +547,23 @@ class Installation:
             register(block, BlockReuseHook(state, b, group, state.paths[b], arg_names, blocks), BLOCK_HOOK)
             for c, module in enumerate(self.components[b]):
                 register(module, ComponentCacheHook(state, b, c), COMPONENT_HOOK)
+        self.text_kv_applied = state.text_kv_cache
+        if state.text_kv_cache:
+            state.text_cache = apply_text_kv_cache(
+                transformer, TextKVCacheConfig(on_compute=state.text_computed), adapter
+            )
         HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
         transformer._ecad_installation = self
         return self
 
     def uninstall(self) -> None:
-        for module, name in self.modules:
+        self.state.guidance_hook = None
+        if self.state.text_cache is not None:
+            self.state.text_cache.remove()
+            self.state.text_cache = None
+        # outermost first: diffusers' remove_hook re-links a hook's outer neighbour by `forward`, which a
+        # new_forward hook does not call (it calls `original_forward`), so only the last hook is removed cleanly
+        for module, name in reversed(self.modules):
             registry = getattr(module, "_diffusers_hook", None)
             if registry is not None:
                 registry.remove_hook(name, recurse=False)
@@ -451,7 +578,8 @@ class Installation:
         """Re-install if a component module was replaced (e.g. a LoRA loaded after the schedule
         wraps Linear layers), so the hooks sit on what runs."""
         now = self.component_modules()
-        if any(a is not b for new, old in zip(now, self.components) for a, b in zip(new, old)):
+        text_kv_changed = self.state.text_kv_cache != self.text_kv_applied
+        if text_kv_changed or any(a is not b for new, old in zip(now, self.components) for a, b in zip(new, old)):
             self.uninstall()
             self.install()
 
@@ -475,11 +603,15 @@ def check_layout(adapter: FamilyAdapter, transformer: nn.Module, schedule: Sched
 
 
 # -------------------------------------------------------------- transformer API
-def apply_schedule_to_transformer(transformer: nn.Module, schedule: Schedule, exact: bool = False) -> nn.Module:
+def apply_schedule_to_transformer(
+    transformer: nn.Module, schedule: Schedule, exact: bool = False, text_kv_cache: bool = True
+) -> nn.Module:
     """Make the transformer follow `schedule` in your own denoising loop: call it once per step
     (per guidance branch: inside `transformer.cache_context(name)` where the model has it, or the
     CFG rows in one batch), then `reset_schedule(transformer)` before the next generation.
-    Applying again swaps the schedule in place. Returns the transformer."""
+    Applying again swaps the schedule in place. Returns the transformer. `text_kv_cache` (on by
+    default, lossless) computes cross-attention's text keys and values once per generation and
+    branch (ecad.cache.text_kv); pass the same text tensor at every step to benefit."""
     adapter = adapter_for_transformer(transformer)
     check_layout(adapter, transformer, schedule)
     installed = installation_of(transformer)
@@ -490,10 +622,12 @@ def apply_schedule_to_transformer(transformer: nn.Module, schedule: Schedule, ex
         )
     if installed is not None:
         installed.state.set_schedule(schedule, exact)
+        installed.state.text_kv_cache = text_kv_cache
         installed.state.clear()
         installed.refresh()
         return transformer
-    Installation(transformer, ScheduleState(schedule, adapter, exact, always_active=True)).install()
+    state = ScheduleState(schedule, adapter, exact, always_active=True, text_kv_cache=text_kv_cache)
+    Installation(transformer, state).install()
     return transformer
 
 

@@ -14,6 +14,14 @@ count as 0.
 
 `batch` is always the *transformer* batch: PixArt with classifier-free guidance runs 2x the
 user batch, see `transformer_batch`.
+
+A MACs fraction is always of the stock pipeline (`full`: every base step computed, no cache of any
+kind, what the pipeline runs without ecad). ecad's lossless text K/V cache (`text_kv_cache=True`,
+as `ecad.apply_schedule` runs by default) computes cross-attention's text keys and values once per
+call and branch, so even ecad's no-caching schedule costs a little under 1 of it; ECAD's published
+convention counts them at every computed step (`text_kv_cache=False`). A step that skips the
+unconditional branch (guidance reuse) runs half the rows. A forecast cell costs what a reuse costs in
+the transformer; its element-wise extrapolation is reported apart (`MacsReport.forecast`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ecad.models.base import TransformerDims, block_costs
+from ecad.models.base import TransformerDims, block_costs, output_sizes, text_kv_costs
 from ecad.schedule import Schedule
 
 __all__ = [
@@ -36,6 +44,7 @@ __all__ = [
     "full_macs",
     "latent_tokens",
     "schedule_macs",
+    "text_kv_macs",
     "transformer_batch",
 ]
 
@@ -72,6 +81,16 @@ def block_macs(
     adapter = _adapter(dims)
     tokens = adapter.tokens(dims, height, width, text_len)
     return batch * block_costs(adapter, dims, adapter.layout_of_dims(dims), tokens, attention_matmuls)
+
+
+def text_kv_macs(
+    dims: TransformerDims, height: int, width: int, batch: int = 1, text_len: int | None = None
+) -> np.ndarray:
+    """[blocks, components] MACs of the text K/V projections inside each block's components (part
+    of `block_macs`; 0 for families with joint attention, which project no text alone)."""
+    adapter = _adapter(dims)
+    tokens = adapter.tokens(dims, height, width, text_len)
+    return batch * text_kv_costs(adapter, dims, adapter.layout_of_dims(dims), tokens)
 
 
 def component_macs(
@@ -126,8 +145,16 @@ class MacsReport:
     per_component: dict[str, float]  # summed over executed steps and blocks
     fixed: float  # fixed MACs summed over executed steps
     total: float
-    full: float  # no caching, all base steps
+    full: float  # the stock pipeline: no caching of any kind, all base steps
     attention_matmuls: bool = True
+    text_kv: float = 0.0  # MACs of cross-attention's text K/V projections computed (part of `total`)
+    forecast: float = 0.0  # element-wise MACs of the forecast cells' extrapolation (not in `total`)
+    forecast_cells: int = 0  # forecast cells run (executed steps x blocks x components)
+
+    @property
+    def fraction(self) -> float:
+        """`total` as a fraction of the stock pipeline's MACs."""
+        return self.total / self.full if self.full else 1.0
 
     @property
     def speedup_bound(self) -> float:
@@ -151,8 +178,12 @@ def schedule_macs(
     batch: int = 1,
     text_len: int | None = None,
     attention_matmuls: bool = True,
+    text_kv_cache: bool = True,
 ) -> MacsReport:
-    """MACs of running `schedule` (an ecad Schedule): fixed part + computed components of executed steps."""
+    """MACs of running `schedule` (an ecad Schedule): fixed part + computed components of executed
+    steps, at half the rows on steps that skip the unconditional branch. `text_kv_cache`: the text
+    K/V projections count once per call (at the first step a component computes) instead of at each
+    computed step. `full` is the stock pipeline's, whatever the options."""
     layout = schedule.layout
     expected = _adapter(dims).layout_of_dims(dims) if dims.family == layout.family else None
     if layout != expected:
@@ -161,17 +192,50 @@ def schedule_macs(
     if not height or not width:
         raise ValueError("height/width: the schedule carries none; pass them explicitly")
     cost = block_macs(dims, height, width, batch, text_len, attention_matmuls)
-    grid = schedule.executed_grid().astype(np.float64)  # [steps, blocks, components]; padding costs 0
+    grid = schedule.executed_grid()  # [steps, blocks, components]; padding costs 0
+    rows = np.where(schedule.executed_guidance_reuse(), 0.5, 1.0)  # share of the batch each step runs
+    kv = text_kv_macs(dims, height, width, batch, text_len) if text_kv_cache else np.zeros_like(cost)
+    first = grid & (np.cumsum(grid, axis=0) == 1)  # the first step each component computes: its K/V
+    per_cell = grid * (cost - kv) + first * kv  # [steps, blocks, components]
+    per_cell = per_cell * rows[:, None, None]
     fixed = fixed_macs(dims, height, width, batch, text_len)
-    per_step = [fixed + float(x) for x in (grid * cost).sum(axis=(1, 2))]
+    per_step = [fixed * r + float(x) for r, x in zip(rows, per_cell.sum(axis=(1, 2)))]
     per_component: dict[str, float] = {}
     for b, (group, _) in enumerate(layout.blocks()):
         for j, c in enumerate(group.components):
-            per_component[c] = per_component.get(c, 0.0) + float(grid[:, b, j].sum() * cost[b, j])
+            per_component[c] = per_component.get(c, 0.0) + float(per_cell[:, b, j].sum())
+    if text_kv_cache:
+        text = float((first * kv * rows[:, None, None]).sum())
+    else:
+        text = float((grid * text_kv_macs(dims, height, width, batch, text_len) * rows[:, None, None]).sum())
+    forecast, cells = _forecast_macs(schedule, dims, height, width, batch, text_len, rows)
     full = schedule.num_steps * (float(cost.sum()) + fixed)
     return MacsReport(
-        schedule.executed_steps, per_step, per_component, fixed * len(per_step), sum(per_step), full, attention_matmuls
+        schedule.executed_steps,
+        per_step,
+        per_component,
+        float(fixed * rows.sum()),
+        sum(per_step),
+        full,
+        attention_matmuls,
+        text_kv=text,
+        forecast=forecast,
+        forecast_cells=cells,
     )
+
+
+def _forecast_macs(schedule: Schedule, dims, height, width, batch, text_len, rows) -> tuple[float, int]:
+    """Element-wise MACs of the forecast cells: one multiply-add per element of the output for
+    each computed point the extrapolation combines (order + 1, fewer where fewer were computed)."""
+    if schedule.forecast is None:
+        return 0.0, 0
+    adapter = _adapter(dims)
+    tokens = adapter.tokens(dims, height, width, text_len)
+    size = batch * output_sizes(adapter, dims, adapter.layout_of_dims(dims), tokens)
+    grid, forecast = schedule.executed_grid(), schedule.executed_forecast()
+    before = np.cumsum(grid, axis=0) - grid  # computed outputs strictly before each step
+    points = np.minimum(before, schedule.forecast_order + 1) * forecast
+    return float((points * size * rows[:, None, None]).sum()), int(forecast.sum())
 
 
 def dims_for_space(space: Any) -> TransformerDims:

@@ -147,7 +147,7 @@ class _Handle:
 
 
 # --------------------------------------------------------------------- public API
-def apply_schedule(target, schedule: Schedule | str, exact: bool = False):
+def apply_schedule(target, schedule: Schedule | str, exact: bool = False, text_kv_cache: bool = True):
     """Make every later `pipe(...)` call follow `schedule`; given a transformer instead, make it
     follow the schedule in your own denoising loop (`apply_schedule_to_transformer`). Applying
     again swaps the schedule in place (no new hooks); `remove_schedule` restores the stock model.
@@ -161,7 +161,11 @@ def apply_schedule(target, schedule: Schedule | str, exact: bool = False):
     of two or more steps where every block is fully reused becomes a few element-wise ops on sums
     folded once per run (same maths; results differ from block-by-block reuse only by float
     rounding). `exact=True` keeps the stock block's op order: results bit-identical to running
-    diffusers' blocks with the cached outputs."""
+    diffusers' blocks with the cached outputs.
+
+    `text_kv_cache` (on by default; lossless, bit-identical) computes cross-attention's keys and
+    values of the text once per call and guidance branch instead of at every step (PixArt, Sana,
+    Wan; FLUX and SD3 use joint attention, where it does nothing). `False` is for comparisons."""
     builtin = None
     if isinstance(schedule, str):
         if ":" in schedule:
@@ -176,13 +180,14 @@ def apply_schedule(target, schedule: Schedule | str, exact: bool = False):
             layout = adapter_for_pipeline(target).layout_of(target.transformer)
             schedule = builtin_schedule(builtin, layout, _default_steps(target))
     if isinstance(target, nn.Module):
-        return apply_schedule_to_transformer(target, schedule, exact)
+        return apply_schedule_to_transformer(target, schedule, exact, text_kv_cache)
     pipe = target
     adapter = adapter_for_pipeline(pipe)
     check_layout(adapter, pipe.transformer, schedule)
     handle: _Handle | None = getattr(pipe, "_ecad_handle", None)
     if handle is not None and handle.state.adapter is adapter:
         handle.state.set_schedule(schedule, exact)
+        handle.state.text_kv_cache = text_kv_cache
         handle.builtin, handle.exact = builtin, exact
         handle.refresh(pipe)
         return pipe
@@ -199,7 +204,8 @@ def apply_schedule(target, schedule: Schedule | str, exact: bool = False):
             )
             + " first"
         )
-    installation = Installation(pipe.transformer, ScheduleState(schedule, adapter, exact), by_pipeline=True).install()
+    state = ScheduleState(schedule, adapter, exact, text_kv_cache=text_kv_cache)
+    installation = Installation(pipe.transformer, state, by_pipeline=True).install()
     pipe._ecad_handle = _Handle(installation, builtin, exact)
     pipe.__class__ = _scheduled_class(type(pipe))
     return pipe

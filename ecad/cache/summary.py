@@ -5,7 +5,9 @@ components ran their forward and which were served from the cache, per transform
 batch rows and tokens the first block saw; the most bytes the cache held; the wall-clock time. MACs
 are those counts priced by ecad's MACs model (the family's `group_macs` / `fixed_macs` for the
 transformer's config, at the tokens the call really had: the same model as `schedule_macs`, which
-prices a schedule from its grid instead), so under a schedule the two agree.
+prices a schedule from its grid instead), so under a schedule the two agree. A computed
+cross-attention's text K/V projections are priced only where the hooks saw them run (once per call
+and branch under the text K/V cache).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from ecad.cache.hooks import CallRecord, installation_of
-from ecad.models.base import Tokens, TransformerDims, block_costs
+from ecad.models.base import Tokens, TransformerDims, block_costs, text_kv_costs
 from ecad.schedule import ScheduleError
 
 __all__ = ["StepSummary", "Summary", "summary"]
@@ -106,7 +108,7 @@ class Summary:
         lines += [
             f"  components computed: {self.component_fraction:.1%} ({self.computed} computed, "
             f"{self.cache_hits} cache hits)",
-            f"  transformer MACs computed: {self.macs_fraction:.1%} ({self.macs / 1e9:.4g} of "
+            f"  transformer MACs computed: {self.macs_fraction:.1%} of the stock pipeline's ({self.macs / 1e9:.4g} of "
             f"{self.full_macs / 1e9:.4g} GMACs); speed-up bound {self.speedup_bound:.2f}x",
             f"  peak cached: {_size(self.peak_cached_bytes)}",
             f"  time: {self.seconds:.3f} s measured ({self.timed})",
@@ -156,11 +158,15 @@ def summarise(record: CallRecord, adapter: Any, transformer: nn.Module) -> Summa
     mask = layout.cell_mask()
     cells = int(mask.sum())
     dims = TransformerDims.from_transformer(transformer)  # vae scale and text length: the call's tokens instead
-    prices: dict[Tokens, tuple[np.ndarray, float]] = {}
+    prices: dict[Tokens, tuple[np.ndarray, np.ndarray, float]] = {}
 
-    def price(tokens: Tokens) -> tuple[np.ndarray, float]:
-        if tokens not in prices:  # per batch row: [blocks, components] and the fixed part
-            prices[tokens] = (block_costs(adapter, dims, layout, tokens, True), float(adapter.fixed_macs(dims, tokens)))
+    def price(tokens: Tokens) -> tuple[np.ndarray, np.ndarray, float]:
+        if tokens not in prices:  # per batch row: [blocks, components] (all, text K/V part) and the fixed part
+            prices[tokens] = (
+                block_costs(adapter, dims, layout, tokens, True),
+                text_kv_costs(adapter, dims, layout, tokens),
+                float(adapter.fixed_macs(dims, tokens)),
+            )
         return prices[tokens]
 
     executed = schedule.executed_steps
@@ -168,12 +174,14 @@ def summarise(record: CallRecord, adapter: Any, transformer: nn.Module) -> Summa
     full = 0.0
     for branch, calls in record.steps.items():
         branch_full = 0.0
+        full_rows = max((c.rows for c in calls), default=0)  # a call that skipped the unconditional rows ran fewer
         for call in calls:
             tokens = Tokens(call.image_tokens or 0, call.text_tokens or dims.text_len)
-            cost, fixed = price(tokens)
-            cost, fixed = call.rows * cost, call.rows * fixed
+            cost, kv, fixed = price(tokens)
+            cost, kv, fixed = call.rows * cost, call.rows * kv, call.rows * fixed
             computed, reused = call.computed & mask, call.reused & mask
-            block = float(cost[computed].sum())
+            text = computed if call.text_kv is None else call.text_kv & mask
+            block = float((cost - kv)[computed].sum() + kv[text].sum())
             every = float(cost.sum())
             steps.append(
                 StepSummary(
@@ -187,7 +195,7 @@ def summarise(record: CallRecord, adapter: Any, transformer: nn.Module) -> Summa
                     macs=block + fixed,
                 )
             )
-            branch_full += every + fixed
+            branch_full += (every + fixed) * (full_rows / call.rows if call.rows else 1.0)
         full += branch_full * schedule.num_steps / len(calls) if calls else 0.0  # all base steps uncached
     first = steps[0]
     first_call = next(c for calls in record.steps.values() for c in calls)

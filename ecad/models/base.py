@@ -336,6 +336,24 @@ class FamilyAdapter:
         """MACs every step runs whatever the schedule (embedders, modulation, output head), batch 1."""
         raise NotImplementedError
 
+    def output_elements(self, dims: TransformerDims, group: BlockGroup, tokens: Tokens) -> dict[str, float]:
+        """Elements of each component's cached output at batch 1: what a forecast cell combines
+        element-wise (its MACs, reported beside the block MACs). Default: image tokens x width."""
+        return {c: float(tokens.image * dims.hidden) for c in group.components}
+
+    # ------------------------------------------------------------ text K/V of cross-attention
+    def text_projections(self, block: nn.Module, group: BlockGroup) -> dict[str, list[nn.Module]]:
+        """Component name -> the projections (cross-attention's to_k, to_v) whose input is a function
+        of the transformer call's `encoder_hidden_states` alone (no timestep, no image tokens): their
+        outputs are the same at every step of a call, so ecad.cache.text_kv computes them once.
+        Families with joint attention (text and image tokens projected together) have none."""
+        return {}
+
+    def text_kv_macs(self, dims: TransformerDims, group: BlockGroup, tokens: Tokens) -> dict[str, float]:
+        """The part of `group_macs` (batch 1, by component) spent in `text_projections`: counted once
+        per call and branch where the text K/V cache is on, at every computed step where it is off."""
+        return {}
+
     # ------------------------------------------------------------ test and benchmark models
     def build_tiny(self, num_blocks: int | None = None) -> Any:
         """The family's offline tiny pipeline; `num_blocks` changes its depth (benchmarks)."""
@@ -491,6 +509,25 @@ def block_costs(
     """[blocks, components] MACs of one block each at batch 1, in grid order; padding cells 0."""
     out = np.zeros((layout.num_blocks, layout.num_components), dtype=np.float64)
     per_group = {g: adapter.group_macs(dims, g, tokens, attention_matmuls) for g in layout.groups}
+    for b, (group, _) in enumerate(layout.blocks()):
+        out[b, : len(group.components)] = [per_group[group][c] for c in group.components]
+    return out
+
+
+def text_kv_costs(adapter: FamilyAdapter, dims: TransformerDims, layout: Layout, tokens: Tokens) -> np.ndarray:
+    """[blocks, components] MACs of the text K/V projections of one block each at batch 1 (the part
+    of `block_costs` a text K/V cache computes once per call); 0 where a component has none."""
+    out = np.zeros((layout.num_blocks, layout.num_components), dtype=np.float64)
+    per_group = {g: adapter.text_kv_macs(dims, g, tokens) for g in layout.groups}
+    for b, (group, _) in enumerate(layout.blocks()):
+        out[b, : len(group.components)] = [per_group[group].get(c, 0.0) for c in group.components]
+    return out
+
+
+def output_sizes(adapter: FamilyAdapter, dims: TransformerDims, layout: Layout, tokens: Tokens) -> np.ndarray:
+    """[blocks, components] elements of each component's output at batch 1; padding cells 0."""
+    out = np.zeros((layout.num_blocks, layout.num_components), dtype=np.float64)
+    per_group = {g: adapter.output_elements(dims, g, tokens) for g in layout.groups}
     for b, (group, _) in enumerate(layout.blocks()):
         out[b, : len(group.components)] = [per_group[group][c] for c in group.components]
     return out

@@ -195,6 +195,13 @@ class FluxAdapter(FamilyAdapter):
             "single_proj_out": s * (d + f) * d,
         }
 
+    def output_elements(self, dims: FluxDims, group: BlockGroup, tokens: Tokens) -> dict[str, float]:
+        n, l, d, f = tokens.image, tokens.text, dims.hidden, dims.ff_inner
+        if group.name == "transformer_blocks":  # joint attention returns (image, text) outputs
+            return {"full_attn": float((n + l) * d), "full_ff": float(n * d), "full_ff_context": float(l * d)}
+        s = n + l
+        return {"single_attn": float(s * d), "single_proj_mlp": float(s * f), "single_proj_out": float(s * d)}
+
     def fixed_macs(self, dims: FluxDims, tokens: Tokens) -> float:
         n, l, d, p2 = tokens.image, tokens.text, dims.hidden, dims.patch_size**2
         embed = (

@@ -188,6 +188,13 @@ class PixArtAdapter(FamilyAdapter):
             "ff": 2 * n * d * f,
         }
 
+    def text_projections(self, block: nn.Module, group: BlockGroup) -> dict[str, list[nn.Module]]:
+        """attn2's keys and values read only the projected caption (caption_projection has no timestep)."""
+        return {"attn2": [block.attn2.to_k, block.attn2.to_v]}
+
+    def text_kv_macs(self, dims: PixArtDims, group: BlockGroup, tokens: Tokens) -> dict[str, float]:
+        return {"attn2": 2 * tokens.text * dims.cross_dim * dims.hidden}
+
     def fixed_macs(self, dims: PixArtDims, tokens: Tokens) -> float:
         n, l, d, p2 = tokens.image, tokens.text, dims.hidden, dims.patch_size**2
         embed = TIME_PROJ * d + d * d  # timestep TimestepEmbedding

@@ -182,6 +182,13 @@ class SanaAdapter(FamilyAdapter):
             "ff": n * (d * 2 * h + 2 * h * 9 + h * d),  # 1x1 conv to 2h, 3x3 depthwise, 1x1 conv back
         }
 
+    def text_projections(self, block: nn.Module, group: BlockGroup) -> dict[str, list[nn.Module]]:
+        """attn2's keys and values read only the projected, normed caption (no timestep)."""
+        return {"attn2": [block.attn2.to_k, block.attn2.to_v]}
+
+    def text_kv_macs(self, dims: SanaDims, group: BlockGroup, tokens: Tokens) -> dict[str, float]:
+        return {"attn2": 2 * tokens.text * dims.cross_dim * dims.cross_inner}
+
     def fixed_macs(self, dims: SanaDims, tokens: Tokens) -> float:
         n, l, d, p2 = tokens.image, tokens.text, dims.hidden, dims.patch_size**2
         embed = TIME_PROJ * d + d * d + 6 * d * d  # AdaLayerNormSingle: TimestepEmbedding, then D -> 6D

@@ -197,6 +197,12 @@ class SD3Adapter(FamilyAdapter):
         }
         return {c: float(macs[c]) for c in group.components}
 
+    def output_elements(self, dims: SD3Dims, group: BlockGroup, tokens: Tokens) -> dict[str, float]:
+        n, l, d = tokens.image, tokens.text, dims.hidden
+        text = 0 if group.components == FINAL.components else l * d  # the last block returns no text stream
+        sizes = {"attn": n * d + text, "attn2": n * d, "ff": n * d, "ff_context": l * d}
+        return {c: float(sizes[c]) for c in group.components}
+
     def fixed_macs(self, dims: SD3Dims, tokens: Tokens) -> float:
         n, l, d, p2 = tokens.image, tokens.text, dims.hidden, dims.patch_size**2
         embed = TIME_PROJ * d + d * d + dims.pooled_dim * d + d * d  # timestep + pooled text embedders

@@ -177,6 +177,14 @@ class WanAdapter(FamilyAdapter):
             "ffn": 2 * n * d * dims.ffn_dim,
         }
 
+    def text_projections(self, block: nn.Module, group: BlockGroup) -> dict[str, list[nn.Module]]:
+        """attn2's keys and values read only the embedded text (the condition embedder's text part
+        has no timestep); each CFG call (its own cache context) has its own text."""
+        return {"attn2": [block.attn2.to_k, block.attn2.to_v]}
+
+    def text_kv_macs(self, dims: WanDims, group: BlockGroup, tokens: Tokens) -> dict[str, float]:
+        return {"attn2": 2 * tokens.text * dims.hidden * dims.hidden}
+
     def fixed_macs(self, dims: WanDims, tokens: Tokens) -> float:
         n, l, d = tokens.image, tokens.text, dims.hidden
         cell = math.prod(dims.patch)
