@@ -3,7 +3,8 @@
 Two kinds of names resolve to a `Schedule`:
 - built-in heuristics, made for whatever layout and step count they are applied to: `every-N`
   (FORA-like), `attention-only` / `attention-every-N`, `tgate` (T-GATE-like), `delta-dit`
-  (Δ-DiT-like) and `no-caching`;
+  (Δ-DiT-like), `no-caching`, and beyond compute-or-reuse `taylorseer-N` / `taylorseer2-N`
+  (TaylorSeer-like forecast cells) and `fastercache` (FasterCache-like guidance-branch reuse);
 - searched schedules shipped with ecad, `SPACE:LABEL` (e.g. `pixart-alpha-256:fast`): files
   `schedules/SPACE__LABEL.json` in the repository (installed to `<prefix>/share/ecad/schedules`),
   each carrying the run that produced it, its metrics and the machine it was measured on.
@@ -23,7 +24,7 @@ import numpy as np
 
 from ecad.layouts import Layout
 from ecad.resources import shipped_dir
-from ecad.schedule import Schedule, ScheduleError, load_schedule
+from ecad.schedule import Schedule, ScheduleError, load_schedule, repair_forecast
 
 # Component roles (the family adapter's `roles`) each heuristic caches: attention-only caching
 # reuses attention of either kind; T-GATE-like caching freezes what carries the text into the
@@ -84,13 +85,34 @@ def delta_dit_grid(layout: Layout, steps: int, n: int = 2) -> np.ndarray:
     return grid
 
 
+def taylorseer_grid(layout: Layout, steps: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """TaylorSeer-like: every component computes on steps 0 and 1 (two points for the first
+    forecast) and every n-th step, and is forecast in between (grid, forecast)."""
+    grid = every_n_grid(layout, steps, n)
+    grid[: min(2, steps)] = True
+    return grid, ~grid
+
+
+FASTERCACHE_START = 0.36  # diffusers' FasterCache skips the unconditional branch below t = 641 of 1000
+FASTERCACHE_EVERY = 5  # ... except on every 5th step (its unconditional_batch_skip_range)
+
+
+def fastercache_guidance(steps: int) -> np.ndarray:
+    """FasterCache-like guidance reuse: from 36% of the steps on, the unconditional branch runs
+    only on every 5th step and is taken from the last (uncond - cond) difference in between."""
+    s = np.arange(steps)
+    return (s >= max(1, int(round(FASTERCACHE_START * steps)))) & (s % FASTERCACHE_EVERY != 0)
+
+
 @dataclass(frozen=True)
 class Builtin:
-    """A named heuristic: its description and its grid for a layout and step count."""
+    """A named heuristic: its description and its grid for a layout and step count (`planes`:
+    the Schedule's other fields it sets, forecast cells or guidance reuse)."""
 
     pattern: str  # the name, N standing for a whole number >= 2
     description: str
     grid: Callable[[Layout, int, int], np.ndarray]  # (layout, steps, N) -> grid
+    planes: Callable[[Layout, int, int], dict] | None = None  # (layout, steps, N) -> Schedule keyword arguments
 
 
 BUILTINS = (
@@ -104,8 +126,17 @@ BUILTINS = (
         tgate_grid(lay, s))),
     Builtin("delta-dit", "Δ-DiT-like: rear blocks reused in early steps, front blocks in late ones, every 2nd step "
             "full", lambda lay, s, n: delta_dit_grid(lay, s)),
+    Builtin("taylorseer-N", "TaylorSeer-like: everything computes on steps 0, 1 and every N-th, first-order "
+            "forecast in between", lambda lay, s, n: taylorseer_grid(lay, s, n)[0],
+            lambda lay, s, n: {"forecast": taylorseer_grid(lay, s, n)[1]}),
+    Builtin("taylorseer2-N", "TaylorSeer-like with second-order forecasts (three computed points where there are)",
+            lambda lay, s, n: taylorseer_grid(lay, s, n)[0],
+            lambda lay, s, n: {"forecast": taylorseer_grid(lay, s, n)[1], "forecast_order": 2}),
+    Builtin("fastercache", "FasterCache-like: late steps skip the unconditional branch except every 5th (CFG as "
+            "one doubled batch only)", lambda lay, s, n: np.ones((s, lay.num_blocks, lay.num_components), dtype=bool),
+            lambda lay, s, n: {"guidance_reuse": fastercache_guidance(s)}),
 )  # fmt: skip
-EXAMPLES = ("no-caching", "every-2", "every-3", "attention-only", "tgate", "delta-dit")
+EXAMPLES = ("no-caching", "every-2", "every-3", "attention-only", "tgate", "delta-dit", "taylorseer-3")
 
 
 def _builtin(name: str) -> tuple[Builtin, int] | None:
@@ -139,6 +170,12 @@ def builtin_schedule(name: str, layout: Layout, steps: int, **meta) -> Schedule:
     builtin, n = found
     if "N" in builtin.pattern and not 2 <= n < steps:
         raise ScheduleError(f"{name!r}: N must be between 2 and {steps - 1} for a {steps}-step schedule")
+    if builtin.planes is not None:
+        planes = builtin.planes(layout, steps, n)
+        grid = builtin.grid(layout, steps, n)
+        if "forecast" in planes:  # a step count too short for two computed points: those cells reuse
+            planes["forecast"] = repair_forecast(grid, planes["forecast"])
+        return Schedule(layout, grid, name=name, **planes, **meta)
     return Schedule(layout, builtin.grid(layout, steps, n), name=name, **meta)
 
 

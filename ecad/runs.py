@@ -84,7 +84,17 @@ def is_run_record(name: str) -> bool:
 EXTENDABLE = "generations"  # the one config field a resume may change (upwards): `--resume RUN --generations 30`
 # config fields added after runs were first written, with the value that reproduces what runs
 # without them did: such a run is read, compared and resumed as if it had recorded these
-LEGACY_DEFAULTS: dict[str, Any] = {"racing": False, "racing_chunk": None, "racing_confidence": 0.95}
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "racing": False,
+    "racing_chunk": None,
+    "racing_confidence": 0.95,
+    # runs from before forecast cells, guidance reuse and the text K/V cache: compute/reuse genomes,
+    # and MACs with the text K/V counted at every computed step (so their fractions stay as recorded)
+    "cells": ["compute", "reuse"],
+    "forecast_order": 1,
+    "guidance_reuse": False,
+    "text_kv_cache": False,
+}
 
 
 def with_legacy_defaults(config: dict[str, Any]) -> dict[str, Any]:
@@ -689,7 +699,7 @@ class RunData:
     def cost_label(self) -> str:
         if self.cost_kind == "latency":
             return "relative latency (fraction of no caching)"
-        return "MACs (fraction of no caching)"
+        return "MACs (fraction of the stock pipeline's)"
 
     def frontier_stem(self, point: Point, rank: int) -> str:
         """File stem of a frontier schedule: the one in frontier/ when written, else what it will be."""
@@ -846,7 +856,7 @@ def frontier_schedules(run: RunData, space=None) -> list[tuple[str, Point, Any]]
             if spec is None:
                 from ecad.search.genome import GenomeSpec
 
-                spec = GenomeSpec.for_space(space)
+                spec = GenomeSpec.for_config(space, run.config)
             schedule = decode_genome(p.genome, spec, space, name=f"{space.name}-{p.key[:8]}")
         if schedule is not None:
             out.append((stem, p, schedule))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import ecad
 from ecad.catalog import (
@@ -97,3 +98,19 @@ def test_generate_and_schedules_take_names(tmp_path, capsys):
     assert main(["schedules", "--space", "tiny-pixart"]) == 0
     listing = capsys.readouterr().out
     assert "every-3" in listing and "delta-dit" in listing and "tiny-pixart:demo" in listing
+
+
+def test_taylorseer_and_fastercache_builtins(tiny_pixart):
+    layout = load_space("tiny-pixart").layout
+    s = builtin_schedule("taylorseer-3", layout, 8)
+    assert s.grid[[0, 1, 3, 6]].all() and not s.grid[[2, 4, 5, 7]].any()
+    assert s.forecast[[2, 4, 5, 7]].all() and s.forecast_order == 1
+    assert builtin_schedule("taylorseer2-3", layout, 8).forecast_order == 2
+    f = builtin_schedule("fastercache", layout, 20)
+    assert f.grid.all() and f.guidance_reuse.tolist() == [s >= 7 and s % 5 != 0 for s in range(20)]
+    with pytest.raises(ScheduleError, match="does not run classifier-free guidance as one doubled batch"):
+        builtin_schedule("fastercache", load_space("tiny-flux").layout, 20)
+    ecad.apply_schedule(tiny_pixart, "taylorseer-3")  # made for each call's step count, like every-N
+    out = generate(tiny_pixart, num_inference_steps=6)
+    assert torch.isfinite(out).all()
+    ecad.remove_schedule(tiny_pixart)

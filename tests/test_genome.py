@@ -96,3 +96,66 @@ def test_every_baseline_compare_shows_is_in_the_initial_population(space_name):
     wanted = [name for name, _ in baseline_grids(space)]
     assert {"every_2", "every_3", "every_4", "every_5"} <= set(wanted)
     assert set(wanted) <= set(labels) and labels[0] == "no_caching" and "random" in labels
+
+
+# ------------------------------------------------------------ forecast plane and guidance bits
+def test_default_genomes_are_unchanged_by_the_optional_genes():
+    """Old runs resume: without --cells forecast or --guidance-reuse the spec, its size and its
+    genomes' hashes are the ones every earlier run used."""
+    space = load_space("tiny-pixart")
+    spec = GenomeSpec.for_space(space)
+    assert spec == GenomeSpec(space.steps, space.layout.num_blocks, space.layout.num_components, False, 1, ())
+    assert spec.size == space.steps * space.layout.num_blocks * space.layout.num_components
+    bits = _rand(3, spec)
+    assert spec.compose(spec.grid(bits)).tolist() == bits.tolist()
+    assert genome_hash(bits) == genome_hash(spec.repair(bits, np.random.default_rng(9)))
+    pop, labels = initial_population(space, spec, 20, np.random.default_rng(0))
+    assert not any(label.startswith(("taylorseer", "fastercache")) for label in labels)
+
+
+def test_forecast_and_guidance_planes_repair_decode_and_cross_by_step():
+    space = load_space("tiny-pixart")
+    spec = GenomeSpec.for_space(space, cells=("compute", "reuse", "forecast"), guidance_reuse=True)
+    base = GenomeSpec.for_space(space)
+    assert spec.size == base.size + base.grid_size + space.steps
+    rng = np.random.default_rng(2)
+    bits = spec.repair(rng.random(spec.size) < 0.5, rng)
+    grid, plane, guidance = spec.grid(bits), spec.forecast_plane(bits), spec.guidance_bits(bits)
+    assert not (plane & grid).any() and not guidance[0]
+    before = np.cumsum(grid, axis=0) - grid
+    assert (before[plane] >= 2).all()  # every forecast has two computed outputs before it
+    schedule = spec.to_schedule(bits, space)
+    assert np.array_equal(schedule.executed_forecast(), plane) or schedule.forecast is None
+    assert np.array_equal(spec.from_schedule(schedule), bits)
+    a, b = bits, spec.repair(rng.random(spec.size) < 0.5, rng)
+    c1, _ = crossover_steps(a, b, spec, np.random.default_rng(5))
+    for step in range(space.steps):  # every plane of a step comes from one parent
+        src = a if np.array_equal(spec.grid(c1)[step], spec.grid(a)[step]) else b
+        assert np.array_equal(spec.forecast_plane(c1)[step], spec.forecast_plane(src)[step]) or np.array_equal(
+            spec.grid(a)[step], spec.grid(b)[step]
+        )
+        assert spec.guidance_bits(c1)[step] == spec.guidance_bits(src)[step] or np.array_equal(
+            spec.grid(a)[step], spec.grid(b)[step]
+        )
+    moved = [mutate_structured(bits, spec, np.random.default_rng(i)) for i in range(60)]
+    assert any(not np.array_equal(spec.forecast_plane(m), plane) for m in moved)
+    assert any(not np.array_equal(spec.guidance_bits(m), guidance) for m in moved)
+    with pytest.raises(ValueError, match="--guidance-reuse: FLUX.1 does not run classifier-free guidance"):
+        GenomeSpec.for_space(load_space("tiny-flux"), guidance_reuse=True)
+    with pytest.raises(ValueError, match="--cells: compute,forecast is not a choice"):
+        GenomeSpec.for_space(space, cells=("compute", "forecast"))
+
+
+def test_seeds_include_taylorseer_and_fastercache_like_genomes():
+    space = load_space("tiny-pixart")
+    spec = GenomeSpec.for_space(space, cells=("compute", "reuse", "forecast"), guidance_reuse=True)
+    pop, labels = initial_population(space, spec, 40, np.random.default_rng(0))
+    assert {"taylorseer_2", "taylorseer_3", "fastercache", "taylorseer_3_fastercache"} <= set(labels)
+    ts = pop[labels.index("taylorseer_3")]
+    assert spec.forecast_plane(ts).any() and not spec.guidance_bits(ts).any()
+    fc = pop[labels.index("fastercache")]
+    assert spec.grid(fc).all() and spec.guidance_bits(fc).any()
+    no = pop[labels.index("no_caching")]
+    assert not spec.forecast_plane(no).any() and not spec.guidance_bits(no).any()
+    for bits in pop:
+        spec.to_schedule(bits, space)  # every seed is a valid schedule

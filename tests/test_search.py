@@ -309,3 +309,38 @@ def test_a_finished_run_is_extended_by_resuming_with_more_generations(tmp_path, 
     ] == 2
     assert main(["search", "--resume", str(out), "--generations", "1"]) == 2  # shortening is refused
     assert "may extend a run, not shorten it" in capsys.readouterr().err
+
+
+def test_runs_from_before_the_new_genes_resume_with_their_macs_and_genomes(tmp_path):
+    """A config.json without cells, forecast_order, guidance_reuse and text_kv_cache resumes as it
+    ran: compute/reuse genomes and the text K/V priced at every computed step, so its no-caching
+    point stays at exactly 1.0 of the stock pipeline's MACs. A new run (text K/V cache on) shows no
+    caching a little below 1, and its baseline is still found."""
+    from ecad.frontier import baseline_quality
+    from ecad.runs import config_hash, load_run
+    from ecad.search.run import resume_config
+
+    small = dict(SMALL, generations=1, racing=False)
+    old = tmp_path / "old"
+    SearchRun(SearchConfig(**small, text_kv_cache=False), ExecConfig(out=str(old), workers=0, quiet=True)).run()
+    record = json.loads((old / "config.json").read_text())
+    new_fields = ("cells", "forecast_order", "guidance_reuse", "text_kv_cache")
+    config = {k: v for k, v in record["config"].items() if k not in new_fields}
+    (old / "config.json").write_text(json.dumps({**record, "config": config, "config_hash": config_hash(config)}))
+    resumed = resume_config(str(old), {"generations": 2})
+    assert (resumed.cells, resumed.forecast_order, resumed.guidance_reuse, resumed.text_kv_cache) == (
+        ["compute", "reuse"],
+        1,
+        False,
+        False,
+    )
+    SearchRun(resumed, ExecConfig(out=str(old), workers=0, quiet=True), resume=True).run()
+    run = load_run(old)
+    no_caching = [p for p in run.points if p.label == "no_caching"]
+    assert no_caching and no_caching[0].macs_fraction == 1.0 and baseline_quality([run]) == no_caching[0].quality
+    new = tmp_path / "new"
+    SearchRun(SearchConfig(**small), ExecConfig(out=str(new), workers=0, quiet=True)).run()
+    run = load_run(new)
+    no_caching = [p for p in run.points if p.label == "no_caching"][0]
+    assert 0.9 < no_caching.macs_fraction < 1.0  # tiny-pixart's cross-attention K/V once per call
+    assert baseline_quality([run]) == no_caching.quality

@@ -75,4 +75,27 @@ def schedule_contenders(space, schedules: list[Schedule], baselines: bool) -> li
     if baselines:
         for name, grid in baseline_grids(space):
             out.append(ScheduleContender(name, "heuristic", {}, schedule=Schedule(space.layout, grid, name=name)))
+        out += beyond_reuse_contenders(space)
+    return out
+
+
+def beyond_reuse_contenders(space) -> list[Contender]:
+    """ecad's own TaylorSeer-like schedule (forecast cells at the interval diffusers' TaylorSeer row
+    runs with, so the two rows differ only in who forecasts what) and, where CFG is one doubled
+    batch, its FasterCache-like guidance reuse: the rows beside diffusers' and cache-dit's."""
+    from ecad.cache.guidance import doubles_guidance_batch
+    from ecad.catalog import builtin_schedule
+    from ecad.compare.diffusers_caches import TAYLORSEER
+
+    n = TAYLORSEER["cache_interval"]
+    out: list[Contender] = []
+    if n < space.steps:
+        name = f"taylorseer-{n}"
+        s = builtin_schedule(name, space.layout, space.steps, **space.schedule_meta())
+        params = {"interval": n, "order": 1, "forecast": "every component, between computed steps"}
+        out.append(ScheduleContender(f"ecad {name}", "heuristic", params, schedule=s))
+    if doubles_guidance_batch(space.adapter):
+        s = builtin_schedule("fastercache", space.layout, space.steps, **space.schedule_meta())
+        params = {"guidance_reuse_steps": int(s.executed_guidance_reuse().sum())}
+        out.append(ScheduleContender("ecad fastercache", "heuristic", params, schedule=s))
     return out

@@ -172,7 +172,7 @@ def _schedules(run: RunData, space) -> dict[str, Any]:
         from ecad.frontier import decode_genome
         from ecad.search.genome import GenomeSpec
 
-        spec = GenomeSpec.for_space(space)
+        spec = GenomeSpec.for_config(space, run.config)
         for p in run.feasible:
             if p.key not in found and p.genome:
                 found[p.key] = decode_genome(p.genome, spec, space)

@@ -96,7 +96,10 @@ def estimate_search(config: SearchConfig, exec_config: ExecConfig) -> SearchEsti
     per_candidate = prompts * config.seeds
     candidates = config.population * (config.generations + 1)
     macs = schedule_macs(
-        space.full_schedule(), dims_for_space(space), batch=transformer_batch(space.family, 1, space.guidance_scale)
+        space.full_schedule(),
+        dims_for_space(space),
+        batch=transformer_batch(space.family, 1, space.guidance_scale),
+        text_kv_cache=config.text_kv_cache,
     ).total
     if space.measured_ms_per_image is not None:
         source = f"from the space's measured {space.measured_ms_per_image:g} ms/image ({space.measured_on})"
@@ -107,7 +110,7 @@ def estimate_search(config: SearchConfig, exec_config: ExecConfig) -> SearchEsti
         model=space.model,
         metric=config.metric,
         cost=config.cost,
-        genome_bits=GenomeSpec.for_space(space).size,
+        genome_bits=GenomeSpec.for_config(space, config.to_json()).size,
         population=config.population,
         generations=config.generations,
         prompts=prompts,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecad.catalog import attention_grid, every_n_grid, tgate_grid, tgate_step
+from ecad.catalog import attention_grid, every_n_grid, fastercache_guidance, taylorseer_grid, tgate_grid, tgate_step
 from ecad.schedule import Schedule, ScheduleError, load_schedule
 from ecad.search.genome import GenomeSpec, genome_hash
 
@@ -44,6 +44,30 @@ def baseline_grids(space) -> list[tuple[str, np.ndarray]]:
     heuristic the search never considered could otherwise beat its frontier."""
     keep = {f"every_{n}" for n in (2, 3, 4, 5)} | {"attention_every_2"}
     return [(name, grid) for name, grid in heuristic_grids(space) if name in keep or name.startswith("tgate_")]
+
+
+def plane_seeds(space, spec: GenomeSpec) -> list[tuple[str, np.ndarray]]:
+    """(name, unrepaired bits) of the seeds that use the optional genes, for a spec that has them:
+    TaylorSeer-like (compute every N, forecast between; N = 2..5) with a forecast plane,
+    FasterCache-like (the unconditional branch computed every 5th step late in the schedule) with
+    guidance bits, and both together."""
+    S, layout = space.steps, space.layout
+    out: list[tuple[str, np.ndarray]] = []
+    if spec.forecast:
+        for n in (2, 3, 4, 5):
+            if n < S:
+                grid, forecast = taylorseer_grid(layout, S, n)
+                out.append((f"taylorseer_{n}", spec.compose(grid, forecast=forecast)))
+    if spec.guidance_reuse:
+        full = np.ones((S, layout.num_blocks, layout.num_components), dtype=bool)
+        out.append(("fastercache", spec.compose(full, guidance=fastercache_guidance(S))))
+        out.append(("fastercache_every_2", spec.compose(every_n_grid(layout, S, 2), guidance=fastercache_guidance(S))))
+        if spec.forecast:
+            grid, forecast = taylorseer_grid(layout, S, 3)
+            out.append(
+                ("taylorseer_3_fastercache", spec.compose(grid, forecast=forecast, guidance=fastercache_guidance(S)))
+            )
+    return out
 
 
 def random_genomes(spec: GenomeSpec, rng: np.random.Generator, n: int) -> list[np.ndarray]:
@@ -91,16 +115,17 @@ def initial_population(
             labels.append(label)
 
     def add_grid(name: str, grid: np.ndarray) -> None:
-        bits = grid.reshape(-1)
-        add(np.concatenate([bits, np.ones(spec.steps, dtype=bool)]) if spec.timesteps else bits, name)
+        add(spec.compose(grid), name)
 
     for s in extra:
         add(spec.from_schedule(s), f"seed:{s.name or 'file'}")
-    full = np.ones(spec.size, dtype=bool)
+    full = spec.compose(np.ones((spec.steps, spec.blocks, spec.components), dtype=bool))
     add(full, "no_caching")
     baselines = baseline_grids(space)
     for name, grid in baselines:  # always: the search must have considered every baseline it is compared with
         add_grid(name, grid)
+    for name, bits in plane_seeds(space, spec):  # only where the spec has the optional genes
+        add(bits, name)
     taken = {name for name, _ in baselines}
     heur = [(n, g) for n, g in heuristic_grids(space) if n not in taken]
     budget = max(0, size // 2 - len(genomes))  # at most half heuristics, the rest random
