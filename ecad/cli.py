@@ -12,6 +12,7 @@ from ecad.errors import EcadError
 from ecad.files import check_output_dir, check_output_file
 from ecad.options import (
     OptionTable,
+    cell_kinds,
     environment_variable,
     number,
     on_off,
@@ -24,14 +25,34 @@ from ecad.units import si_units
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from ecad.schedule import FORMAT, FORMAT_V2
+
+    if args.lossy and args.to != "ecad":
+        raise EcadError("--lossy only applies to --to ecad (ECAD's format has no forecast cells); leave it out")
     check_output_file(args.output, "OUTPUT")
     schedule = load_schedule(args.input)
     fmt = "ecad" if args.to == "ecad" else "ecad-schedule"
-    out = schedule.save(args.output, format=fmt)
-    print(
-        f"wrote {out} ({'ECAD layout' if fmt == 'ecad' else 'ecad-schedule/1'}, {schedule.num_steps} steps, "
-        f"{schedule.compute_fraction():.1%} of components computed)"
-    )
+    if fmt == "ecad" and schedule.uses_v2 and not args.lossy:
+        what = []
+        if schedule.forecast is not None:
+            what.append(f"{int(schedule.forecast.sum())} forecast cell(s)")
+        if schedule.guidance_reuse is not None:
+            what.append(f"guidance reuse on {int(schedule.guidance_reuse.sum())} step(s)")
+        raise EcadError(
+            f"{args.input}: has {' and '.join(what)}, which ECAD's format (compute and reuse cells only) cannot "
+            "hold; keep ecad's format (--to native), or add --lossy to write forecast cells as reuse and run both "
+            "guidance branches at every step (its quality differs)"
+        )
+    out = schedule.save(args.output, format=fmt, lossy=args.lossy)
+    kind = "ECAD layout" if fmt == "ecad" else (FORMAT_V2 if schedule.uses_v2 else FORMAT)
+    print(f"wrote {out} ({kind}, {schedule.num_steps} steps, {schedule.compute_fraction():.1%} of components computed)")
+    if fmt == "ecad" and schedule.uses_v2:
+        lost = []
+        if schedule.forecast is not None:
+            lost.append(f"{int(schedule.forecast.sum())} forecast cells written as reuse")
+        if schedule.guidance_reuse is not None:
+            lost.append(f"guidance reuse on {int(schedule.guidance_reuse.sum())} step(s) dropped")
+        print(f"  lossy: {'; '.join(lost)}")
     return 0
 
 
@@ -64,7 +85,7 @@ def _cmd_schedules(args: argparse.Namespace) -> int:
     dims = dims_for_space(space)
     print(
         f"built-in schedules, made for any model and step count; MACs estimated from the MACs model, as a share "
-        f"of no caching, for {space.name} ({space.steps} steps):"
+        f"of the stock pipeline's MACs (text K/V cache on), for {space.name} ({space.steps} steps):"
     )
     for name in EXAMPLES:
         report = schedule_macs(
@@ -118,6 +139,8 @@ def _cmd_macs(args: argparse.Namespace) -> int:
     space.check_schedule(schedule, steps=False)  # the schedule's own steps are counted
     # ECAD counts a transformer batch of 2 (PixArt's CFG pair; two prompts for FLUX), whatever the family
     batch = 2 if args.ecad_convention else transformer_batch(space.family, args.images, space.guidance_scale)
+    # ECAD's convention counts the text K/V at every computed step; ecad runs them once per call
+    text_kv = args.text_kv_cache if args.text_kv_cache is not None else not args.ecad_convention
     report = schedule_macs(
         schedule,
         dims_for_space(space),
@@ -125,13 +148,22 @@ def _cmd_macs(args: argparse.Namespace) -> int:
         width=space.width,
         batch=batch,
         attention_matmuls=not args.ecad_convention,
+        text_kv_cache=text_kv,
     )
     images = "ECAD's convention" if args.ecad_convention else f"{args.images} image(s)"
     print(
         f"{schedule.name or args.schedule}: {si_units(report.total)}MACs vs {si_units(report.full)}MACs uncached "
-        f"({report.speedup_bound:.2f}x fewer), {images} = transformer batch {batch}, {space.height}x{space.width}"
+        f"({report.speedup_bound:.2f}x fewer; {report.fraction:.1%} of the stock pipeline's MACs), {images} = "
+        f"transformer batch {batch}, {space.height}x{space.width}"
         + (", Linear/Conv only" if args.ecad_convention else "")
     )
+    if report.text_kv and text_kv:
+        print(f"  text K/V cache on: cross-attention's text K/V counted once per call ({si_units(report.text_kv)}MACs)")
+    if report.forecast_cells:
+        print(
+            f"  {report.forecast_cells} forecast cell(s): {si_units(report.forecast)}MACs of element-wise "
+            "extrapolation, not in the total"
+        )
     if schedule.first_step_flags_ignored:
         print(
             f"  the first step's {schedule.first_step_flags_ignored} reuse flag(s) count as compute: nothing is "
@@ -191,6 +223,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "racing": args.racing,
         "racing_chunk": args.racing_chunk,
         "racing_confidence": args.racing_confidence,
+        "cells": args.cells,
+        "forecast_order": args.forecast_order,
+        "guidance_reuse": args.guidance_reuse,
+        "text_kv_cache": args.text_kv_cache,
     }
     frontier = search(
         **{k: v for k, v in options.items() if v is not None},
@@ -224,9 +260,9 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     config = runs[0].config
     points = frontier(runs)
     space = load_space(config["space"])
-    full_macs = schedule_macs(
+    full_macs = schedule_macs(  # fractions are of the stock pipeline's MACs
         space.full_schedule(), dims_for_space(space), batch=transformer_batch(space.family, 1, space.guidance_scale)
-    ).total
+    ).full
     weights = (1.0 if runs[0].higher_is_better else -1.0, -1.0)
     # each run's reference point is fixed at its generation 0; merged runs take the loosest of them
     hv_ref = np.max([r.generations[0]["hv_ref"] for r in runs], axis=0)
@@ -317,6 +353,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         guidance_scale=args.guidance_scale,
+        text_kv_cache=args.text_kv_cache is not False,
     )
     paths = save_result(result, Path(args.out))
     ms = sorted(result.settings["ms_per_image"])
@@ -325,7 +362,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(paths)} {noun}{'s' if len(paths) != 1 else ''}{frames} and generate.json to {args.out} "
         f"({result.settings['space']}, {result.settings['steps']} steps, "
-        f"{result.settings['macs_fraction']:.1%} of transformer MACs (estimated; "
+        f"{result.settings['macs_fraction']:.1%} of the stock pipeline's transformer MACs (estimated; "
         f"{result.settings['compute_fraction']:.1%} of components), {ms[len(ms) // 2]:.1f} ms/{noun} measured on "
         f"{result.settings['device']}, median of {len(ms)} batch{'es' if len(ms) != 1 else ''})"
     )
@@ -350,6 +387,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         warmup=args.warmup,
         quantiles=args.quantiles,
+        text_kv_cache=args.text_kv_cache is not False,
     )
     result = run_compare(settings, schedules)
     print(format_table(result))
@@ -386,6 +424,17 @@ def _pick_expression(text: str) -> str:
 
 _positive_int = whole_number(1)
 _non_negative_int = whole_number(0)
+
+
+def _text_kv_option(add) -> None:
+    """`--text-kv-cache on|off`, the same for every command that applies schedules or counts MACs."""
+    add(
+        "--text-kv-cache",
+        type=on_off,
+        metavar="on|off",
+        help="compute cross-attention's text keys and values once per call (lossless; PixArt, Sana, Wan); "
+        "default on (off with --ecad-convention)",
+    )
 
 
 def _quantiles(text: str) -> tuple[float, ...]:
@@ -485,7 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--to",
         choices=["ecad", "native"],
         default="native",
-        help="ecad = ECAD's layout (cache_schedule/config/metrics); native = ecad-schedule/1 (default)",
+        help="ecad = ECAD's layout (cache_schedule/config/metrics); native = ecad-schedule/1, or /2 for a "
+        "schedule with forecast cells or guidance reuse (default)",
+    )
+    p.add_argument(
+        "--lossy",
+        action="store_true",
+        help="with --to ecad: write forecast cells as reuse and drop guidance reuse (ECAD's format has neither)",
     )
     p.set_defaults(func=_cmd_convert)
 
@@ -509,7 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add("--seed", type=_non_negative_int, help="random seed of the search (default 0)")
     opts.add("--batch-size", type=_positive_int, help="images per pipeline call on a worker (default 8)")
     opts.add(
-        "--max-macs-fraction", type=number(0, 1, low_open=True), help="constraint: MACs <= this share of no caching"
+        "--max-macs-fraction",
+        type=number(0, 1, low_open=True),
+        help="constraint: MACs <= this share of the stock pipeline's MACs",
     )
     opts.add("--seed-from", action="append", help="schedule file, directory or previous run to seed from")
     opts.add(
@@ -559,6 +616,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="one-sided confidence of a candidate's whole race (default 0.95)",
     )
     opts.add(
+        "--cells",
+        type=cell_kinds,
+        metavar="compute,reuse[,forecast]",
+        help="cell kinds a schedule may hold (default compute,reuse; forecast: extrapolate a component's output "
+        "from its last computed ones, TaylorSeer-like)",
+    )
+    opts.add(
+        "--forecast-order",
+        type=whole_number(1, 2),
+        metavar="1|2",
+        help="order of the forecast's extrapolation (default 1; needs --cells ...,forecast)",
+    )
+    opts.add(
+        "--guidance-reuse",
+        type=on_off,
+        metavar="on|off",
+        help="a gene per step that skips the unconditional branch, approximated from its last difference to the "
+        "conditional one (FasterCache-like; families with CFG as one doubled batch; default off)",
+    )
+    _text_kv_option(opts.add)
+    opts.add(
         "--config",
         metavar="FILE",
         help="read options from a TOML file (population = 12, metric_options = {...}) or a run's config.json "
@@ -606,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=4, help="images per pipeline call")
     p.add_argument("--device", help="torch device (default cuda if available, else cpu)")
     p.add_argument("--out", default="generated", help="output directory (default ./generated)")
+    _text_kv_option(p.add_argument)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser(
@@ -638,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="torch device (default cuda if available, else cpu)")
     p.add_argument("--out", default="compare", help="output directory (compare.json/.csv/.md/.png, compare_grid.png)")
+    _text_kv_option(p.add_argument)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("report", help="self-contained HTML report of a search run (plus its PNG plots)")
@@ -676,7 +756,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per call (default 1; the transformer batch doubles where the family runs CFG as an "
         "unconditional branch)",
     )
-    p.add_argument("--ecad-convention", action="store_true", help="count Linear layers only, as ECAD does")
+    p.add_argument(
+        "--ecad-convention",
+        action="store_true",
+        help="count Linear layers only and the text K/V at every computed step, as ECAD does",
+    )
+    _text_kv_option(p.add_argument)
     p.set_defaults(func=_cmd_macs)
 
     _add_score_parser(sub)

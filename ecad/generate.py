@@ -74,10 +74,13 @@ def generate(
     device: str | None = None,
     batch_size: int = 4,
     guidance_scale: float | None = None,
+    text_kv_cache: bool = True,
 ) -> GenerateResult:
     """Images for every prompt x seed with `schedule` applied, rendered the way the search
     rendered them (one CPU generator per image: the same noise the search used for that seed),
-    plus timing and settings."""
+    plus timing and settings. `text_kv_cache` (lossless, on by default) computes cross-attention's
+    text keys and values once per call; it shows in the time and in `macs_fraction` (of the stock
+    pipeline's MACs)."""
     import dataclasses
 
     if guidance_scale is not None and not (
@@ -93,7 +96,7 @@ def generate(
     for value in (schedule.guidance_scale, guidance_scale):  # 0 is a valid guidance scale
         if value is not None:
             overrides["guidance_scale"] = value
-    renderer = Renderer(space, prompts, device, call=overrides)
+    renderer = Renderer(space, prompts, device, call=overrides, text_kv_cache=text_kv_cache)
     renderer.apply(schedule)
     items = renderer.items(seeds)
     rendered = renderer.render(items, batch_size)
@@ -107,7 +110,8 @@ def generate(
         "steps": len(schedule.executed_steps),
         "timesteps": schedule.timesteps,
         "compute_fraction": schedule.compute_fraction(),  # of components
-        "macs_fraction": _macs_fraction(schedule, space, overrides["height"], overrides["width"]),  # estimated
+        "macs_fraction": _macs_fraction(schedule, space, overrides["height"], overrides["width"], text_kv_cache),
+        "text_kv_cache": text_kv_cache,
         "call": dict(renderer.call),
         "load_seconds": round(renderer.load_seconds, 3),
         "ms_per_image": [round(x, 3) for x in rendered.ms_per_item],
@@ -119,11 +123,14 @@ def generate(
     )
 
 
-def _macs_fraction(schedule: Schedule, space, height: int, width: int) -> float:
-    """The share of no caching's transformer MACs the schedule runs, by ecad's MACs model."""
+def _macs_fraction(schedule: Schedule, space, height: int, width: int, text_kv_cache: bool = True) -> float:
+    """The share of the stock pipeline's transformer MACs the schedule runs, by ecad's MACs model
+    (estimated)."""
     from ecad.cache.macs import dims_for_space, schedule_macs
 
-    report = schedule_macs(schedule, dims_for_space(space), height=height, width=width, batch=1)
+    report = schedule_macs(
+        schedule, dims_for_space(space), height=height, width=width, batch=1, text_kv_cache=text_kv_cache
+    )
     return report.total / report.full
 
 

@@ -63,9 +63,11 @@ class Renderer:
         device: str | torch.device | None = None,
         dtype=None,
         call: dict[str, Any] | None = None,
+        text_kv_cache: bool = True,
     ):
         from ecad.models import load_pipeline
 
+        self.text_kv_cache = text_kv_cache  # schedules applied here compute the text K/V once per call
         quiet_library_logs()
         self.space, self.adapter = space, space.adapter
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -95,7 +97,7 @@ class Renderer:
 
     # ------------------------------------------------------------ what runs
     def apply(self, schedule: Schedule, exact: bool = False) -> None:
-        apply_schedule(self.pipe, schedule, exact)
+        apply_schedule(self.pipe, schedule, exact, text_kv_cache=self.text_kv_cache)
 
     def remove(self) -> None:
         remove_schedule(self.pipe)

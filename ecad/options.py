@@ -67,6 +67,25 @@ def on_off(text: str) -> bool:
     return text == "on"
 
 
+CELL_KINDS = ("compute", "reuse", "forecast")
+
+
+def cell_kinds(text: str) -> list[str]:
+    """`--cells compute,reuse[,forecast]`: the cell kinds a searched schedule may hold (compute and
+    reuse always; a --config file may write them as a list)."""
+    cells = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in cells if c not in CELL_KINDS]
+    if unknown or not {"compute", "reuse"} <= set(cells) or len(set(cells)) != len(cells):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a choice of cells: give compute,reuse or compute,reuse,forecast"
+            + (f" ({', '.join(unknown)} is not a cell kind)" if unknown else "")
+        )
+    return cells
+
+
+cell_kinds.comma_list = True  # a --config file's list is the comma-separated text
+
+
 def worker_count(text: str) -> int | str:
     """`--workers`: a whole number >= 0, or "auto" (every GPU, or CPU slot, the cluster has)."""
     if text == "auto":
@@ -154,6 +173,10 @@ class OptionTable:
             if not isinstance(value, bool):
                 raise OptionsFileError(f"{where} is a switch; write true or false, not {shown(value)}")
             return value
+        if isinstance(value, list) and getattr(action.type, "comma_list", False):
+            if not all(isinstance(v, str) for v in value):
+                raise OptionsFileError(f"{where}: {shown(value)} is not a list of names")
+            value = ",".join(value)
         if dest in self.repeated:
             if isinstance(value, dict):  # KEY=VALUE options written as a table
                 value = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in value.items()]

@@ -11,7 +11,7 @@ import pytest
 
 from ecad.cli import build_parser, main
 from ecad.models import FAMILIES, adapter_for
-from ecad.schedule import Schedule
+from ecad.schedule import Schedule, load_schedule
 from ecad.spaces import load_space
 
 
@@ -79,11 +79,21 @@ def test_macs_of_a_schedule_for_every_familys_spaces(family, tmp_path, capsys):
     for name in (f"tiny-{family}", adapter.benchmark_space):
         space = load_space(name)
         path = Schedule.every_n(space.layout, space.steps, 2).save(tmp_path / f"{name}.json")
-        assert main(["macs", str(path), "--space", name, "--images", "3"]) == 0
+        assert main(["macs", str(path), "--space", name, "--images", "3", "--text-kv-cache", "off"]) == 0
         out = capsys.readouterr().out
         ratio = float(out.split("(")[1].split("x fewer")[0])
         assert 1.3 < ratio <= 2.0, out  # every-2 computes about half of the blocks' MACs (fixed MACs every step)
         assert f"transformer batch {adapter.transformer_batch(3, space.guidance_scale)}" in out
+        assert "of the stock pipeline's MACs" in out and "text K/V cache on" not in out
+        assert main(["macs", str(path), "--space", name, "--images", "3"]) == 0  # the text K/V cache: on by default
+        out = capsys.readouterr().out
+        cached = float(out.split("(")[1].split("x fewer")[0])
+        if family in ("pixart", "sana", "wan"):
+            assert cached >= ratio and "text K/V cache on" in out, (
+                out
+            )  # cross-attention's K/V once per call (Wan: tiny)
+        else:
+            assert cached == ratio, out  # joint attention projects no text alone
 
 
 @pytest.mark.parametrize(
@@ -279,3 +289,59 @@ def test_frontier_prints_every_point_into_a_pipe_and_pages_on_request(small_run,
     assert _ranks(capsys.readouterr().out) == every
     assert main(["frontier", str(small_run), "--page", "9"]) == 2
     assert "--page 9: the frontier has" in capsys.readouterr().err
+
+
+def test_convert_refuses_forecast_cells_for_ecad_unless_lossy(tmp_path, capsys):
+    from ecad.catalog import builtin_schedule
+
+    space = load_space("tiny-pixart")
+    schedule = builtin_schedule("taylorseer-3", space.layout, space.steps, **space.schedule_meta())
+    assert schedule.forecast is not None and schedule.forecast.any()
+    source = schedule.save(tmp_path / "taylor.json")
+    assert main(["convert", str(source), str(tmp_path / "ecad.json"), "--to", "ecad"]) == 2
+    err = capsys.readouterr().err
+    assert "forecast cell(s)" in err and "--lossy" in err and not (tmp_path / "ecad.json").exists()
+    assert main(["convert", str(source), str(tmp_path / "ecad.json"), "--to", "ecad", "--lossy"]) == 0
+    assert "forecast cells written as reuse" in capsys.readouterr().out
+    lossy = load_schedule(tmp_path / "ecad.json")
+    assert lossy.forecast is None and (lossy.grid == schedule.grid).all()
+    assert main(["convert", str(source), str(tmp_path / "again.json")]) == 0
+    assert "ecad-schedule/2" in capsys.readouterr().out
+    assert main(["convert", str(source), str(tmp_path / "x.json"), "--lossy"]) == 2
+
+
+def test_search_gene_options_are_checked_and_reach_the_config(tmp_path, capsys):
+    """--cells, --forecast-order, --guidance-reuse and --text-kv-cache: each bad value is refused
+    naming the option; good ones reach the run's config (what a resume and the MACs read)."""
+    import json
+
+    for argv, message in (
+        (["--cells", "compute,forecast"], "--cells"),
+        (["--cells", "compute,reuse,guess"], "guess is not a cell kind"),
+        (["--forecast-order", "3"], "--forecast-order"),
+        (["--guidance-reuse", "yes"], "--guidance-reuse"),
+        (["--text-kv-cache", "maybe"], "--text-kv-cache"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["search", *argv, "--dry-run"])
+        assert message in capsys.readouterr().err
+    assert main(["search", "--forecast-order", "2", "--dry-run"]) == 2
+    assert "--forecast-order 2: only forecast cells use it" in capsys.readouterr().err
+    assert main(["search", "--space", "tiny-flux", "--guidance-reuse", "on", "--dry-run"]) == 2
+    assert "--guidance-reuse: FLUX.1 does not run classifier-free guidance" in capsys.readouterr().err
+    import re
+
+    assert main(["search", "--dry-run"]) == 0
+    base = int(re.search(r"(\d+)-bit genomes", capsys.readouterr().out).group(1))
+    assert main(["search", "--cells", "compute,reuse,forecast", "--guidance-reuse", "on", "--dry-run"]) == 0
+    bigger = int(re.search(r"(\d+)-bit genomes", capsys.readouterr().out).group(1))
+    space = load_space("tiny-pixart")
+    assert bigger == 2 * base + space.steps  # a forecast bit per cell, a guidance bit per step
+    config = tmp_path / "options.toml"
+    config.write_text('cells = ["compute", "reuse", "forecast"]\nforecast_order = 2\ntext_kv_cache = false\n')
+    from ecad.cli import build_parser
+
+    args = build_parser().parse_args(["search", "--config", str(config)])
+    values = args.option_table.from_file(config)
+    assert values == {"cells": ["compute", "reuse", "forecast"], "forecast_order": 2, "text_kv_cache": False}
+    assert json.dumps(values)  # config.json writes them as they are

@@ -62,7 +62,11 @@ def test_compare_runs_every_contender_and_counts_what_it_computed(space, tmp_pat
     for r in data["rows"]:
         if r["kind"] in ("schedule", "heuristic"):
             assert r["macs_fraction"] == pytest.approx(r["nominal_macs_fraction"], rel=1e-12), r["name"]
-    assert rows["mine_full"]["did_nothing"] is True and rows["mine_full"]["macs_fraction"] == pytest.approx(1.0)
+    # no caching under ecad: bit-identical, at its own fraction of the stock pipeline's MACs (under 1 where
+    # the text K/V cache computes cross-attention's text K/V once per call)
+    full = rows["mine_full"]
+    assert full["did_nothing"] is True and full["macs_fraction"] == pytest.approx(full["nominal_macs_fraction"])
+    assert (full["macs_fraction"] < 1.0) == (sp.family in ("pixart", "sana", "wan")) and full["macs_fraction"] > 0.8
     assert rows["mine_every_4"]["did_nothing"] is False and rows["mine_every_4"]["quality"] < 1.0
 
     peers = [r for r in data["rows"] if r["kind"] in ("diffusers", "cache-dit")]

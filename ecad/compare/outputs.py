@@ -85,7 +85,8 @@ def markdown_table(result: CompareResult) -> str:
         f"{_count(len(s['prompts']), 'prompt')} x {_count(len(s['seeds']), 'seed')}, {s['device']}, {s['dtype']}, "
         f"batch {s['batch_size']}. "
         f"{result.metric}: {'higher' if result.higher_is_better else 'lower'} is better; PSNR/SSIM/LPIPS against "
-        f"no caching. MACs: realised (counted forwards) as a share of no caching. Speedup: median of "
+        f"no caching. MACs: realised (counted forwards) as a share of the stock pipeline's (no caching). "
+        f"Speedup: median of "
         f"{s['timed_rounds']} interleaved timed rounds after {s['warmup_rounds']} warm-up (range of per-round ratios)."
     )
 

@@ -45,6 +45,7 @@ class CompareSettings:
     warmup: int = 1  # untimed rounds before them
     quantiles: tuple[float, ...] = (0.5,)  # of calibration values, one threshold each
     grid_prompts: int = 4  # rows of the image grid
+    text_kv_cache: bool = True  # ecad's schedules compute cross-attention's text K/V once per call (lossless)
 
 
 @dataclass
@@ -135,7 +136,7 @@ def run_compare(settings: CompareSettings, schedules: Sequence[Schedule]) -> Com
 
     space = load_space(settings.space)
     static = schedule_contenders(space, list(schedules), settings.baselines)
-    renderer = Renderer(space, settings.prompts, settings.device)
+    renderer = Renderer(space, settings.prompts, settings.device, text_kv_cache=settings.text_kv_cache)
     device = renderer.device
     metric = get_metric(settings.metric, device=device, **settings.metric_options)
     fidelity = metric if settings.metric == "fidelity" else get_metric("fidelity", device=device)
@@ -196,7 +197,9 @@ def run_compare(settings: CompareSettings, schedules: Sequence[Schedule]) -> Com
                 realised=realised.to_json(),
             )
             if isinstance(c, ScheduleContender):
-                nominal = schedule_macs(c.schedule, dims, space.height, space.width)
+                nominal = schedule_macs(
+                    c.schedule, dims, space.height, space.width, text_kv_cache=settings.text_kv_cache
+                )
                 row.nominal_macs_fraction = nominal.total / nominal.full
             rows.append(row)
             runnable.append((row, c))
@@ -271,7 +274,8 @@ def _settings_record(settings: CompareSettings, renderer) -> dict[str, Any]:
         "timed_rounds": settings.repeats,
         "calibration_quantiles": list(settings.quantiles),
         "macs": "realised: component forwards counted in the quality pass x ecad's MACs model "
-        "(attention matmuls included), as a fraction of no caching counted the same way",
+        "(attention matmuls included), as a fraction of the stock pipeline's (no caching) counted the same way",
+        "text_kv_cache": settings.text_kv_cache,
         "versions": {
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
