@@ -133,3 +133,26 @@ def test_bench_search_cost_help_runs():
     )
     assert done.returncode == 0, done.stderr
     assert "--space" in done.stdout and "--metric" in done.stdout
+
+
+def test_bench_forecast_compares_forecast_and_reuse_at_the_same_grid(monkeypatch):
+    """Each forecast row has a reuse row of the same grid, so the two cost the same transformer MACs
+    and differ only in forecast vs reuse (the forecast's element-wise work reported apart)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_forecast
+
+    from ecad.cache.macs import dims_for_space, schedule_macs
+    from ecad.spaces import load_space
+
+    space = load_space("tiny-pixart")
+    rows = bench_forecast.contenders(space)
+    dims = dims_for_space(space)
+    reuse = {label.split("every ")[-1]: s for label, kind, s in rows if kind == "reuse" and "compute every" in label}
+    forecasts = [(label, s) for label, kind, s in rows if kind.startswith("forecast")]
+    assert reuse and forecasts
+    for label, s in forecasts:
+        twin = reuse[label.split("every ")[-1]]
+        assert (twin.grid == s.grid).all() and twin.forecast is None and s.forecast is not None
+        a, b = schedule_macs(s, dims, batch=2), schedule_macs(twin, dims, batch=2)
+        assert a.total == b.total and a.forecast > 0 == b.forecast
+    assert any(kind == "guidance" for _, kind, _ in rows)  # PixArt runs CFG as one doubled batch
