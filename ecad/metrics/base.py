@@ -210,7 +210,7 @@ def _keyword_parameters(factory: MetricFactory) -> set[str] | None:
 def _load_builtins() -> None:
     import importlib
 
-    for module in ("fidelity", "clip", "fid", "image_reward", "preference"):
+    for module in ("fidelity", "clip", "fid", "image_reward", "preference", "shapes"):
         try:
             importlib.import_module(f"ecad.metrics.{module}")
         except ModuleNotFoundError as exc:
