@@ -196,6 +196,7 @@ class ShapesFIDMetric(QualityMetric):
 
     name = "shapes-fid"
     higher_is_better = False
+    per_image = False  # a statistic of the whole set, like FID
 
     def __init__(
         self,
