@@ -71,22 +71,10 @@ def word_tokenizer(max_length: int = TEXT_LENGTH):
 
 
 def t5_encoder(seed: int, vocab: int, d_model: int = 64):
-    from transformers import T5Config, T5EncoderModel
+    """The shapes pipelines' frozen random T5 (ecad.models.tiny's, wider, on the word vocabulary)."""
+    from ecad.models.tiny import t5_encoder as random_t5
 
-    torch.manual_seed(seed)
-    cfg = T5Config(
-        vocab_size=vocab,
-        d_model=d_model,
-        d_kv=16,
-        d_ff=128,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    return T5EncoderModel(cfg).eval()
+    return random_t5(seed, d_model=d_model, vocab_size=vocab, d_kv=16, d_ff=128)
 
 
 def clip_encoder(seed: int, vocab: int, hidden: int = 32):
@@ -423,16 +411,7 @@ def train_pixart(args, log) -> Path:
         v = a.sqrt() * noise - (1 - a).sqrt() * x0
         return ((pred - v) ** 2).mean()
 
-    steps = args.steps or DEFAULT_STEPS["pixart"]
-    history = train_loop("pixart", transformer, loss_at, steps, args.out, args, 5e-4, log)
-    transformer.requires_grad_(False)
-    target = args.out / PIXART_DIR
-    if target.exists():
-        shutil.rmtree(target)
-    pipe.save_pretrained(target, safe_serialization=True)
-    record(args.out, "pixart", {"history": history})
-    log(f"pixart: saved {target}")
-    return target
+    return train_and_save("pixart", pipe, transformer, loss_at, PIXART_DIR, args, log)
 
 
 def flux_pipeline(args):
@@ -497,15 +476,19 @@ def train_flux(args, log) -> Path:
         )[0]  # fmt: skip
         return ((pred - (noise - x0)) ** 2).mean()
 
-    steps = args.steps or DEFAULT_STEPS["flux"]
-    history = train_loop("flux", transformer, loss_at, steps, args.out, args, 5e-4, log)
+    return train_and_save("flux", pipe, transformer, loss_at, FLUX_DIR, args, log)
+
+
+def train_and_save(name: str, pipe, transformer, loss_at, directory: str, args, log) -> Path:
+    """Train a pipeline's transformer (the rest is frozen) and save the whole pipeline."""
+    history = train_loop(name, transformer, loss_at, args.steps or DEFAULT_STEPS[name], args.out, args, 5e-4, log)
     transformer.requires_grad_(False)
-    target = args.out / FLUX_DIR
+    target = args.out / directory
     if target.exists():
         shutil.rmtree(target)
     pipe.save_pretrained(target, safe_serialization=True)
-    record(args.out, "flux", {"history": history})
-    log(f"flux: saved {target}")
+    record(args.out, name, {"history": history})
+    log(f"{name}: saved {target}")
     return target
 
 
