@@ -290,7 +290,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
         "ecad" if args.format == "ecad" else "ecad-schedule",
     )
     paths = [out_dir / files[p.key] for p in points]
-    shown_ranks = _page(len(points), args.page, args.all)
+    shown_ranks, page_size = _page(len(points), args.page, args.all)
     for rank, (p, path) in enumerate(zip(points, paths)):
         if rank not in shown_ranks:
             continue
@@ -300,7 +300,7 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
             f"{p.label:12s} {path}"
         )
     if len(shown_ranks) < len(points):
-        pages = -(-len(points) // len(shown_ranks))
+        pages = -(-len(points) // page_size)  # the last page may be short: count by the full one
         print(
             f"ranks {shown_ranks.start}-{shown_ranks.stop - 1} of {len(points)} (page {args.page or 1} of {pages}); "
             f"--page N shows another, --all every point (every file is in {out_dir})"
@@ -319,18 +319,18 @@ def _cmd_frontier(args: argparse.Namespace) -> int:
     return 0
 
 
-def _page(rows: int, page: int | None, show_all: bool) -> range:
-    """The ranks `ecad frontier` prints: every one into a pipe or a file, or with --all; on a
-    terminal one screenful (--page N for the N-th), so the header and the notes stay in view."""
+def _page(rows: int, page: int | None, show_all: bool) -> tuple[range, int]:
+    """The ranks `ecad frontier` prints and the page size: every one into a pipe or a file, or with
+    --all; on a terminal one screenful (--page N for the N-th), so the header and the notes stay in view."""
     import shutil
 
     if show_all or (page is None and not sys.stdout.isatty()):
-        return range(rows)
+        return range(rows), max(rows, 1)
     size = max(3, shutil.get_terminal_size().lines - 8)
     first = ((page or 1) - 1) * size
     if first >= rows and rows:
         raise ValueError(f"--page {page}: the frontier has {-(-rows // size)} page(s) of {size}; give a smaller page")
-    return range(first, min(rows, first + size))
+    return range(first, min(rows, first + size)), size
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -544,10 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("search", help="search schedules with NSGA-II (no arguments: offline demo on tiny-pixart)")
+    p = sub.add_parser("search", help="search schedules with NSGA-II (no arguments: offline demo on shapes-pixart)")
     opts = OptionTable(p)  # kept, so --config files are checked by these same option types
-    opts.add("--space", help="search space name or .toml path (default tiny-pixart; see `ecad spaces`)")
-    opts.add("--prompts", help="prompt file, one per line (default: 4 of calibration_prompts/image_reward_100.txt)")
+    opts.add("--space", help="search space name or .toml path (default shapes-pixart; see `ecad spaces`)")
+    opts.add("--prompts", help="prompt file, one per line (default: 4 of calibration_prompts/shapes_100.txt)")
     opts.add("--num-prompts", type=_non_negative_int, help="use only the first N prompts of the file (0: all)")
     opts.add("--seeds", type=_positive_int, help="images per prompt (seeds 0..N-1; default 2)")
     opts.add("--metric", help="quality metric (default fidelity; see `ecad metrics`)")

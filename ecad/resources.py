@@ -1,5 +1,6 @@
-"""Where the shipped search spaces, calibration prompts and searched schedules live: the source tree in a checkout or
-editable install, `<prefix>/share/ecad/` in a wheel install (pyproject's data-files)."""
+"""Where the shipped search spaces, calibration prompts, searched schedules and shapes models live:
+the source tree in a checkout or editable install, `<prefix>/share/ecad/` in a wheel install
+(pyproject's data-files)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sysconfig
 from pathlib import Path
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("search_spaces", "calibration_prompts", "schedules")
+SHIPPED = ("search_spaces", "calibration_prompts", "schedules", "shapes_models")
+SHAPES_MODELS = "shapes_models"  # the trained offline shapes pipelines and classifier (ecad.models.train_shapes)
 
 
 def shipped_dir(name: str) -> Path:
@@ -27,3 +29,9 @@ def shipped_file(path: str | Path) -> Path | None:
         return None
     found = shipped_dir(parts[0]).joinpath(*parts[1:])
     return found if found.is_file() else None
+
+
+def shapes_models_dir() -> Path:
+    """The shipped shapes models' directory (`shapes-pixart/`, `shapes-flux/`: diffusers pipeline
+    directories; `shapes-classifier/`: the shapes metrics' network)."""
+    return shipped_dir(SHAPES_MODELS)

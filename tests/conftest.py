@@ -26,7 +26,7 @@ FLUX_CALL = dict(height=16, width=16, max_sequence_length=16)
 # The smallest search that still runs selection and variation: initial population + 2 generations.
 # One constant, so the search and report tests exercise the same run shape. Each test module starts
 # its own run from it: tests resume, force-overwrite or write plots into their runs, so runs are not shared.
-SMALL = dict(population=6, generations=2, num_prompts=2, seeds=1, batch_size=4)
+SMALL = dict(space="tiny-pixart", population=6, generations=2, num_prompts=2, seeds=1, batch_size=4)
 
 
 def generate(pipe, prompt="a red cube on a table", seed=0, **kwargs):

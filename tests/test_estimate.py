@@ -54,5 +54,5 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["search", "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("plan: search tiny-pixart") and "nothing was run (--dry-run)" in text
+    assert text.startswith("plan: search shapes-pixart") and "nothing was run (--dry-run)" in text
     assert not out.exists()

@@ -164,7 +164,9 @@ def test_a_race_continues_from_its_saved_state_exactly():
 
 
 def test_set_metrics_cannot_race():
-    assert metric_can_race("fidelity") and metric_can_race("clip") and not metric_can_race("fid")
+    """Each metric class says whether it scores images one by one (`per_image`)."""
+    assert metric_can_race("fidelity") and metric_can_race("clip") and metric_can_race("shapes-score")
+    assert not metric_can_race("fid") and not metric_can_race("shapes-fid")
 
 
 # ---------------------------------------------------------------- the worker
@@ -241,6 +243,22 @@ def test_a_raced_search_stops_dominated_candidates_and_its_frontier_is_complete(
     chunk_records = read_evaluation_records(raced / "evaluations.jsonl")
     assert sum(g["images"] for g in gens) == gens[-1]["images_total"] == 2 * len(chunk_records)
     assert gens[-1]["images_total"] < 8 * len(latest)  # fewer images than evaluating every candidate whole
+
+
+@pytest.mark.slow
+def test_the_report_draws_stopped_candidates_hollow_and_says_what_they_are(raced, tmp_path):
+    """A stopped race's quality is an estimate on part of the images: the plots and the page must
+    not show it like a measured point."""
+    from ecad.report import write_report
+    from ecad.report.plots import frontier_figure
+
+    run = load_run(raced)
+    stopped = [p for p in run.feasible if not p.complete]
+    assert stopped
+    legend = [t.get_text() for t in frontier_figure(run).legends[0].get_texts()]
+    assert f"stopped by racing ({len(stopped)}): its estimate on part of the images" in legend
+    page = write_report(run, tmp_path / "report.html").read_text()
+    assert page.count('"u":true') == len(stopped) and page.count('"u":false') == len(run.feasible) - len(stopped)
 
 
 @pytest.mark.slow

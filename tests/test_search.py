@@ -256,7 +256,7 @@ def test_a_space_file_only_the_driver_has_reaches_the_workers(tmp_path, idle_clu
     text = (Path(ecad.spaces.load_space("tiny-pixart").source)).read_text()
     space_file = tmp_path / "my-space.toml"
     space_file.write_text(text.replace('name = "tiny-pixart"', 'name = "my-space"'))
-    config = SearchConfig(**{**SMALL, "generations": 0, "population": 4}, space=str(space_file))
+    config = SearchConfig(**{**SMALL, "generations": 0, "population": 4, "space": str(space_file)})
     run = SearchRun(config, ExecConfig(out=str(tmp_path / "run"), workers=1, quiet=True))
     space_file.unlink()
     root = run.run()

@@ -68,13 +68,17 @@ class MetricResult:
 
 
 class QualityMetric(abc.ABC):
-    """Base class: subclasses set `name`, `higher_is_better`, `needs_reference`, `needs_prompts` and
-    implement `_score`. `score` checks inputs and runs in inference mode on the metric's device."""
+    """Base class: subclasses set `name`, `higher_is_better`, `needs_reference`, `needs_prompts`,
+    `per_image` and implement `_score`. `score` checks inputs and runs in inference mode on the
+    metric's device."""
 
     name: str = ""
     higher_is_better: bool = True
     needs_reference: bool = False
     needs_prompts: bool = False  # a class attribute, so `ecad score` can check it before loading weights
+    # whether the summary is the mean of per-image scores: racing estimates it from a subset of
+    # images; a statistic of the whole set (FID) has no per-image scores and is evaluated whole
+    per_image: bool = True
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -210,7 +214,7 @@ def _keyword_parameters(factory: MetricFactory) -> set[str] | None:
 def _load_builtins() -> None:
     import importlib
 
-    for module in ("fidelity", "clip", "fid", "image_reward", "preference"):
+    for module in ("fidelity", "clip", "fid", "image_reward", "preference", "shapes"):
         try:
             importlib.import_module(f"ecad.metrics.{module}")
         except ModuleNotFoundError as exc:

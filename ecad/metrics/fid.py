@@ -163,6 +163,7 @@ class FIDMetric(QualityMetric):
     name = "fid"
     higher_is_better = False
     needs_reference = False  # references are handled here: a directory, or a tensor of any count
+    per_image = False  # a statistic of the whole set
 
     def __init__(
         self,

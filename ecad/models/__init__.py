@@ -48,8 +48,39 @@ def adapter_for_transformer(module: Any) -> FamilyAdapter:
     raise TypeError(f"ecad does not support {type(module).__name__}; supported transformers: {', '.join(supported)}")
 
 
+# The trained offline shapes models (ecad/models/train_shapes.py), shipped in shapes_models/: named
+# like the tiny models (they are offline, small and need no download), but loaded with
+# from_pretrained from the shipped directory instead of built with random weights.
+SHAPES_MODELS: dict[str, tuple[str, str]] = {
+    f"{TINY_PREFIX}shapes-pixart": ("PixArtAlphaPipeline", "shapes-pixart"),
+    f"{TINY_PREFIX}shapes-flux": ("FluxPipeline", "shapes-flux"),
+}
+
+
+def load_shapes_pipeline(name: str):
+    """A shipped shapes pipeline (`ecad-tiny/shapes-pixart` or `ecad-tiny/shapes-flux`), float32,
+    loaded offline from its directory; a ModelWeightsError naming the weights and the command that
+    trains them when they are missing."""
+    import diffusers
+    import torch
+
+    from ecad.resources import shapes_models_dir
+
+    pipeline_class, subdir = SHAPES_MODELS[name]
+    where = shapes_models_dir() / subdir
+    if not (where / "model_index.json").is_file():
+        raise ModelWeightsError(
+            f"the weights of {name!r} are not in {where} (a diffusers pipeline directory); train them with "
+            f"`python -m ecad.models.train_shapes --model {subdir.removeprefix('shapes-')}` (it needs the VAE: "
+            "`--model vae` first), or reinstall ecad, which ships them"
+        )
+    return load_pretrained(getattr(diffusers, pipeline_class), str(where), torch.float32, None)
+
+
 def tiny_builders() -> dict[str, Any]:
-    return {name: build for a in ADAPTERS.values() for name, build in a.tiny_models.items()}
+    builders = {name: build for a in ADAPTERS.values() for name, build in a.tiny_models.items()}
+    builders.update({name: (lambda name=name: load_shapes_pipeline(name)) for name in SHAPES_MODELS})
+    return builders
 
 
 def build_tiny(name: str):
@@ -64,6 +95,7 @@ __all__ = [
     "ADAPTERS",
     "FAMILIES",
     "FamilyAdapter",
+    "SHAPES_MODELS",
     "ModelWeightsError",
     "TINY_PREFIX",
     "TransformerDims",
@@ -73,14 +105,16 @@ __all__ = [
     "adapter_for_transformer",
     "build_tiny",
     "load_pipeline",
+    "load_shapes_pipeline",
     "load_pretrained",
     "tiny_builders",
 ]
 
 
 def load_pipeline(space, device: str | None = None, dtype=None):
-    """The stock diffusers pipeline of a search space: tiny ones are built offline, real ones
-    come from `from_pretrained` (hub id or local directory, the user's cache)."""
+    """The stock diffusers pipeline of a search space: tiny ones are built offline (the trained
+    shapes ones loaded from ecad's shipped directory), real ones come from `from_pretrained` (hub
+    id or local directory, the user's cache)."""
     import diffusers
     import torch
 

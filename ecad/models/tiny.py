@@ -30,13 +30,23 @@ def byte_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
     )
 
 
-def t5_encoder(seed: int, d_model: int = 32, cls=T5EncoderModel, config_cls=T5Config) -> torch.nn.Module:
+def t5_encoder(
+    seed: int,
+    d_model: int = 32,
+    cls=T5EncoderModel,
+    config_cls=T5Config,
+    vocab_size: int = TINY_VOCAB,
+    d_kv: int = 8,
+    d_ff: int = 64,
+) -> torch.nn.Module:
+    """A 2-layer random T5 encoder (frozen by its users), seeded: the tiny pipelines' and the
+    shapes models' text encoder."""
     torch.manual_seed(seed)
     cfg = config_cls(
-        vocab_size=TINY_VOCAB,
+        vocab_size=vocab_size,
         d_model=d_model,
-        d_kv=8,
-        d_ff=64,
+        d_kv=d_kv,
+        d_ff=d_ff,
         num_layers=2,
         num_heads=4,
         relative_attention_num_buckets=8,

@@ -234,6 +234,7 @@ def _page_data(run: RunData, samples: dict | None, out_html: Path | None = None)
                 "t": p.kind,
                 "f": seed_family(p.label) if p.kind == "seed" else "",
                 "m": p.macs_fraction,
+                "u": not p.complete,  # stopped by racing: an estimate on part of the images, drawn hollow
                 "ms": d.get("ms_per_image"),
                 "x": extras,
                 "s": schedules.get(p.key),

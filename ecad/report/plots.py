@@ -76,7 +76,8 @@ def plot_frontier(run_dir: str | os.PathLike | RunData, out_png: str | os.PathLi
     """Every feasible candidate (quality vs cost) coloured by the generation it was first evaluated
     in, the Pareto frontier as a line with ringed markers, each labelled with its rank (the NNN of
     its file frontier/NNN_key.json and the # of the report's table), no caching as a star and the
-    heuristic seeds with their own markers."""
+    heuristic seeds with their own markers; a candidate that racing stopped early is hollow (its
+    quality is an estimate on part of the images)."""
     fig = frontier_figure(run_dir)
     with matplotlib.rc_context(STYLE):
         return save_figure(fig, out_png)
@@ -98,7 +99,8 @@ def frontier_figure(run_dir: str | os.PathLike | RunData) -> Figure:
             norm = BoundaryNorm(np.arange(-0.5, last_gen + 1.5), cmap.N)
         else:
             cmap, norm = matplotlib.colormaps["viridis"], Normalize(0, last_gen)
-        plain = [p for p in feas if p.kind in ("random", "evolved")]
+        plain = [p for p in feas if p.kind in ("random", "evolved") and p.complete]
+        stopped = [p for p in feas if not p.complete]  # raced and stopped early: an estimate, drawn hollow
         sc = ax.scatter(
             [p.cost for p in plain],
             [p.quality for p in plain],
@@ -114,7 +116,30 @@ def frontier_figure(run_dir: str | os.PathLike | RunData) -> Figure:
         handles: list[Any] = [
             Line2D([], [], ls="", marker="o", mfc="#7f7f7f", mec="white", ms=7, label="searched candidate")
         ]
-        seeds = [p for p in feas if p.kind == "seed"]
+        if stopped:
+            ax.scatter(
+                [p.cost for p in stopped],
+                [p.quality for p in stopped],
+                facecolors="none",
+                edgecolors=cmap(norm([p.generation for p in stopped])),
+                s=30,
+                linewidths=0.9,
+                alpha=0.85,
+                zorder=2,
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    ls="",
+                    marker="o",
+                    mfc="none",
+                    mec="#7f7f7f",
+                    ms=7,
+                    label=f"stopped by racing ({len(stopped)}): its estimate on part of the images",
+                )
+            )
+        seeds = [p for p in feas if p.kind == "seed" and p.complete]
         fams: dict[str, list] = {}
         for p in seeds:
             fams.setdefault(seed_family(p.label), []).append(p)

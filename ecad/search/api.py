@@ -3,7 +3,7 @@ ExecConfig and SearchRun) and returns the run's `Frontier`, built from what the 
 memory; `load_run(path)` gives the same Frontier for a finished run directory.
 
     import ecad
-    frontier = ecad.search(population=12, generations=4)  # tiny-pixart, fidelity, in-process
+    frontier = ecad.search(population=12, generations=4)  # shapes-pixart, fidelity, in-process
     print(frontier)
     point = frontier.pick("speedup>=2")
     ecad.apply_schedule(pipe, point.schedule)
@@ -48,7 +48,7 @@ def search(
     num_prompts, seeds, metric, metric_options, cost, population, generations, seed, batch_size,
     max_macs_fraction, seed_from) or ExecConfig (how it runs: out, workers, ray_address, device,
     force, quiet, worker_env, candidate_timeout_s); one left out takes `ecad search`'s default
-    (tiny-pixart, fidelity, population 12, 4 generations; `workers=0`: in-process). An unknown
+    (shapes-pixart, fidelity, population 12, 4 generations; `workers=0`: in-process). An unknown
     keyword raises SearchError naming it and the valid ones. A `prompts` file is used whole
     unless `num_prompts` says otherwise, as on the command line.
 

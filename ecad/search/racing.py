@@ -79,21 +79,15 @@ def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
 
 
 def metric_can_race(name: str) -> bool:
-    """Whether a metric scores images one by one (racing needs per-image scores). FID is a statistic
-    of the whole set: its per-image scores are NaN, and a subset's FID is not an estimate of it.
-    A metric class may say so itself (`per_image = False`); without that, FID and FID-like classes
-    (`shapes-fid`) are recognised, and a metric that still returns no per-image scores stops the
-    search at its first chunk with the advice to turn racing off (`RaceState.add`)."""
+    """Whether a metric scores images one by one (racing needs per-image scores): its class's
+    `per_image` (False for FID and shapes-fid: a subset's FID is not an estimate of the set's).
+    A metric registered as a plain factory says nothing and is raced; one that then returns no
+    per-image scores stops the search at its first chunk with the advice to turn racing off
+    (`RaceState.add`)."""
     from ecad.metrics import registered_class
-    from ecad.metrics.fid import FIDMetric
 
     cls = registered_class(name)
-    if cls is None:
-        return True
-    declared = getattr(cls, "per_image", None)
-    if declared is not None:
-        return bool(declared)
-    return not (issubclass(cls, FIDMetric) or "FID" in cls.__name__)
+    return True if cls is None else bool(getattr(cls, "per_image", True))
 
 
 # ---------------------------------------------------------------- statistics

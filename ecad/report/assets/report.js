@@ -34,10 +34,11 @@
   function fmtCost(v) { return D.run.cost === "latency" ? (v === null ? "—" : v.toFixed(3) + "× latency") : fmtPct(v) + " MACs"; }
   function fmtX(sp) { return typeof sp === "number" && isFinite(sp) ? sp.toFixed(2) + "×" : "—"; }
   function kindName(p) {
+    var stopped = p.u ? " (stopped by racing: estimate)" : "";
     if (p.t === "no_caching") return "no caching";
-    if (p.t === "seed") return "heuristic seed";
-    if (p.t === "random") return "random initial";
-    return "evolved";
+    if (p.t === "seed") return "heuristic seed" + stopped;
+    if (p.t === "random") return "random initial" + stopped;
+    return "evolved" + stopped;
   }
   function labelOf(p) { return D.labels[p.l] || "—"; }
   function ticks(lo, hi, n) {
@@ -219,7 +220,9 @@
     order.forEach(function (p) {
       var front = p.k in frontRank, shape = shapeOf(p), r = p.t === "no_caching" ? 11 : front ? 6.5 : p.t === "seed" ? 5.5 : 4.2;
       var cls = "pt" + (front ? " front" : "") + (p.t === "seed" ? " seed" : "") + (p.t === "no_caching" ? " base" : "");
-      var e = sv("path", { "class": cls, d: shapePath(shape, X(p.c), Y(p.q), r), "data-key": p.k, fill: p.t === "no_caching" ? "#ffb703" : genColor(p.g) });
+      // a stopped race is hollow, ringed in its generation's colour (inline: the .pt rule sets a white stroke)
+      var look = p.u ? { fill: "none", style: "stroke:" + genColor(p.g) + ";stroke-width:1.4px" } : { fill: p.t === "no_caching" ? "#ffb703" : genColor(p.g) };
+      var e = sv("path", Object.assign({ "class": cls + (p.u ? " stopped" : ""), d: shapePath(shape, X(p.c), Y(p.q), r), "data-key": p.k }, look));
       e.addEventListener("mouseenter", function (ev) { showTip(p, ev); highlightRow(p.k, true); });
       e.addEventListener("mousemove", moveTip);
       e.addEventListener("mouseleave", function () { hideTip(); highlightRow(p.k, false); });
@@ -240,6 +243,8 @@
     cb.appendChild(document.createTextNode("generation 0")); cb.appendChild(bar); cb.appendChild(document.createTextNode(String(maxGen)));
     lg.appendChild(cb);
     item(legendIcon("circle", "#8a94a3", "#fff"), "searched");
+    var stopped = D.points.filter(function (p) { return p.u; }).length;
+    if (stopped) item(legendIcon("circle", "none", "#8a94a3", 1.4), "stopped by racing (" + stopped + "): estimate on part of the images");
     var fams = {}; D.points.forEach(function (p) { if (p.t === "seed") fams[p.f] = (fams[p.f] || 0) + 1; });
     Object.keys(fams).sort().forEach(function (f) { item(legendIcon(SEED_SHAPES[f] || "diamond", "#fff", "#111"), "seed: " + f + " (" + fams[f] + ")"); });
     item(legendIcon("circle", "#fff", COLORS.front, 2), "Pareto frontier (" + D.frontier.length + ")");
