@@ -331,9 +331,10 @@ def test_search_gene_options_are_checked_and_reach_the_config(tmp_path, capsys):
     assert "--guidance-reuse: FLUX.1 does not run classifier-free guidance" in capsys.readouterr().err
     import re
 
-    assert main(["search", "--dry-run"]) == 0
+    assert main(["search", "--space", "tiny-pixart", "--dry-run"]) == 0
     base = int(re.search(r"(\d+)-bit genomes", capsys.readouterr().out).group(1))
-    assert main(["search", "--cells", "compute,reuse,forecast", "--guidance-reuse", "on", "--dry-run"]) == 0
+    argv = ["search", "--space", "tiny-pixart", "--cells", "compute,reuse,forecast", "--guidance-reuse", "on"]
+    assert main([*argv, "--dry-run"]) == 0
     bigger = int(re.search(r"(\d+)-bit genomes", capsys.readouterr().out).group(1))
     space = load_space("tiny-pixart")
     assert bigger == 2 * base + space.steps  # a forecast bit per cell, a guidance bit per step
