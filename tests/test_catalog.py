@@ -92,7 +92,10 @@ def test_generate_and_schedules_take_names(tmp_path, capsys):
     argv = ["generate", "--schedule", "every-2", "--space", "tiny-pixart", "--prompt", "a cat", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "of transformer MACs (estimated; 50.0% of components)" in printed and (out / "generate.json").exists()
+    assert (
+        "of the stock pipeline's transformer MACs (estimated; 50.0% of components)" in printed
+        and (out / "generate.json").exists()
+    )
     assert main(["generate", "--schedule", "every-2", "--prompt", "a cat", "--out", str(out)]) == 2
     assert "pass --space" in capsys.readouterr().err
     assert main(["schedules", "--space", "tiny-pixart"]) == 0
