@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -156,3 +158,22 @@ def test_bench_forecast_compares_forecast_and_reuse_at_the_same_grid(monkeypatch
         a, b = schedule_macs(s, dims, batch=2), schedule_macs(twin, dims, batch=2)
         assert a.total == b.total and a.forecast > 0 == b.forecast
     assert any(kind == "guidance" for _, kind, _ in rows)  # PixArt runs CFG as one doubled batch
+
+
+def test_bench_frontier_counts_domination_and_matched_macs_gaps(monkeypatch):
+    """The frontier-vs-heuristics benchmark's verdicts on constructed rows: a contender is
+    dominated only by a frontier point no worse in both objectives, and the gap at matched MACs
+    uses only frontier points at most as expensive as the contender."""
+    from types import SimpleNamespace as Row
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_frontier
+
+    front = [Row(quality=0.5, macs_fraction=0.2), Row(quality=0.8, macs_fraction=0.5)]
+    assert bench_frontier.dominates(front[1], Row(quality=0.7, macs_fraction=0.6), True)
+    assert not bench_frontier.dominates(front[1], Row(quality=0.9, macs_fraction=0.6), True)
+    assert not bench_frontier.dominates(front[0], Row(quality=0.5, macs_fraction=0.2), True)  # equal: not dominated
+    assert bench_frontier.dominates(front[0], Row(quality=0.6, macs_fraction=0.3), False)  # lower is better
+    assert bench_frontier.gap_at_matched_macs(front, Row(quality=0.6, macs_fraction=0.4), True) == pytest.approx(-0.1)
+    assert bench_frontier.gap_at_matched_macs(front, Row(quality=0.6, macs_fraction=0.5), True) == pytest.approx(0.2)
+    assert bench_frontier.gap_at_matched_macs(front, Row(quality=0.6, macs_fraction=0.1), True) is None

@@ -119,6 +119,7 @@ def test_prompt_metrics_declare_it_on_the_class():
         "image-reward",
         "pickscore",
         "hpsv2",
+        "shapes-score",
     }
     from ecad.metrics.fidelity import FidelityMetric
 

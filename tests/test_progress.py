@@ -19,6 +19,7 @@ def _run_generations(progress: Progress, generations: int, candidates: int) -> N
         progress.generation_started(g, candidates)
         for _ in range(candidates):
             progress.evals += 1
+            progress.images += 8
             progress.workers = "2 busy/2"
             progress.update()
         progress.gen = g
@@ -37,6 +38,7 @@ def test_a_log_gets_one_timestamped_line_per_generation():
     for g, line in enumerate(lines, 1):
         assert re.match(stamp + rf"gen {g}/3 \| evals {4 * g} \| ", line), line
         assert "workers 2 busy/2" in line and "frontier 3" in line and "HV 0.2500" in line
+        assert f"images {32 * g} |" in line  # racing off: no count of stopped candidates
     assert "\r" not in stream.getvalue()
 
 
@@ -63,3 +65,14 @@ def test_the_rate_leaves_start_up_out():
     progress.evals += 10
     # 10 evaluations in well under the start-up time: counting start-up would give < 34/s
     assert progress.rate() > 40
+
+
+def test_a_racing_search_shows_how_many_candidates_it_stopped():
+    stream = io.StringIO()
+    progress = Progress(1, stream=stream)
+    progress.stopped = 0
+    progress.generation_started(1, 4)
+    progress.evals, progress.images, progress.stopped = 4, 20, 3
+    progress.gen = 1
+    progress.update(final=True)
+    assert "images 20 (3 stopped early) |" in stream.getvalue()

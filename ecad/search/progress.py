@@ -1,7 +1,8 @@
 """The search's live progress display: what a user watches while a run works.
 
 On a terminal it is a rich progress bar per generation (candidates done of the generation's
-total, the evaluation rate, ETA, worker states, frontier size and hypervolume). Anywhere else
+total, the evaluation rate, ETA, images generated and candidates racing stopped, worker states,
+frontier size and hypervolume). Anywhere else
 (a log file, CI, a pipe) it is one timestamped plain line per generation, so a log reads as a
 history rather than a smear of carriage returns. The rate excludes start-up: its clock starts
 when the first generation starts evaluating, not when the workers began loading the model.
@@ -38,6 +39,8 @@ class Progress:
         self.frontier = 0
         self.hv = 0.0
         self.workers = ""
+        self.images = 0  # images generated for candidates, whole run
+        self.stopped: int | None = None  # candidates racing stopped early; None: racing is off
         self.gen_times: list[float] = []
         self.running: int | None = None  # the generation being evaluated
         self.gen_total: int | None = None  # how many candidates it evaluates
@@ -74,9 +77,11 @@ class Progress:
 
     def _status(self) -> str:
         eta = self.eta_s()
+        stopped = f" ({self.stopped} stopped early)" if self.stopped is not None else ""
         return (
             f"{self.rate():.2f} evals/s"
             + (f" | ETA {_clock(eta)}" if eta is not None else "")
+            + f" | images {self.images}{stopped}"
             + f" | workers {self.workers} | frontier {self.frontier} | HV {self.hv:.4f}"
         )
 

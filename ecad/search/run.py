@@ -202,6 +202,7 @@ class SearchRun:
             (config.racing_chunk or auto_chunk_size(self.total_images, config.batch_size)) if self.racing else None
         )
         self.num_chunks = len(chunk_bounds(self.total_images, self.chunk_size)) if self.chunk_size else 1
+        self.progress.stopped = 0 if self.racing else None
         self.images = 0  # images generated for candidates in the generation being run
         self.images_before = 0  # ... in all generations before it
 
@@ -267,6 +268,7 @@ class SearchRun:
             self._log(key, ev, generation, hexes[key])
             self.progress.evals += 1
             self.images += self.total_images
+            self.progress.images = self.images_before + self.images
 
         self.pool.evaluate(tasks, on_result, self._on_progress)
         return [results[genome_hash(g)] for g in genomes]
@@ -380,6 +382,7 @@ class SearchRun:
                 key = task_key.rsplit(":", 1)[0]
                 state, frac = states[key], fractions[key]
                 self.images += int(r.get("images", 0))
+                self.progress.images = self.images_before + self.images
                 if not r.get("feasible"):
                     details = {"macs_fraction": frac, **{k: v for k, v in r.items() if k not in ("feasible", "reason")}}
                     ev = Evaluation((float("nan"), frac), False, r.get("reason", "unknown failure"), details)
@@ -399,6 +402,7 @@ class SearchRun:
                 self._log(key, ev, generation, hexes[key])
                 if state.complete or state.stopped:
                     self.progress.evals += 1
+                    self.progress.stopped += state.stopped
                     return []
                 return [task(key)]
 
@@ -522,6 +526,7 @@ class SearchRun:
             self.generation_records = [g for g in generations if g["generation"] <= state.generation]
             last = self.generation_records[-1] if self.generation_records else {}
             self.images_before = int(last.get("images_total") or 0)  # 0 for runs that did not count
+            self.progress.images = self.images_before
         return state
 
     def _resume_state(self, generations: list[dict[str, Any]]) -> EngineState | None:
