@@ -134,7 +134,7 @@ def _cmd_macs(args: argparse.Namespace) -> int:
     from ecad.cache.macs import dims_for_space, schedule_macs, transformer_batch
     from ecad.spaces import load_space
 
-    schedule = load_schedule(args.schedule)
+    schedule = _schedule_argument(args.schedule, args.space, "schedule")  # a file or a name of `ecad schedules`
     space = load_space(args.space)
     space.check_schedule(schedule, steps=False)  # the schedule's own steps are counted
     # ECAD counts a transformer batch of 2 (PixArt's CFG pair; two prompts for FLUX), whatever the family
@@ -747,7 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_schedules)
 
     p = sub.add_parser("macs", help="MACs of a schedule in a search space, against no caching")
-    p.add_argument("schedule", type=Path)
+    p.add_argument(
+        "schedule", help="a schedule file, or a name `ecad schedules` lists (every-2, tiny-pixart:demo, ...)"
+    )
     p.add_argument("--space", required=True, help="search space whose model dimensions and resolution count")
     p.add_argument(
         "--images",

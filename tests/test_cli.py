@@ -72,6 +72,16 @@ def test_macs_of_one_image_reproduces_ecads_no_caching_total(capsys):
     assert "vs 5.714 TMACs uncached" in out and "transformer batch 2" in out
 
 
+def test_macs_takes_the_names_ecad_schedules_lists(tmp_path, capsys):
+    """A built-in name counts the same as the same schedule saved to a file."""
+    space = load_space("tiny-pixart")
+    path = Schedule.every_n(space.layout, space.steps, 2).save(tmp_path / "every2.json")
+    assert main(["macs", "every-2", "--space", "tiny-pixart"]) == 0
+    by_name = capsys.readouterr().out.split(": ", 1)[1]
+    assert main(["macs", str(path), "--space", "tiny-pixart"]) == 0
+    assert capsys.readouterr().out.split(": ", 1)[1] == by_name
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_macs_of_a_schedule_for_every_familys_spaces(family, tmp_path, capsys):
     """`ecad macs` counts any family's schedule against its own no-caching total, tiny or full size."""
