@@ -110,3 +110,25 @@ def empty_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HOME", str(tmp_path))
     return tmp_path
+
+
+def tiny_family(family: str):
+    """(space, pipeline) of a family's offline tiny space, on the CPU, progress bars off."""
+    from ecad.models import load_pipeline
+    from ecad.spaces import load_space
+
+    space = load_space(f"tiny-{family}")
+    pipe = load_pipeline(space, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    return space, pipe
+
+
+def run_space(pipe, space, prompts, steps: int | None = None, seed: int = 0, **overrides) -> torch.Tensor:
+    """One call as the space makes it (seeds seed, seed+1, ... per prompt), its output images; steps=None
+    leaves the step count to an applied schedule."""
+    call = {**space.call_kwargs(), **overrides}
+    call.pop("num_inference_steps")
+    if steps is not None:
+        call["num_inference_steps"] = steps
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    return space.adapter.output_images(pipe(list(prompts), generator=gens, output_type="pt", **call))

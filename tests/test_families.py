@@ -19,11 +19,13 @@ from torch.utils.flop_counter import FlopCounterMode
 import ecad
 from ecad.cache.hooks import listen_for_branches
 from ecad.cache.macs import block_macs, fixed_macs, full_macs, schedule_macs, text_kv_macs
-from ecad.models import FAMILIES, adapter_for, adapter_for_pipeline, load_pipeline
+from ecad.models import FAMILIES, adapter_for, adapter_for_pipeline
 from ecad.models.base import TransformerDims
 from ecad.schedule import Schedule, ScheduleError, load_schedule
 from ecad.search.seeds import heuristic_grids
 from ecad.spaces import load_space
+from tests.conftest import run_space
+from tests.conftest import tiny_family as tiny
 from tests.reference import hand_cached
 
 STEPS = 6
@@ -35,13 +37,6 @@ def family(request) -> str:
     return request.param
 
 
-def tiny(family: str):
-    space = load_space(f"tiny-{family}")
-    pipe = load_pipeline(space, device="cpu")
-    pipe.set_progress_bar_config(disable=True)
-    return space, pipe
-
-
 def call_of(space, steps: int | None = STEPS, **overrides) -> dict:
     """The space's call; steps=None leaves the step count to an applied schedule."""
     call = {**space.call_kwargs(), **overrides}
@@ -50,9 +45,7 @@ def call_of(space, steps: int | None = STEPS, **overrides) -> dict:
 
 
 def run(pipe, space, steps: int | None = STEPS, prompts=PROMPTS, seed: int = 0, **overrides) -> torch.Tensor:
-    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
-    out = pipe(list(prompts), generator=gens, output_type="pt", **call_of(space, steps, **overrides))
-    return space.adapter.output_images(out)
+    return run_space(pipe, space, prompts, steps, seed, **overrides)
 
 
 def random_schedule(layout, steps: int, density: float, seed: int) -> Schedule:

@@ -13,10 +13,12 @@ import ecad
 from ecad.cache.hooks import installation_of, listen_for_branches
 from ecad.cache.macs import dims_for_space, schedule_macs
 from ecad.cache.plan import CachePlan, lifetimes
-from ecad.models import adapter_for_pipeline, load_pipeline
+from ecad.models import adapter_for_pipeline
 from ecad.models.pixart import pixart_layout
 from ecad.schedule import Schedule, ScheduleError, load_schedule, repair_forecast
 from ecad.spaces import load_space
+from tests.conftest import run_space
+from tests.conftest import tiny_family as tiny
 
 STEPS = 8
 
@@ -93,20 +95,8 @@ def hand_forecast(pipe, schedule: Schedule):
         t._diffusers_hook.remove_hook("reference.branch", recurse=False)
 
 
-def tiny(family: str):
-    space = load_space(f"tiny-{family}")
-    pipe = load_pipeline(space, device="cpu")
-    pipe.set_progress_bar_config(disable=True)
-    return space, pipe
-
-
 def run(pipe, space, steps: int | None = None, prompts=("a red circle", "two squares")):
-    call = {**space.call_kwargs()}
-    call.pop("num_inference_steps")
-    if steps is not None:
-        call["num_inference_steps"] = steps
-    gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
-    return space.adapter.output_images(pipe(list(prompts), generator=gens, output_type="pt", **call))
+    return run_space(pipe, space, prompts, steps)
 
 
 # ----------------------------------------------------------------------- format

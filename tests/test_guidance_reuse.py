@@ -12,28 +12,17 @@ import torch
 import ecad
 from ecad.cache.macs import dims_for_space, schedule_macs, transformer_batch
 from ecad.cache.realised import ComputeCounter
-from ecad.models import load_pipeline
 from ecad.schedule import Schedule, ScheduleError, load_schedule
 from ecad.spaces import load_space
+from tests.conftest import run_space
+from tests.conftest import tiny_family as tiny
 
 STEPS = 6
 SKIP = np.array([False, True, True, False, True, True])
 
 
-def tiny(family: str):
-    space = load_space(f"tiny-{family}")
-    pipe = load_pipeline(space, device="cpu")
-    pipe.set_progress_bar_config(disable=True)
-    return space, pipe
-
-
 def run(pipe, space, steps: int | None = None, prompts=("a red circle", "two squares")):
-    call = {**space.call_kwargs()}
-    call.pop("num_inference_steps")
-    if steps is not None:
-        call["num_inference_steps"] = steps
-    gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
-    return space.adapter.output_images(pipe(list(prompts), generator=gens, output_type="pt", **call))
+    return run_space(pipe, space, prompts, steps)
 
 
 @contextlib.contextmanager

@@ -10,28 +10,17 @@ import ecad
 from ecad.cache.macs import dims_for_space, schedule_macs, text_kv_macs, transformer_batch
 from ecad.cache.realised import ComputeCounter
 from ecad.cache.text_kv import apply_text_kv_cache, text_projection_modules
-from ecad.models import load_pipeline
 from ecad.schedule import Schedule
 from ecad.spaces import load_space
+from tests.conftest import run_space
+from tests.conftest import tiny_family as tiny
 
 STEPS = 5
 CROSS = ("pixart", "sana", "wan")  # families with cross-attention
 
 
-def tiny(family: str):
-    space = load_space(f"tiny-{family}")
-    pipe = load_pipeline(space, device="cpu")
-    pipe.set_progress_bar_config(disable=True)
-    return space, pipe
-
-
 def run(pipe, space, prompts=("a red circle", "two blue squares"), seed: int = 0, steps: int | None = None):
-    call = {**space.call_kwargs()}
-    call.pop("num_inference_steps")
-    if steps is not None:
-        call["num_inference_steps"] = steps
-    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
-    return space.adapter.output_images(pipe(list(prompts), generator=gens, output_type="pt", **call))
+    return run_space(pipe, space, prompts, steps, seed)
 
 
 class ProjectionRuns:
