@@ -177,3 +177,15 @@ def test_bench_frontier_counts_domination_and_matched_macs_gaps(monkeypatch):
     assert bench_frontier.gap_at_matched_macs(front, Row(quality=0.6, macs_fraction=0.4), True) == pytest.approx(-0.1)
     assert bench_frontier.gap_at_matched_macs(front, Row(quality=0.6, macs_fraction=0.5), True) == pytest.approx(0.2)
     assert bench_frontier.gap_at_matched_macs(front, Row(quality=0.6, macs_fraction=0.1), True) is None
+
+
+def test_bench_genes_reads_the_best_quality_under_a_macs_budget(monkeypatch):
+    """The gene-set benchmark's per-budget column: the best quality among points at or under it."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_genes
+
+    points = [(0.9, 0.2), (0.95, 0.3), (0.99, 0.6)]
+    assert bench_genes.best_under(points, 0.3, True) == 0.95
+    assert bench_genes.best_under(points, 0.3, False) == 0.9
+    assert bench_genes.best_under(points, 0.1, True) is None
+    assert set(bench_genes.GENE_SETS) == {"reuse", "forecast", "guidance", "both"}
