@@ -350,3 +350,18 @@ def test_the_worker_scores_every_frame(family):
     full = worker.evaluate(space.full_schedule().to_json())
     cached = worker.evaluate(Schedule.every_n(space.layout, space.steps, 3).to_json())
     assert full["quality"] == pytest.approx(1.0) and 0 < cached["quality"] < 1.0
+
+
+def test_an_adapter_missing_a_family_method_fails_when_made_naming_it():
+    """A new family's adapter says what it lacks at once, not with a bare error mid-search."""
+    from ecad.models.base import FamilyAdapter
+
+    class Half(FamilyAdapter):
+        family = "half"
+
+    with pytest.raises(TypeError, match="encode_prompts"):
+        Half()
+    with pytest.raises(TypeError, match="folds_reused_steps but does not define step_reuse_prepare"):
+
+        class Folding(FamilyAdapter):
+            folds_reused_steps = True

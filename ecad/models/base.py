@@ -11,6 +11,7 @@ a family name, so adding a family is one adapter module and one registry line.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import dataclasses
 import inspect
@@ -111,10 +112,11 @@ class Tokens:
 
 
 # ------------------------------------------------------------------- adapter
-class FamilyAdapter:
+class FamilyAdapter(abc.ABC):
     """How ecad sees one model family. One stateless instance per family, in the registry
-    (`ecad.models.ADAPTERS`). Subclasses set the class attributes and the family-specific methods;
-    the defaults here are what most DiT pipelines do."""
+    (`ecad.models.ADAPTERS`). Subclasses set the class attributes and the family-specific methods
+    (the abstract ones: an adapter missing one fails when it is instantiated, naming it); the
+    defaults here are what most DiT pipelines do."""
 
     family: ClassVar[str]  # registry key, written into schedules and spaces
     display_name: ClassVar[str]  # "PixArt", "FLUX.1", ...
@@ -127,7 +129,7 @@ class FamilyAdapter:
     roles: ClassVar[Mapping[str, str]]
     ecad_pipeline_names: ClassVar[Mapping[str | None, str]] = {}  # variant -> ECAD's `config.pipeline.name`
     video: ClassVar[bool] = False  # outputs frames: spaces set `frames`, fidelity averages over frames
-    folds_reused_steps: ClassVar[bool] = False  # has step_reuse_prepare/apply
+    folds_reused_steps: ClassVar[bool] = False  # has step_reuse_prepare/apply (checked at class creation)
     tiny_models: ClassVar[Mapping[str, Callable[[], Any]]] = {}  # "ecad-tiny/..." -> builder
     vae_class: ClassVar[str] = "AutoencoderKL"
     preset_vae_scale_factor: ClassVar[int] = 8  # pixels per latent cell of the published checkpoints' VAE
@@ -245,18 +247,29 @@ class FamilyAdapter:
         the path does not know (the stock forward then runs, with cached component outputs)."""
         return None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("folds_reused_steps"):
+            missing = [
+                m for m in ("step_reuse_prepare", "step_reuse_apply") if getattr(cls, m) is getattr(FamilyAdapter, m)
+            ]
+            if missing:
+                raise TypeError(f"{cls.__name__} sets folds_reused_steps but does not define {', '.join(missing)}")
+
     def step_reuse_prepare(self, blocks: list[nn.Module], cached: list[dict[str, Any]]) -> Any:
-        """Fold the cached outputs of all blocks into a few tensors once per run of fully reused steps."""
-        raise NotImplementedError
+        """Fold the cached outputs of all blocks into a few tensors once per run of fully reused
+        steps. Only called where `folds_reused_steps` is set, which requires defining it."""
+        raise TypeError(f"{type(self).__name__} does not fold reused steps (folds_reused_steps is False)")
 
     def step_reuse_apply(self, blocks: list[nn.Module], kwargs: dict, consts: Any) -> Any:
         """The last block's output from the first block's input, in a folded step."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not fold reused steps (folds_reused_steps is False)")
 
     # ------------------------------------------------------------ pipeline calls
     def check_call(self, pipe: Any, kwargs: Mapping[str, Any]) -> None:
         """Raise UnsupportedModelError for pipeline options under which a schedule cannot run
-        as searched (extra transformer calls per step, a second transformer)."""
+        as searched (extra transformer calls per step, a second transformer). Default: none."""
+        return None
 
     def select_steps(self, pipe: Any, selected: list[int], base_steps: int) -> StepSelection:
         """Run only the `selected` steps of the scheduler's `base_steps` grid. Default: wrap the
@@ -267,10 +280,10 @@ class FamilyAdapter:
             {"num_inference_steps": base_steps}, lambda: scheduler_subset(pipe.scheduler, selected, base_steps)
         )
 
+    @abc.abstractmethod
     def encode_prompts(self, pipe: Any, prompts: list[str], call: Mapping[str, Any], device) -> dict[str, torch.Tensor]:
         """Prompt (and negative-prompt) embeddings for `prompts`, one row per prompt, keyed by the
         call argument they are passed as; made the way the pipeline's own call makes them."""
-        raise NotImplementedError
 
     def embeds_call_kwargs(self) -> dict[str, Any]:
         """Extra call arguments when prompts are passed as embeddings (e.g. negative_prompt=None)."""
@@ -290,15 +303,16 @@ class FamilyAdapter:
         return 2 * batch if guidance_scale is None or guidance_scale > 1.0 else batch
 
     # ------------------------------------------------------------ MACs
+    @abc.abstractmethod
     def dims_from_config(
         self, config: Mapping[str, Any], vae_scale_factor: int = 8, text_len: int | None = None
     ) -> TransformerDims:
-        raise NotImplementedError
+        """The dimensions MACs are counted from, read from a transformer config."""
 
+    @abc.abstractmethod
     def preset_config(self, space: Any) -> dict[str, Any]:
         """The transformer config of the published checkpoint a space names (keys that differ from
         the diffusers class defaults): MACs presets and full-size random-weight benchmarks."""
-        raise NotImplementedError
 
     def preset_dims(self, space: Any) -> TransformerDims:
         """Dimensions of a published checkpoint named by a space, without loading it."""
@@ -319,22 +333,23 @@ class FamilyAdapter:
             pipe.transformer, vae_scale_factor=pipe.vae_scale_factor, text_len=space.text_length
         )
 
+    @abc.abstractmethod
     def layout_of_dims(self, dims: TransformerDims) -> Layout:
-        raise NotImplementedError
+        """The block groups and components of a transformer of these dimensions."""
 
     def tokens(self, dims: TransformerDims, height: int, width: int, text_len: int | None = None) -> Tokens:
         cell = dims.vae_scale_factor * dims.patch_size
         return Tokens((height // cell) * (width // cell), text_len or dims.text_len)
 
+    @abc.abstractmethod
     def group_macs(
         self, dims: TransformerDims, group: BlockGroup, tokens: Tokens, attention_matmuls: bool
     ) -> dict[str, float]:
         """MACs of one block of `group` at batch 1, by component."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fixed_macs(self, dims: TransformerDims, tokens: Tokens) -> float:
         """MACs every step runs whatever the schedule (embedders, modulation, output head), batch 1."""
-        raise NotImplementedError
 
     def output_elements(self, dims: TransformerDims, group: BlockGroup, tokens: Tokens) -> dict[str, float]:
         """Elements of each component's cached output at batch 1: what a forecast cell combines
@@ -355,21 +370,21 @@ class FamilyAdapter:
         return {}
 
     # ------------------------------------------------------------ test and benchmark models
+    @abc.abstractmethod
     def build_tiny(self, num_blocks: int | None = None) -> Any:
         """The family's offline tiny pipeline; `num_blocks` changes its depth (benchmarks)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def vae_config(self, space: Any) -> dict[str, Any]:
         """A VAE config of the published checkpoint's shape (`vae_class`), for random-weight timing."""
-        raise NotImplementedError
 
     def scheduler_config(self, space: Any) -> dict[str, Any]:
         """Config of the space's scheduler as the published checkpoint ships it."""
         return {}
 
+    @abc.abstractmethod
     def random_prompt_kwargs(self, pipe: Any, batch: int, text_len: int, generator: torch.Generator) -> dict[str, Any]:
         """Random prompt embeddings of the right shapes for `batch` images (CPU tensors)."""
-        raise NotImplementedError
 
     def random_pipeline(self, space: Any, device: str, dtype: torch.dtype) -> Any:
         """A full-size pipeline with random weights and no text encoders (prompts come as
