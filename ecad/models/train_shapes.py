@@ -263,6 +263,13 @@ def train_loop(
 
 
 # ------------------------------------------------------------------ data helpers
+def caption_index(pool: data.ShapesBatch) -> tuple[list[str], torch.Tensor]:
+    """The pool's distinct captions (sorted: each is encoded once) and each picture's index into them."""
+    captions = sorted({a.caption for a in pool.attributes})
+    index = {c: i for i, c in enumerate(captions)}
+    return captions, torch.tensor([index[a.caption] for a in pool.attributes])
+
+
 def training_pool(args, offset: int = 0, split: data.Split = "train") -> data.ShapesBatch:
     return data.sample(args.pool, split, seed=args.seed + offset)
 
@@ -382,9 +389,7 @@ def train_pixart(args, log) -> Path:
     transformer, scheduler = pipe.transformer, pipe.scheduler
     pool = training_pool(args)
     latents = encoded_latents(pipe.vae, pool, shift=False)
-    captions = sorted({a.caption for a in pool.attributes})
-    index = {c: i for i, c in enumerate(captions)}
-    cap_idx = torch.tensor([index[a.caption] for a in pool.attributes])
+    captions, cap_idx = caption_index(pool)
     with torch.no_grad():
         pe, pm, ne, nm = pipe.encode_prompt(
             captions, do_classifier_free_guidance=True, negative_prompt="", device="cpu",
@@ -453,9 +458,7 @@ def train_flux(args, log) -> Path:
     transformer = pipe.transformer
     pool = training_pool(args)
     latents = encoded_latents(pipe.vae, pool, shift=True)
-    captions = sorted({a.caption for a in pool.attributes})
-    index = {c: i for i, c in enumerate(captions)}
-    cap_idx = torch.tensor([index[a.caption] for a in pool.attributes])
+    captions, cap_idx = caption_index(pool)
     with torch.no_grad():
         pe, pooled, text_ids = pipe.encode_prompt(
             prompt=captions, prompt_2=None, device="cpu", max_sequence_length=TEXT_LENGTH
