@@ -161,6 +161,18 @@ def test_caption_adherence_floor(space_name):
     assert result.summary >= score_floor and right >= colour_floor, (result.summary, right)
 
 
+def test_loading_prints_no_deprecation_of_torch_dtype():
+    """Loading passes diffusers' `dtype`, so a user's every load is not followed by a FutureWarning."""
+    import warnings
+
+    from ecad.models import load_shapes_pipeline
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_shapes_pipeline("ecad-tiny/shapes-pixart")
+    assert not [w for w in caught if "torch_dtype" in str(w.message)]
+
+
 def test_missing_weights_name_the_trainer(monkeypatch, tmp_path):
     import ecad.resources
     from ecad.models import ModelWeightsError, load_shapes_pipeline

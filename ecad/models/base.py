@@ -501,9 +501,10 @@ def scheduler_subset(scheduler: Any, selected: list[int], base_steps: int) -> It
 
 # ------------------------------------------------------------------- loading
 def load_pretrained(pipeline_cls, hub_id: str, dtype: torch.dtype, device: str | torch.device | None, **kwargs):
-    """from_pretrained with a user-facing error when weights are missing offline."""
+    """from_pretrained with a user-facing error when weights are missing offline. Passes `dtype`:
+    the diffusers ecad requires reads it, and warns on every load given the deprecated `torch_dtype`."""
     try:
-        pipe = pipeline_cls.from_pretrained(hub_id, torch_dtype=dtype, **kwargs)
+        pipe = pipeline_cls.from_pretrained(hub_id, dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:  # hub errors subclass OSError; offline misses may raise ValueError
         local = os.path.isdir(hub_id)
         hint = (
