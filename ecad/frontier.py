@@ -168,8 +168,9 @@ def frontier(runs: list[RunData]) -> list[Point]:
 def baseline_quality(runs: list[RunData]) -> float | None:
     """Quality of the no-caching schedule (every bit set), if it was evaluated. It is found by the
     search's label, not by its MACs: under the text K/V cache (on by default) no caching costs a
-    little under the stock pipeline's MACs. Runs whose no-caching genome came from a --seed-from
-    file carry that file's label; without the text K/V cache their no caching is at exactly 1.0."""
+    little under the stock pipeline's MACs. The MACs fallback is for runs that counted without the
+    text K/V cache and labelled a --seed-from file equal to no caching by the file's name (the
+    search now labels it `no_caching`)."""
     for r in runs:
         for p in r.points:
             if p.feasible and p.label == NO_CACHING:

@@ -83,6 +83,17 @@ def test_initial_population_mixes_heuristics_and_random_without_duplicates():
     assert all(spec.grid(g)[0].all() for g in genomes)
 
 
+def test_a_seed_file_equal_to_no_caching_is_labelled_no_caching():
+    """The frontier reads a run's baseline quality off the `no_caching` label, so a --seed-from
+    schedule that computes everything carries that label, not its file's name."""
+    space = load_space("tiny-pixart")
+    spec = GenomeSpec.for_space(space)
+    full = Schedule.every_n(space.layout, space.steps, 1, name="mine")
+    genomes, labels = initial_population(space, spec, 8, np.random.default_rng(0), [full])
+    assert labels[0] == "no_caching" and spec.grid(genomes[0]).all()
+    assert labels.count("no_caching") == 1 and not any(label.startswith("seed:") for label in labels)
+
+
 @pytest.mark.parametrize("space_name", ["tiny-pixart", "tiny-flux", "tiny-sd3"])
 def test_every_baseline_compare_shows_is_in_the_initial_population(space_name):
     """every-n for n = 2..5, attention-only and T-GATE-like: a search always starts from the

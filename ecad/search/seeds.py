@@ -103,8 +103,12 @@ def initial_population(
     space, spec: GenomeSpec, size: int, rng: np.random.Generator, extra: list[Schedule] = ()
 ) -> tuple[list[np.ndarray], list[str]]:
     """Seeds first (user schedules, no caching, heuristics), topped up with random genomes;
-    duplicates removed. Returns genomes and a label for each (for plots and reports)."""
+    duplicates removed. Returns genomes and a label for each (for plots and reports). No caching is
+    labelled `no_caching` whichever seed brings it first (a --seed-from file may equal it): the
+    frontier finds the run's baseline quality by that label."""
     genomes, labels, seen = [], [], set()
+    full = spec.compose(np.ones((spec.steps, spec.blocks, spec.components), dtype=bool))
+    full_hash = genome_hash(spec.repair(full, rng))
 
     def add(bits: np.ndarray, label: str) -> None:
         bits = spec.repair(bits, rng)
@@ -112,14 +116,13 @@ def initial_population(
         if h not in seen and len(genomes) < size:
             seen.add(h)
             genomes.append(bits)
-            labels.append(label)
+            labels.append("no_caching" if h == full_hash else label)
 
     def add_grid(name: str, grid: np.ndarray) -> None:
         add(spec.compose(grid), name)
 
     for s in extra:
         add(spec.from_schedule(s), f"seed:{s.name or 'file'}")
-    full = spec.compose(np.ones((spec.steps, spec.blocks, spec.components), dtype=bool))
     add(full, "no_caching")
     baselines = baseline_grids(space)
     for name, grid in baselines:  # always: the search must have considered every baseline it is compared with
