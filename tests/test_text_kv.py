@@ -139,3 +139,21 @@ def test_macs_count_text_kv_once_per_call_and_the_counter_agrees(family):
         assert realised.macs(space) == pytest.approx(want.total, rel=1e-12)
         assert summary.macs == pytest.approx(want.total, rel=1e-12)  # each branch priced at its own rows
     assert np.all(realised.text_rows <= realised.component_rows)
+
+
+@pytest.mark.parametrize("text_kv_cache", [True, False])
+def test_search_workers_follow_the_runs_text_kv_setting(text_kv_cache):
+    """A worker renders candidates with the run's --text-kv-cache: lossless either way, but a
+    `--cost latency` run measures the setting its config names."""
+    from ecad.distributed.worker import CandidateEvaluator, WorkerConfig
+
+    config = WorkerConfig("tiny-pixart", ("a red circle",), (0,), batch_size=1, text_kv_cache=text_kv_cache)
+    worker = CandidateEvaluator(config)
+    space = worker.space
+    worker.renderer.remove()  # the references' schedule: counting must wrap the stock forwards
+    runs = ProjectionRuns(worker.renderer.pipe, space)
+    worker.renderer.apply(Schedule.every_n(space.layout, space.steps, 2))
+    worker.renderer.render(worker.items, 1)
+    computed_steps = len(range(0, space.steps, 2))
+    assert runs.n == runs.per_call * (1 if text_kv_cache else computed_steps)
+    runs.close()

@@ -46,6 +46,9 @@ class WorkerConfig:
     # racing (ecad.search.racing): images per chunk of the stratified racing order; None renders
     # the protocol prompt by prompt and evaluates candidates whole only
     chunk_size: int | None = None
+    # the lossless text K/V cache under every candidate (the run's --text-kv-cache): it does not
+    # change the images, but it changes what --cost latency measures
+    text_kv_cache: bool = True
 
 
 class CandidateEvaluator:
@@ -62,7 +65,7 @@ class CandidateEvaluator:
         if device.type == "cpu":
             torch.set_num_threads(max(1, config.threads))
         self.space = load_space(config.space) if isinstance(config.space, str) else config.space
-        self.renderer = Renderer(self.space, config.prompts, device)
+        self.renderer = Renderer(self.space, config.prompts, device, text_kv_cache=config.text_kv_cache)
         self.device = self.renderer.device
         if config.chunk_size is None:
             self.items = self.renderer.items(config.seeds)

@@ -454,6 +454,7 @@ class SearchRun:
             batch_size=cfg.batch_size,
             device=self.exec.device,
             chunk_size=self.chunk_size,
+            text_kv_cache=cfg.text_kv_cache,
         )
         made_dir = not self.store.root.exists()
         # the lock first: a second search on this run is refused before it starts workers or reads a file
