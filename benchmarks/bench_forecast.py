@@ -24,7 +24,7 @@ import platform
 from pathlib import Path
 
 import torch
-from bench_io import write_result
+from bench_io import models_of, write_result
 
 import ecad
 from ecad.cache.guidance import doubles_guidance_batch
@@ -137,6 +137,7 @@ def main() -> None:
         {
             "benchmark": "forecast",
             "space": space.name,
+            **models_of(space.name),
             "device": args.device,
             "machine": platform.processor() or platform.machine(),
             "prompts": args.prompt_file or "built-in",

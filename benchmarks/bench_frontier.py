@@ -32,7 +32,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from bench_io import write_result  # noqa: E402
+from bench_io import models_of, write_result  # noqa: E402
 
 import ecad  # noqa: E402
 from ecad.compare import CompareSettings, run_compare, write_compare  # noqa: E402
@@ -158,6 +158,7 @@ def main() -> None:
         "metric": args.metric,
         "device": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)",
         "torch": torch.__version__,
+        **models_of(args.space),
         "search": {
             "prompts": f"{PROMPTS}, first {args.num_prompts}",
             "seeds": args.seeds,

@@ -31,7 +31,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from bench_io import write_result  # noqa: E402
+from bench_io import models_of, write_result  # noqa: E402
 from bench_search_cost import curve_points, hypervolume, reference, run_search  # noqa: E402
 
 from ecad.search.run import SearchConfig  # noqa: E402
@@ -120,6 +120,7 @@ def main() -> None:
         "metric": args.metric,
         "device": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)",
         "torch": torch.__version__,
+        **models_of(args.space),
         "settings": {
             "prompts": f"{args.prompts}, first {args.num_prompts}",
             "seeds": args.seeds,

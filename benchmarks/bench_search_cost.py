@@ -55,7 +55,7 @@ from typing import Any  # noqa: E402
 import moocore  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_io import write_result  # noqa: E402
+from bench_io import models_of, write_result  # noqa: E402
 
 from ecad.frontier import pareto_front  # noqa: E402
 from ecad.runs import load_run, read_evaluation_records  # noqa: E402
@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
+        **models_of(args.space),
         "settings": {
             **base,
             "images_per_candidate": args.num_prompts * args.seeds,

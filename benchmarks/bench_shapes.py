@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_io import write_result  # noqa: E402
+from bench_io import shapes_models_id, write_result  # noqa: E402
 
 from ecad.generation import Renderer  # noqa: E402
 from ecad.metrics import get_metric  # noqa: E402
@@ -192,6 +192,7 @@ def main() -> None:
     result: dict = {
         "machine": f"{platform.machine()} CPU, {args.threads} thread(s)",
         "torch": torch.__version__,
+        "shapes_models": shapes_models_id(),
         "seed": args.seed,
         "adherence_prompts": args.prompts,
         "similarity_prompts": args.similarity_prompts,

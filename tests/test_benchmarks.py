@@ -189,3 +189,32 @@ def test_bench_genes_reads_the_best_quality_under_a_macs_budget(monkeypatch):
     assert bench_genes.best_under(points, 0.3, False) == 0.9
     assert bench_genes.best_under(points, 0.1, True) is None
     assert set(bench_genes.GENE_SETS) == {"reuse", "forecast", "guidance", "both"}
+
+
+def test_results_on_shapes_models_name_the_models_they_were_measured_on(monkeypatch, tmp_path):
+    """Retraining the shipped shapes models changes their id, and every recorded result measured on
+    a shapes space names the id of the models it ran on (so a stale result can be told apart)."""
+    import shutil
+
+    import ecad.resources
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_io
+
+    shipped = bench_io.shapes_models_id()
+    copy = tmp_path / "models"
+    shutil.copytree(ecad.resources.shapes_models_dir(), copy)
+    monkeypatch.setattr(ecad.resources, "shapes_models_dir", lambda: copy)
+    assert bench_io.shapes_models_id() == shipped
+    weights = next(copy.rglob("transformer/*.safetensors"))
+    changed = bytearray(weights.read_bytes())
+    changed[-1] ^= 1
+    weights.write_bytes(bytes(changed))
+    assert bench_io.shapes_models_id() != shipped
+    assert bench_io.models_of("tiny-pixart") == {}
+
+    for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        result = json.loads(path.read_text())
+        spaces = [result.get("space", ""), result.get("settings", {}).get("space", ""), *result.get("adherence", {})]
+        if any(str(s).startswith("shapes-") for s in spaces):
+            assert len(result.get("shapes_models", "")) == 12, f"{path.name} does not name its shapes models"
