@@ -1,12 +1,15 @@
-"""What racing saves: hypervolume of fully evaluated points against images generated, plain
-search vs racing (issue: racing, paired estimates and cheap screening).
+"""What racing and screening save: hypervolume of fully evaluated points against images
+generated, plain search vs racing vs racing + screening (issue: racing, paired estimates and cheap
+screening).
 
 For each search seed, the same search (space, metric, prompts x seeds, population, generations)
-runs twice in this process (`--workers 0`: no Ray, so the two runs differ only in racing):
+runs once per method in this process (`--workers 0`: no Ray, so the runs differ only in the method):
 
-  plain    racing off: every candidate on the whole protocol
-  racing   racing on (ecad.search.racing), then extended generation by generation (`--resume
-           --generations`) until it has generated at least as many images as the plain run
+  plain      racing off: every candidate on the whole protocol
+  racing     racing on (ecad.search.racing), then extended generation by generation (`--resume
+             --generations`) until it has generated at least as many images as the plain run
+  screening  racing + screening (ecad.search.screening: each generation's races ordered by a
+             ridge model of quality fitted to the earlier generations), extended the same way
 
 Each run's curve is read back from its run directory: after each generation, the images
 generated so far (gen_NNN.json `images_total`) and the hypervolume of every fully evaluated
@@ -14,23 +17,27 @@ feasible point so far (the archive, not the population: the search keeps every p
 measured), all curves of a setting against one reference point (the worst quality and cost of
 any complete point of any of its runs, plus 10% of the range), so they compare. Reported:
 
-  images_to_95      images a method needs until its archive reaches 95% of the plain run's
-                    final hypervolume (None: never within its images), per seed and the median
-  ratio_95          plain's images_to_95 over racing's: how many times fewer images (target >= 4)
-  hv_equal_images   racing's hypervolume at the plain run's total images vs plain's final one
-                    (target: not lower)
+  images_to_95          images a method needs until its archive reaches 95% of the plain run's
+                        final hypervolume (None: never within its images), per seed and the median
+  ratio_95              plain's images_to_95 over the method's: how many times fewer images (target >= 4)
+  images_to_95_of_gain  the same for 95% of the hypervolume the plain search gains over generation
+                        0 (the same population in every method: the seeds' heuristics already hold
+                        most of the final hypervolume on short searches, so images_to_95 mostly
+                        times generation 0)
+  hv_at_plain_images    the method's hypervolume at the plain run's total images vs plain's final
+                        one (target: not lower)
 
-`--space` and `--metric` are arguments so the same script runs on the trained offline models
-(`shapes-pixart`, `shapes-flux`, with `fidelity` and `shapes-score`) once they exist; on the
-random-weight tiny spaces it measures the machinery on a toy landscape. Screening (issue item 2)
-is not implemented: there is no `racing + screening` row.
+`--space` and `--metric` choose the landscape: the trained offline models (`shapes-pixart`,
+`shapes-flux`, with `fidelity` and `shapes-score`), or the random-weight tiny spaces, which only
+exercise the machinery.
 
-    python benchmarks/bench_search_cost.py --space tiny-pixart \
-        --out benchmarks/results/search_cost_tiny-pixart_fidelity.json
+    python benchmarks/bench_search_cost.py --space shapes-flux --prompts calibration_prompts/shapes_100.txt \
+        --num-prompts 16 --seeds 2 --population 12 --generations 15 --batch-size 16 \
+        --out benchmarks/results/search_cost_shapes-flux_fidelity_15gen.json
 
 The planning figure (`--plan-generations`, ECAD's protocol: 100 prompts x 10 seeds, population
-72) scales the measured images-per-candidate of racing to that search, and turns images into
-GPU-hours with the roofline ms/image of PixArt-alpha 256 px on an H100 (benchmarks/results/
+72) scales the measured images-per-candidate of the last method to that search, and turns images
+into GPU-hours with the roofline ms/image of PixArt-alpha 256 px on an H100 (benchmarks/results/
 roofline_pixart_256_b100_h100.json, the no-caching row: an upper bound per image, since searched
 candidates compute less), labelled as a roofline prediction: no GPU measured it.
 """
@@ -65,6 +72,12 @@ ROOT = Path(__file__).resolve().parent
 ROOFLINE = ROOT / "results" / "roofline_pixart_256_b100_h100.json"
 TARGET_RATIO = 4.0
 ECAD_PROTOCOL = {"prompts": 100, "seeds": 10, "population": 72}
+# the methods compared: what each sets on top of the common search settings
+METHODS: dict[str, dict[str, bool]] = {
+    "plain": {"racing": False},
+    "racing": {"racing": True},
+    "screening": {"racing": True, "screening": True},
+}
 
 
 # ------------------------------------------------------------------ runs
@@ -111,6 +124,9 @@ def completions(out: Path) -> dict[str, Any]:
     complete points on the frontier, so their images bound what racing can save on this landscape."""
     from ecad.search.racing import dominated, race_wave
 
+    def wave(key: str, r: dict) -> int:  # as recorded (screening decides it), else the hash's
+        return r["details"]["racing"].get("wave", race_wave(key))
+
     latest: dict[str, dict] = {}
     for r in read_evaluation_records(out / "evaluations.jsonl"):
         latest[r["key"]] = r
@@ -126,7 +142,7 @@ def completions(out: Path) -> dict[str, Any]:
         archive = [
             (o["values"][0], o["values"][1])
             for k2, o in done.items()
-            if k2 != k and (gen(o) < gen(r) or (gen(o) == gen(r) and race_wave(k2) < race_wave(k)))
+            if k2 != k and (gen(o) < gen(r) or (gen(o) == gen(r) and wave(k2, o) < wave(k, r)))
         ]
         needed += not dominated(r["values"][0], r["values"][1], archive, higher)
     per = next(iter(races.values()))["details"]["racing"]["total_images"] if races else 0
@@ -213,7 +229,7 @@ def roofline_ms_per_image() -> tuple[float, str]:
     )
 
 
-def plan(generations: int, images_share: float) -> dict[str, Any]:
+def plan(generations: int, images_share: float, method: str = "racing") -> dict[str, Any]:
     p = ECAD_PROTOCOL
     per_candidate = p["prompts"] * p["seeds"]
     candidates = p["population"] * (generations + 1)  # at most: one new population per generation
@@ -225,6 +241,7 @@ def plan(generations: int, images_share: float) -> dict[str, Any]:
         f"{generations} generations (at most {candidates} candidates)",
         "images_plain": plain,
         "images_racing": round(racing),
+        "method": method,
         "images_share_used": images_share,
         "gpu_hours_plain": round(plain * ms / 3.6e6, 1),
         "gpu_hours_racing": round(racing * ms / 3.6e6, 1),
@@ -249,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch-size", type=int, default=10)
     ap.add_argument("--racing-chunk", type=int, default=None, help="images per chunk (default: auto)")
     ap.add_argument("--search-seeds", default="0,1,2")
+    ap.add_argument("--methods", default="plain,racing,screening", help="compared methods, plain first")
     ap.add_argument("--plan-generations", type=int, default=50)
     ap.add_argument("--keep", default=None, help="keep the run directories here (default: a temporary folder)")
     ap.add_argument(
@@ -270,49 +288,74 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         racing_chunk=args.racing_chunk,
     )
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_search_cost_"))
-    runs: dict[int, dict[str, Any]] = {}
+    methods = [m for m in args.methods.split(",") if m]
+    if methods[0] != "plain" or any(m not in METHODS for m in methods):
+        ap.error(f"--methods must start with plain and name only {', '.join(METHODS)}")
+    runs: dict[int, dict[str, tuple[Path, float]]] = {}
     for seed in seeds:
-        plain_dir, racing_dir = root / f"seed{seed}_plain", root / f"seed{seed}_racing"
-        walls = root / f"seed{seed}_wall.json"
-        if args.reuse:
-            wall_plain, wall_racing = json.loads(walls.read_text())
-        else:
-            wall_plain = run_search(SearchConfig(**base, seed=seed, racing=False), plain_dir)
-            budget = images_total(plain_dir)
-            wall_racing = run_search(SearchConfig(**base, seed=seed, racing=True), racing_dir, budget=budget)
-            walls.write_text(json.dumps([wall_plain, wall_racing]))
-        runs[seed] = {"plain": (plain_dir, wall_plain), "racing": (racing_dir, wall_racing)}
-        print(f"seed {seed}: plain {wall_plain:.0f} s, racing {wall_racing:.0f} s", flush=True)
+        walls_file = root / f"seed{seed}_wall.json"
+        walls = json.loads(walls_file.read_text()) if walls_file.exists() else {}
+        if isinstance(walls, list):  # written before screening: [plain, racing]
+            walls = dict(zip(("plain", "racing"), walls))
+        budget = None
+        for m in methods:
+            out = root / f"seed{seed}_{m}"
+            if not (args.reuse and m in walls):
+                walls[m] = run_search(SearchConfig(**base, seed=seed, **METHODS[m]), out, budget=budget)
+                walls_file.write_text(json.dumps(walls))
+            budget = images_total(root / f"seed{seed}_plain")  # the others are extended to plain's images
+        runs[seed] = {m: (root / f"seed{seed}_{m}", walls[m]) for m in methods}
+        print(f"seed {seed}: " + ", ".join(f"{m} {walls[m]:.0f} s" for m in methods), flush=True)
 
     rows = []
-    for seed, methods in runs.items():
-        curves = {m: curve_points(d) for m, (d, _) in methods.items()}
+    for seed, dirs in runs.items():
+        curves = {m: curve_points(d) for m, (d, _) in dirs.items()}
         higher = curves["plain"][2]
         everything = [pt for imgs, pts, _ in curves.values() for pt in pts[-1]]
         ref = reference(everything, higher)
         hv = {m: [hypervolume(p, ref, higher) for p in pts] for m, (imgs, pts, _) in curves.items()}
         img = {m: imgs for m, (imgs, _, _) in curves.items()}
         plain_final, budget = hv["plain"][-1], img["plain"][-1]
-        target = 0.95 * plain_final
-        to95 = {m: first_reaching(img[m], hv[m], target) for m in hv}
+        # generation 0 is the same population in every method (the seeds' heuristics and random
+        # genomes): what the search itself adds is the gain over it
+        start = hv["plain"][0]
+        to95 = {m: first_reaching(img[m], hv[m], 0.95 * plain_final) for m in hv}
+        to95_gain = {m: first_reaching(img[m], hv[m], start + 0.95 * (plain_final - start)) for m in hv}
         g = args.generations  # equal generations: images share
-        share = img["racing"][g] / img["plain"][g]
-        front_plain = pareto_front(load_run(methods["plain"][0]).points, higher)
+        front_plain = pareto_front(load_run(dirs["plain"][0]).points, higher)
+        per_method = {
+            m: {
+                "hv_at_plain_images": hv_at(img[m], hv[m], budget),
+                "hv_at_equal_generations": hv[m][g],
+                "images_at_equal_generations": img[m][g],
+                "images_share_at_equal_generations": round(img[m][g] / img["plain"][g], 4),
+                "ratio_95": ratio(to95, m),
+                "ratio_95_of_gain": ratio(to95_gain, m),
+                "completions": completions(d),
+            }
+            for m, (d, _) in dirs.items()
+            if m != "plain"
+        }
+        racing = per_method.get("racing", {})
         rows.append(
             {
                 "search_seed": seed,
                 "plain_final_hv": plain_final,
+                "plain_gen0_hv": start,
                 "plain_images": budget,
-                "racing_hv_at_plain_images": hv_at(img["racing"], hv["racing"], budget),
-                "racing_hv_at_equal_generations": hv["racing"][g],
-                "racing_images_at_equal_generations": img["racing"][g],
-                "images_share_at_equal_generations": round(share, 4),
+                # the racing columns as results before screening had them
+                "racing_hv_at_plain_images": racing.get("hv_at_plain_images"),
+                "racing_hv_at_equal_generations": racing.get("hv_at_equal_generations"),
+                "racing_images_at_equal_generations": racing.get("images_at_equal_generations"),
+                "images_share_at_equal_generations": racing.get("images_share_at_equal_generations"),
                 "images_to_95": to95,
-                "ratio_95": (to95["plain"] / to95["racing"]) if to95["plain"] and to95["racing"] else None,
+                "ratio_95": racing.get("ratio_95"),
+                "images_to_95_of_gain": to95_gain,
+                "methods": per_method,
                 "plain_frontier_points": len(front_plain),
-                "racing_completions": completions(methods["racing"][0]),
-                "prefix_share": {m: round(prefix_share(d), 4) for m, (d, _) in methods.items()},
-                "wall_s": {m: round(w, 1) for m, (_, w) in methods.items()},
+                "racing_completions": racing.get("completions"),
+                "prefix_share": {m: round(prefix_share(d), 4) for m, (d, _) in dirs.items()},
+                "wall_s": {m: round(w, 1) for m, (_, w) in dirs.items()},
                 "curves": {m: {"images": img[m], "hypervolume": hv[m]} for m in hv},
                 "hv_ref": ref.tolist(),
             }
@@ -321,16 +364,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # the images differently); anything more means the model or the code changed between runs
     seen: dict[str, float] = {}
     worst = 0.0
-    for methods in runs.values():
-        for d, _ in methods.values():
+    for dirs in runs.values():
+        for d, _ in dirs.values():
             for pt in load_run(d).points:
                 if pt.feasible and pt.complete:
                     worst = max(worst, abs(seen.setdefault(pt.key, pt.quality) - pt.quality))
-    ratios = [r["ratio_95"] for r in rows if r["ratio_95"] is not None]
-    shares = [r["images_share_at_equal_generations"] for r in rows]
-    median_ratio = statistics.median(ratios) if ratios else None
-    # to rounding: the two batch images differently, which moves a quality in its 8th digit
-    equal_ok = all(r["racing_hv_at_plain_images"] >= r["plain_final_hv"] * (1 - 1e-6) for r in rows)
+    summary: dict[str, Any] = {"target_ratio_95": TARGET_RATIO}
+    for m in methods[1:]:
+        per = [r["methods"][m] for r in rows]
+        med = median_of([p["ratio_95"] for p in per])
+        summary[m] = {
+            "median_ratio_95": med,
+            "ratio_target_met": med is not None and med >= TARGET_RATIO,
+            "median_ratio_95_of_gain": median_of([p["ratio_95_of_gain"] for p in per]),
+            "median_images_share_at_equal_generations": statistics.median(
+                p["images_share_at_equal_generations"] for p in per
+            ),
+            # to rounding: the runs batch images differently, which moves a quality in its 8th digit
+            "hv_at_equal_images_not_lower": all(
+                p["hv_at_plain_images"] >= r["plain_final_hv"] * (1 - 1e-6) for p, r in zip(per, rows)
+            ),
+        }
+    if "racing" in summary:  # the keys results before screening had
+        summary.update({k: summary["racing"][k] for k in ("median_ratio_95", "ratio_target_met")})
+        summary["median_images_share_at_equal_generations"] = summary["racing"][
+            "median_images_share_at_equal_generations"
+        ]
+        summary["hv_at_equal_images_not_lower"] = summary["racing"]["hv_at_equal_images_not_lower"]
+    summary["same_schedule_max_quality_difference_across_runs"] = worst
+    summary["runs_consistent"] = worst < 1e-4
+    planned = methods[-1] if len(methods) > 1 else None
     result = {
         "device": platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -342,19 +405,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "racing_confidence": SearchConfig().racing_confidence,
             "search_seeds": seeds,
             "workers": 0,
-            "screening": "not implemented (issue item 2): no racing + screening row",
+            "methods": methods,
         },
         "rows": rows,
-        "summary": {
-            "median_ratio_95": median_ratio,
-            "target_ratio_95": TARGET_RATIO,
-            "ratio_target_met": median_ratio is not None and median_ratio >= TARGET_RATIO,
-            "median_images_share_at_equal_generations": statistics.median(shares),
-            "hv_at_equal_images_not_lower": equal_ok,
-            "same_schedule_max_quality_difference_across_runs": worst,
-            "runs_consistent": worst < 1e-4,
-        },
-        "plan": plan(args.plan_generations, statistics.median(shares)),
+        "summary": summary,
+        "plan": plan(args.plan_generations, summary[planned]["median_images_share_at_equal_generations"], planned)
+        if planned
+        else None,
     }
     if args.out:
         write_result(result, Path(args.out))
@@ -363,62 +420,93 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def ratio(images_to: dict[str, int | None], method: str) -> float | None:
+    """plain's images to a target over the method's: how many times fewer images it needed."""
+    a, b = images_to["plain"], images_to[method]
+    return a / b if a and b else None
+
+
+def median_of(values: list[float | None]) -> float | None:
+    """The median over the seeds that reached the target; None when none did."""
+    reached = [v for v in values if v is not None]
+    return statistics.median(reached) if reached else None
+
+
+def _x(value: float | None) -> str:
+    return f"{value:.2f}x" if value else "n/a"
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
+    methods = s["methods"]
+    others = methods[1:]
     lines = [
-        f"Search cost, plain vs racing: {s['space']}, {s['metric']}, {s['num_prompts']} prompts x {s['seeds']} seeds "
-        f"= {s['images_per_candidate']} images per candidate, population {s['population']}, {s['generations']} "
-        f"generations (racing extended to the plain run's images), chunk {s['racing_chunk'] or 'auto'}, "
-        f"confidence {s['racing_confidence']}, {result['device']} CPU x{result['cpu_count']}, in-process worker.",
+        f"Search cost, {' vs '.join(methods)}: {s['space']}, {s['metric']}, {s['num_prompts']} prompts x "
+        f"{s['seeds']} seeds = {s['images_per_candidate']} images per candidate, population {s['population']}, "
+        f"{s['generations']} generations (the others extended to the plain run's images), chunk "
+        f"{s['racing_chunk'] or 'auto'}, confidence {s['racing_confidence']}, {result['device']} CPU "
+        f"x{result['cpu_count']}, in-process worker. `screening` is racing + screening.",
         "",
-        "| seed | plain final HV | plain images | racing HV at plain images | racing images share (equal gens) "
-        "| images to 95%: plain | racing | ratio |",
+        "| seed | method | final HV (plain) / HV at plain's images | images share (equal gens) "
+        "| images to 95% | ratio | images to 95% of the gain over gen 0 | ratio |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        t = r["images_to_95"]
-        ratio = f"{r['ratio_95']:.2f}x" if r["ratio_95"] else "n/a"
+        t, tg = r["images_to_95"], r["images_to_95_of_gain"]
         lines.append(
-            f"| {r['search_seed']} | {r['plain_final_hv']:.5f} | {r['plain_images']} | "
-            f"{r['racing_hv_at_plain_images']:.5f} | {r['images_share_at_equal_generations']:.1%} | "
-            f"{t['plain']} | {t['racing']} | {ratio} |"
+            f"| {r['search_seed']} | plain | {r['plain_final_hv']:.5f} | 100% | {t['plain']} | 1x | "
+            f"{tg['plain']} | 1x |"
         )
+        for m in others:
+            p = r["methods"][m]
+            lines.append(
+                f"| {r['search_seed']} | {m} | {p['hv_at_plain_images']:.5f} | "
+                f"{p['images_share_at_equal_generations']:.1%} | {t[m]} | {_x(p['ratio_95'])} | {tg[m]} | "
+                f"{_x(p['ratio_95_of_gain'])} |"
+            )
     m = result["summary"]
-    p = result["plan"]
-    lines += ["", "Where racing's images went (whole racing run):", ""]
+    lines += ["", "Where the images went (whole run):", ""]
     for r in result["rows"]:
-        c = r["racing_completions"]
-        lines.append(
-            f"- seed {r['search_seed']}: {c['candidates']} candidates, {c['complete']} evaluated whole, of which "
-            f"{c['complete_and_not_dominated_when_done']} were not dominated by the archive when they completed "
-            f"(any rule that only puts complete points on the frontier must evaluate those whole: "
-            f"{c['images_floor']} of its {c['images']} images)"
-        )
-    shares = ", ".join(f"{r['prefix_share']['plain']:.1%} / {r['prefix_share']['racing']:.1%}" for r in result["rows"])
+        for meth in others:
+            c = r["methods"][meth]["completions"]
+            lines.append(
+                f"- seed {r['search_seed']}, {meth}: {c['candidates']} candidates, {c['complete']} evaluated whole, "
+                f"of which {c['complete_and_not_dominated_when_done']} were not dominated by the archive when they "
+                f"completed (any rule that only puts complete points on the frontier must evaluate those whole: "
+                f"{c['images_floor']} of its {c['images']} images)"
+            )
+    shares = ", ".join(" / ".join(f"{r['prefix_share'][x]:.1%}" for x in methods) for r in result["rows"])
     lines += [
         "",
         f"Prefix sharing (issue item 3, not built): share of the candidates' denoising steps before their first "
-        f"reused component, which stored no-caching latents could replace exactly, per seed (plain / racing): "
-        f"{shares}.",
+        f"reused component, which stored no-caching latents could replace exactly, per seed "
+        f"({' / '.join(methods)}): {shares}.",
+        "",
     ]
+    for meth in others:
+        sm = m[meth]
+        lines.append(
+            f"- {meth}: median ratio of images to 95% of plain's final HV {_x(sm['median_ratio_95'])} "
+            f"(target >= {m['target_ratio_95']:g}x: {'met' if sm['ratio_target_met'] else 'NOT met'}); to 95% of "
+            f"the gain over generation 0 {_x(sm['median_ratio_95_of_gain'])}; median images share at equal "
+            f"generations {sm['median_images_share_at_equal_generations']:.1%}; HV at equal images not lower in "
+            f"every seed: {sm['hv_at_equal_images_not_lower']}."
+        )
     lines += [
         "",
-        (
-            f"Median ratio of images to 95% of plain's final HV: {m['median_ratio_95']:.2f}x "
-            f"(target >= {m['target_ratio_95']:g}x: {'met' if m['ratio_target_met'] else 'NOT met'}); "
-        )
-        if m["median_ratio_95"]
-        else "Median ratio: n/a; ",
-        f"racing's HV at equal images not lower in every seed: {m['hv_at_equal_images_not_lower']}. "
         f"Same schedule, same quality in every run (max difference "
         f"{m['same_schedule_max_quality_difference_across_runs']:.1e}): {m['runs_consistent']}.",
-        "",
-        f"Planning: {p['search']}: {p['images_plain']:,} images / {p['gpu_hours_plain']} GPU-h without racing, "
-        f"about {p['images_racing']:,} / {p['gpu_hours_racing']} GPU-h with racing "
-        f"({p['images_share_used']:.0%} of the images, the share measured here). "
-        f"GPU-hours: {p['ms_per_image_source']}. "
-        f"{p['caveat']}.",
     ]
+    p = result["plan"]
+    if p:
+        lines += [
+            "",
+            f"Planning: {p['search']}: {p['images_plain']:,} images / {p['gpu_hours_plain']} GPU-h plain, "
+            f"about {p['images_racing']:,} / {p['gpu_hours_racing']} GPU-h with {p['method']} "
+            f"({p['images_share_used']:.0%} of the images, the share measured here). "
+            f"GPU-hours: {p['ms_per_image_source']}. "
+            f"{p['caveat']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -223,6 +223,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "racing": args.racing,
         "racing_chunk": args.racing_chunk,
         "racing_confidence": args.racing_confidence,
+        "screening": args.screening,
         "cells": args.cells,
         "forecast_order": args.forecast_order,
         "guidance_reuse": args.guidance_reuse,
@@ -614,6 +615,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=number(0.5, 1, low_open=True),
         metavar="P",
         help="one-sided confidence of a candidate's whole race (default 0.95)",
+    )
+    opts.add(
+        "--screening",
+        type=on_off,
+        metavar="on|off",
+        help="screening: race each generation's most promising candidates first, by a ridge model of quality "
+        "on the genome fitted to the earlier generations (default off; needs --racing on)",
     )
     opts.add(
         "--cells",

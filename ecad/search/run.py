@@ -44,7 +44,15 @@ from ecad.runs import (
     sha256_text,
     with_legacy_defaults,
 )
-from ecad.search.genome import DEFAULT_CELLS, GeneOptionError, GenomeSpec, bits_to_hex, check_gene_options, genome_hash
+from ecad.search.genome import (
+    DEFAULT_CELLS,
+    GeneOptionError,
+    GenomeSpec,
+    bits_to_hex,
+    check_gene_options,
+    genome_hash,
+    hex_to_bits,
+)
 from ecad.search.nsga2 import NSGA2, EngineConfig, EngineDataError, EngineState, Evaluation
 from ecad.search.progress import Progress, workers_text
 from ecad.search.racing import (
@@ -58,6 +66,7 @@ from ecad.search.racing import (
     metric_can_race,
     race_wave,
 )
+from ecad.search.screening import QualityModel, fit_quality_model, screened_waves
 from ecad.search.seeds import initial_population, load_seed_schedules
 from ecad.spaces import load_space
 
@@ -99,6 +108,9 @@ class SearchConfig:
     racing: bool = True
     racing_chunk: int | None = None  # images per chunk; None: about a tenth of the protocol, whole batches
     racing_confidence: float = DEFAULT_CONFIDENCE  # one-sided, for a candidate's whole race
+    # screening (ecad.search.screening): race each generation's most promising candidates first, by a
+    # ridge model of quality fitted to the earlier generations; off: waves by genome hash
+    screening: bool = False
     # the genes (ecad.search.genome): which cells a schedule may hold (forecast: extrapolate from the
     # component's last computed outputs, of `forecast_order`), and per-step guidance-branch reuse
     cells: list[str] = field(default_factory=lambda: list(DEFAULT_CELLS))
@@ -140,6 +152,10 @@ def validate(config: SearchConfig) -> None:
         )
     if not isinstance(config.racing, bool):
         raise SearchError(f"racing must be true or false (--racing on|off), got {config.racing!r}")
+    if not isinstance(config.screening, bool):
+        raise SearchError(f"screening must be true or false (--screening on|off), got {config.screening!r}")
+    if config.screening and not config.racing:
+        raise SearchError("--screening on orders the races of a generation, so it needs --racing on")
     if config.racing_chunk is not None and config.racing_chunk < 1:
         raise SearchError(f"--racing-chunk {config.racing_chunk} must be >= 1 image (or left out: auto)")
     if not 0.5 < config.racing_confidence < 1:
@@ -205,6 +221,7 @@ class SearchRun:
         self.progress.stopped = 0 if self.racing else None
         self.images = 0  # images generated for candidates in the generation being run
         self.images_before = 0  # ... in all generations before it
+        self.screening_fits: dict[int, dict[str, Any]] = {}  # generation -> the screening model's fit
 
     def _inputs(self) -> dict[str, str]:
         """Fingerprints of what the config names but does not contain: the prompts actually
@@ -290,8 +307,10 @@ class SearchRun:
         for key, ev in {**self.engine.evals, **extra}.items():
             if not (ev.feasible and ev.complete) or not all(np.isfinite(ev.values)):
                 continue
-            done = (ev.details.get("racing") or {}).get("generation", -1)
-            if done < generation or (done == generation and race_wave(key) < wave):
+            racing = ev.details.get("racing") or {}
+            done = racing.get("generation", -1)
+            # the wave it raced in, as recorded (screening decides it); runs from before: the hash's
+            if done < generation or (done == generation and racing.get("wave", race_wave(key)) < wave):
                 points.append((float(ev.values[0]), float(ev.values[1])))
         return points
 
@@ -300,7 +319,50 @@ class SearchRun:
             return state.relative_latency()
         return fraction
 
-    def _race_evaluation(self, state: RaceState, fraction: float, last: dict[str, Any], generation: int) -> Evaluation:
+    def _waves(self, bits: dict[str, np.ndarray], fractions: dict[str, float], generation: int) -> dict[str, int]:
+        """Each racing candidate's wave in this generation: by screening (ecad.search.screening)
+        when it is on and enough earlier evaluations are complete, else by genome hash. The model
+        sees only evaluations completed in earlier generations, so a resume fits the same one.
+        Promise is judged at MACs, known before any image, whatever the run's cost."""
+        if not self.config.screening:
+            return {k: race_wave(k) for k in bits}
+        model = self._quality_model(generation)
+        if model is not None:
+            self.screening_fits[generation] = model.to_json()
+        higher = self.weights[0] > 0
+        archive = [
+            (float(ev.values[0]), float(ev.details.get("macs_fraction", ev.values[1])))
+            for ev in self.engine.evals.values()
+            if ev.feasible and ev.complete and self._completed_in(ev) < generation and all(np.isfinite(ev.values))
+        ]
+        return screened_waves(sorted(bits), bits, fractions, model, archive, higher)
+
+    @staticmethod
+    def _completed_in(ev: Evaluation) -> int:
+        racing = ev.details.get("racing")
+        return int(racing.get("generation", -1)) if isinstance(racing, dict) else -1
+
+    def _quality_model(self, generation: int) -> QualityModel | None:
+        """The ridge model of quality on genome bits over the complete feasible evaluations that
+        completed before `generation` (by key order: the fit does not depend on log order)."""
+        genomes = {r["key"]: r["genome"] for r in self.records}
+        rows = sorted(
+            (key, ev.values[0])
+            for key, ev in self.engine.evals.items()
+            if ev.feasible
+            and ev.complete
+            and np.isfinite(ev.values[0])
+            and key in genomes
+            and (self._completed_in(ev) < generation)
+        )
+        if not rows:
+            return None
+        bits = np.stack([hex_to_bits(genomes[k], self.spec.size) for k, _ in rows])
+        return fit_quality_model(bits, np.array([q for _, q in rows]))
+
+    def _race_evaluation(
+        self, state: RaceState, fraction: float, last: dict[str, Any], generation: int, wave: int
+    ) -> Evaluation:
         """What the engine and the log get after a chunk: a complete evaluation as the whole-protocol
         path makes it (its quality the mean over every image), or a partial one (an estimate)."""
         higher = self.weights[0] > 0
@@ -309,6 +371,7 @@ class SearchRun:
             "estimate": state.estimate(),
             "bound": state.bound(self.config.racing_confidence, higher),
             "generation": generation,
+            "wave": wave,
             **state.to_json(),
         }
         details = {
@@ -364,8 +427,9 @@ class SearchRun:
         def task(key: str) -> tuple[str, dict[str, Any], int]:
             return (f"{key}:{states[key].chunks}", schedules[key], states[key].chunks)
 
+        wave_of = self._waves({genome_hash(g): g for g in genomes if genome_hash(g) in states}, fractions, generation)
         for wave in range(WAVES):
-            keys = [k for k in states if race_wave(k) == wave]
+            keys = [k for k in states if wave_of[k] == wave]
             if not keys:
                 continue
             archive = self._archive(generation, wave, results)
@@ -397,7 +461,7 @@ class SearchRun:
                 if not state.complete:
                     bound = state.bound(confidence, higher)
                     state.stopped = dominated(bound, self._race_cost(state, frac), archive, higher)
-                ev = self._race_evaluation(state, frac, r, generation)
+                ev = self._race_evaluation(state, frac, r, generation, wave_of[key])
                 results[key] = ev
                 self._log(key, ev, generation, hexes[key])
                 if state.complete or state.stopped:
@@ -419,10 +483,24 @@ class SearchRun:
         stopped = sum(not e.complete for e in evals)
         whole = len(evals) * self.total_images
         share = f" ({total / whole:.0%} of evaluating each candidate whole)" if whole else ""
-        return [
+        lines = [
             f"racing     chunks of {self.chunk_size} images, {self.num_chunks} per candidate; {stopped} of "
             f"{len(evals)} candidates stopped early; {total} images generated{share}"
         ]
+        if self.config.screening:
+            fits = self.screening_fits
+            last = fits[max(fits)] if fits else None
+            lines.append(
+                f"screening  ridge model of {self.config.metric} on the genome bits ordered the races of "
+                f"{len(fits)} generation(s)"
+                + (
+                    f"; last fit on {last['samples']} evaluations, leave-one-out error {last['loo_rmse']:.4g} "
+                    f"(qualities' spread {last['spread']:.4g})"
+                    if last
+                    else ""
+                )
+            )
+        return lines
 
     def _racing_summary(self, state: EngineState) -> dict[str, Any] | None:
         """How the races of the population stand: complete, stopped (with the chunks they ran)."""
@@ -435,6 +513,8 @@ class SearchRun:
             "chunks": self.num_chunks,
             "population_complete": sum(m.feasible and m.complete for m in members),
             "population_stopped": len(partial),
+            # the screening model that ordered this generation's races (None: waves by genome hash)
+            "screening": self.screening_fits.get(state.generation),
         }
 
     def _log(self, key: str, evaluation: Evaluation, generation: int, genome: str) -> None:
