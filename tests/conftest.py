@@ -18,6 +18,7 @@ import torch
 
 from ecad.models.flux import build_tiny_flux
 from ecad.models.pixart import build_tiny_pixart
+from ecad.search.run import SearchRun
 
 torch.set_num_threads(2)
 
@@ -132,3 +133,16 @@ def run_space(pipe, space, prompts, steps: int | None = None, seed: int = 0, **o
         call["num_inference_steps"] = steps
     gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
     return space.adapter.output_images(pipe(list(prompts), generator=gens, output_type="pt", **call))
+
+
+class CutAfter(SearchRun):
+    """A search interrupted (as Ctrl-C does) once it has written `n` evaluation records."""
+
+    def __init__(self, *args, n: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n = n
+
+    def _log(self, *args, **kwargs):
+        if len(self.records) >= self.n:
+            raise KeyboardInterrupt
+        super()._log(*args, **kwargs)

@@ -26,6 +26,7 @@ from ecad.search.racing import (
     t_quantile,
 )
 from ecad.search.run import ExecConfig, SearchConfig, SearchInterrupted, SearchRun, resume_config
+from tests.conftest import CutAfter
 
 SPACE = "tiny-flux"
 # 4 prompts x 2 seeds = 8 images in 4 chunks of 2: small enough for CPU, long enough to stop races
@@ -285,19 +286,6 @@ def _prompts(config: SearchConfig) -> tuple[str, ...]:
     return tuple(read_prompts(config.prompts, config.num_prompts))
 
 
-class _CutAfter(SearchRun):
-    """A search interrupted (as Ctrl-C does) once it has written `n` evaluation records."""
-
-    def __init__(self, *args, n: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.n = n
-
-    def _log(self, *args, **kwargs):
-        if len(self.records) >= self.n:
-            raise KeyboardInterrupt
-        super()._log(*args, **kwargs)
-
-
 @pytest.mark.slow
 def test_a_run_interrupted_mid_race_resumes_to_the_same_results(raced, tmp_path):
     out = tmp_path / "cut"
@@ -306,7 +294,7 @@ def test_a_run_interrupted_mid_race_resumes_to_the_same_results(raced, tmp_path)
     # cut where some race is between chunks: its next chunk must continue, not restart
     cut = next(i for i in range(12, len(records)) if not _racing(records[i - 1])["complete"])
     with pytest.raises(SearchInterrupted):
-        _CutAfter(SearchConfig(**RACE), ExecConfig(out=str(out), workers=0, quiet=True), n=cut).run()
+        CutAfter(SearchConfig(**RACE), ExecConfig(out=str(out), workers=0, quiet=True), n=cut).run()
     before = read_evaluation_records(out / "evaluations.jsonl")
     assert len(before) == cut
     SearchRun(resume_config(str(out), {}), ExecConfig(out=str(out), workers=0, quiet=True), resume=True).run()

@@ -14,6 +14,7 @@ from ecad.runs import read_evaluation_records
 from ecad.search.racing import WAVES, race_wave
 from ecad.search.run import ExecConfig, SearchConfig, SearchError, SearchInterrupted, SearchRun, resume_config, validate
 from ecad.search.screening import MIN_SAMPLES, fit_quality_model, screened_waves
+from tests.conftest import CutAfter
 
 # 4 prompts x 2 seeds = 8 images in 4 chunks of 2, on the random tiny FLUX: a few seconds per run
 SCREENED = dict(
@@ -106,19 +107,6 @@ def test_a_screened_search_records_its_model_and_waves_and_keeps_the_frontier_co
     assert run.frontier and all(p.complete for p in run.frontier)
 
 
-class _CutAfter(SearchRun):
-    """A search interrupted (as Ctrl-C does) once it has written `n` evaluation records."""
-
-    def __init__(self, *args, n: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.n = n
-
-    def _log(self, *args, **kwargs):
-        if len(self.records) >= self.n:
-            raise KeyboardInterrupt
-        super()._log(*args, **kwargs)
-
-
 @pytest.mark.slow
 def test_a_screened_run_interrupted_mid_generation_resumes_to_the_same_results(screened, tmp_path):
     records = read_evaluation_records(screened / "evaluations.jsonl")
@@ -126,7 +114,7 @@ def test_a_screened_run_interrupted_mid_generation_resumes_to_the_same_results(s
     cut = next(i for i, r in enumerate(records) if r["generation"] == 2) + 3
     out = tmp_path / "cut"
     with pytest.raises(SearchInterrupted):
-        _CutAfter(SearchConfig(**SCREENED), ExecConfig(out=str(out), workers=0, quiet=True), n=cut).run()
+        CutAfter(SearchConfig(**SCREENED), ExecConfig(out=str(out), workers=0, quiet=True), n=cut).run()
     SearchRun(resume_config(str(out), {}), ExecConfig(out=str(out), workers=0, quiet=True), resume=True).run()
     assert _outcomes(out) == _outcomes(screened)
     assert json.loads((out / "checkpoint.json").read_text()) == json.loads((screened / "checkpoint.json").read_text())
