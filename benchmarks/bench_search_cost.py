@@ -247,7 +247,7 @@ def plan(generations: int, images_share: float, method: str = "racing") -> dict[
         "gpu_hours_racing": round(racing * ms / 3.6e6, 1),
         "ms_per_image": ms,
         "ms_per_image_source": label,
-        "caveat": "the racing share is the one measured here at equal generations, on this benchmark's protocol "
+        "caveat": "the share is the one measured here at equal generations, on this benchmark's protocol "
         "and space; on 1,000 images per candidate the bounds are tighter (more stops), on a real model's "
         "landscape the share may differ either way: rerun on shapes-pixart/shapes-flux and a GPU",
     }
