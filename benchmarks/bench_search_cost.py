@@ -122,10 +122,7 @@ def completions(out: Path) -> dict[str, Any]:
     """How a racing run's complete candidates stood when they completed: those not dominated by the
     archive they were judged against had to be evaluated whole under any rule that puts only
     complete points on the frontier, so their images bound what racing can save on this landscape."""
-    from ecad.search.racing import dominated, race_wave
-
-    def wave(key: str, r: dict) -> int:  # as recorded (screening decides it), else the hash's
-        return r["details"]["racing"].get("wave", race_wave(key))
+    from ecad.search.racing import dominated, raced_in
 
     latest: dict[str, dict] = {}
     for r in read_evaluation_records(out / "evaluations.jsonl"):
@@ -133,16 +130,13 @@ def completions(out: Path) -> dict[str, Any]:
     races = {k: r for k, r in latest.items() if r["feasible"] and isinstance(r["details"].get("racing"), dict)}
     done = {k: r for k, r in races.items() if r["details"]["racing"]["complete"]}
 
-    def gen(r: dict) -> int:
-        return r["details"]["racing"]["generation"]
-
     higher = load_run(out).higher_is_better
     needed = 0
     for k, r in done.items():
         archive = [
             (o["values"][0], o["values"][1])
             for k2, o in done.items()
-            if k2 != k and (gen(o) < gen(r) or (gen(o) == gen(r) and wave(k2, o) < wave(k, r)))
+            if k2 != k and raced_in(k2, o["details"]) < raced_in(k, r["details"])
         ]
         needed += not dominated(r["values"][0], r["values"][1], archive, higher)
     per = next(iter(races.values()))["details"]["racing"]["total_images"] if races else 0

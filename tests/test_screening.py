@@ -62,15 +62,15 @@ def test_waves_race_the_predicted_frontier_first_and_the_dominated_last():
     keys = [f"{i:024x}" for i in range(8)]
     # the same cost for all: promise is then predicted quality alone
     cand = {k: b for k, b in zip(keys, rng.random((8, 12)) < 0.5)}
-    waves = screened_waves(keys, cand, {k: 0.5 for k in keys}, model, [], higher_is_better=True)
+    waves = screened_waves(cand, {k: 0.5 for k in keys}, model, [], higher_is_better=True)
     assert sorted(waves.values()) == [w for w in range(WAVES) for _ in range(8 // WAVES)]  # equal waves
     quality = {k: float(model.predict(cand[k])[0]) for k in keys}
     best, worst = max(keys, key=quality.get), min(keys, key=quality.get)
     assert waves[best] == 0 and waves[worst] == WAVES - 1
     # a measured point that dominates every prediction: promise falls to the predicted order again
-    assert screened_waves(keys, cand, {k: 0.5 for k in keys}, model, [(1e9, 0.1)], True) == waves
+    assert screened_waves(cand, {k: 0.5 for k in keys}, model, [(1e9, 0.1)], True) == waves
     # no model: the genome hash decides, as without screening
-    assert screened_waves(keys, cand, {k: 0.5 for k in keys}, None, [], True) == {k: race_wave(k) for k in keys}
+    assert screened_waves(cand, {k: 0.5 for k in keys}, None, [], True) == {k: race_wave(k) for k in keys}
 
 
 # ---------------------------------------------------------------- searches

@@ -358,3 +358,13 @@ def race_wave(key: str) -> int:
     """Which of a generation's `WAVES` waves a candidate races in, from its genome hash alone, so
     the split is the same however the candidates are listed (a resume lists fewer)."""
     return int(key[:8], 16) % WAVES
+
+
+def raced_in(key: str, details: dict[str, Any]) -> tuple[int, int]:
+    """The generation a candidate's race last ran in (the one it completed in, once complete) and
+    its wave there, as its evaluation record says: (-1, hash wave) for a record evaluated whole
+    without racing, and the hash's wave for records from before waves were recorded."""
+    racing = details.get("racing")
+    if not isinstance(racing, dict):
+        return -1, race_wave(key)
+    return int(racing.get("generation", -1)), int(racing.get("wave", race_wave(key)))

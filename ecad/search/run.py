@@ -65,8 +65,9 @@ from ecad.search.racing import (
     dominated,
     metric_can_race,
     race_wave,
+    raced_in,
 )
-from ecad.search.screening import QualityModel, fit_quality_model, screened_waves
+from ecad.search.screening import fit_quality_model, screened_waves
 from ecad.search.seeds import initial_population, load_seed_schedules
 from ecad.spaces import load_space
 
@@ -307,10 +308,8 @@ class SearchRun:
         for key, ev in {**self.engine.evals, **extra}.items():
             if not (ev.feasible and ev.complete) or not all(np.isfinite(ev.values)):
                 continue
-            racing = ev.details.get("racing") or {}
-            done = racing.get("generation", -1)
-            # the wave it raced in, as recorded (screening decides it); runs from before: the hash's
-            if done < generation or (done == generation and racing.get("wave", race_wave(key)) < wave):
+            done, its_wave = raced_in(key, ev.details)  # its wave as recorded: screening may have chosen it
+            if done < generation or (done == generation and its_wave < wave):
                 points.append((float(ev.values[0]), float(ev.values[1])))
         return points
 
@@ -326,39 +325,21 @@ class SearchRun:
         Promise is judged at MACs, known before any image, whatever the run's cost."""
         if not self.config.screening:
             return {k: race_wave(k) for k in bits}
-        model = self._quality_model(generation)
+        # the complete points of earlier generations, by key (the fit does not depend on log order)
+        earlier = sorted(
+            (key, ev)
+            for key, ev in self.engine.evals.items()
+            if ev.feasible and ev.complete and all(np.isfinite(ev.values)) and raced_in(key, ev.details)[0] < generation
+        )
+        model = None
+        if earlier:
+            genomes = {r["key"]: r["genome"] for r in self.records}
+            x = np.stack([hex_to_bits(genomes[k], self.spec.size) for k, _ in earlier])
+            model = fit_quality_model(x, np.array([ev.values[0] for _, ev in earlier]))
         if model is not None:
             self.screening_fits[generation] = model.to_json()
-        higher = self.weights[0] > 0
-        archive = [
-            (float(ev.values[0]), float(ev.details.get("macs_fraction", ev.values[1])))
-            for ev in self.engine.evals.values()
-            if ev.feasible and ev.complete and self._completed_in(ev) < generation and all(np.isfinite(ev.values))
-        ]
-        return screened_waves(sorted(bits), bits, fractions, model, archive, higher)
-
-    @staticmethod
-    def _completed_in(ev: Evaluation) -> int:
-        racing = ev.details.get("racing")
-        return int(racing.get("generation", -1)) if isinstance(racing, dict) else -1
-
-    def _quality_model(self, generation: int) -> QualityModel | None:
-        """The ridge model of quality on genome bits over the complete feasible evaluations that
-        completed before `generation` (by key order: the fit does not depend on log order)."""
-        genomes = {r["key"]: r["genome"] for r in self.records}
-        rows = sorted(
-            (key, ev.values[0])
-            for key, ev in self.engine.evals.items()
-            if ev.feasible
-            and ev.complete
-            and np.isfinite(ev.values[0])
-            and key in genomes
-            and (self._completed_in(ev) < generation)
-        )
-        if not rows:
-            return None
-        bits = np.stack([hex_to_bits(genomes[k], self.spec.size) for k, _ in rows])
-        return fit_quality_model(bits, np.array([q for _, q in rows]))
+        archive = [(ev.values[0], ev.details.get("macs_fraction", ev.values[1])) for _, ev in earlier]
+        return screened_waves(bits, fractions, model, archive, self.weights[0] > 0)
 
     def _race_evaluation(
         self, state: RaceState, fraction: float, last: dict[str, Any], generation: int, wave: int
@@ -403,6 +384,7 @@ class SearchRun:
         states: dict[str, RaceState] = {}
         fractions: dict[str, float] = {}
         schedules: dict[str, dict[str, Any]] = {}
+        genome_of: dict[str, np.ndarray] = {}
         hexes = {genome_hash(g): bits_to_hex(g) for g in genomes}
         for g in genomes:
             key = genome_hash(g)
@@ -415,7 +397,7 @@ class SearchRun:
                 results[key] = over
                 self._log(key, over, generation, hexes[key])
                 continue
-            fractions[key], schedules[key] = frac, schedule.to_json()
+            fractions[key], schedules[key], genome_of[key] = frac, schedule.to_json(), g
             known = self.engine.evals.get(key)
             racing = known.details.get("racing") if known is not None else None
             if isinstance(racing, dict) and racing.get("total_chunks") == self.num_chunks:
@@ -427,7 +409,7 @@ class SearchRun:
         def task(key: str) -> tuple[str, dict[str, Any], int]:
             return (f"{key}:{states[key].chunks}", schedules[key], states[key].chunks)
 
-        wave_of = self._waves({genome_hash(g): g for g in genomes if genome_hash(g) in states}, fractions, generation)
+        wave_of = self._waves({key: genome_of[key] for key in states}, fractions, generation)
         for wave in range(WAVES):
             keys = [k for k in states if wave_of[k] == wave]
             if not keys:
@@ -487,19 +469,16 @@ class SearchRun:
             f"racing     chunks of {self.chunk_size} images, {self.num_chunks} per candidate; {stopped} of "
             f"{len(evals)} candidates stopped early; {total} images generated{share}"
         ]
+        fits = self.screening_fits
         if self.config.screening:
-            fits = self.screening_fits
-            last = fits[max(fits)] if fits else None
-            lines.append(
-                f"screening  ridge model of {self.config.metric} on the genome bits ordered the races of "
-                f"{len(fits)} generation(s)"
-                + (
+            line = f"screening  a ridge model of {self.config.metric} on the genome ordered {len(fits)} generation(s)"
+            if fits:
+                last = fits[max(fits)]
+                line += (
                     f"; last fit on {last['samples']} evaluations, leave-one-out error {last['loo_rmse']:.4g} "
                     f"(qualities' spread {last['spread']:.4g})"
-                    if last
-                    else ""
                 )
-            )
+            lines.append(line)
         return lines
 
     def _racing_summary(self, state: EngineState) -> dict[str, Any] | None:

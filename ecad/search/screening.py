@@ -86,7 +86,6 @@ def fit_quality_model(bits: np.ndarray, quality: np.ndarray) -> QualityModel | N
 
 
 def screened_waves(
-    keys: Sequence[str],
     bits: Mapping[str, np.ndarray],
     costs: Mapping[str, float],
     model: QualityModel | None,
@@ -94,12 +93,13 @@ def screened_waves(
     higher_is_better: bool,
     waves: int = WAVES,
 ) -> dict[str, int]:
-    """Each key's wave: by promise (fewest dominating points among the archive's measured ones and
-    the other candidates' predicted ones; then better predicted quality; then key), split into
-    `waves` runs of near-equal size. Without a model, the genome hash decides (`race_wave`)."""
-    if model is None or not keys:
-        return {k: race_wave(k) for k in keys}
-    ordered = sorted(keys)
+    """Each candidate's wave (`bits`: key -> genome): by promise (fewest dominating points among
+    the archive's measured ones and the other candidates' predicted ones; then better predicted
+    quality; then key), split into `waves` runs of near-equal size. Without a model, the genome
+    hash decides (`race_wave`)."""
+    if model is None or not bits:
+        return {k: race_wave(k) for k in bits}
+    ordered = sorted(bits)
     predicted = dict(zip(ordered, model.predict(np.stack([bits[k] for k in ordered])).tolist()))
     sign = 1.0 if higher_is_better else -1.0
 
