@@ -50,7 +50,8 @@ def test_the_chunk_order_is_a_stratified_permutation_of_the_protocol():
     assert max(seeds_of_first.count(s) for s in range(3)) == 3  # seeds spread evenly too
     assert order == chunk_order(10, [0, 1, 2])  # from the protocol alone
     assert chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
-    assert auto_chunk_size(1000, 8) == 104 and auto_chunk_size(2, 4) == 2
+    assert auto_chunk_size(1000, 8) == 104 and auto_chunk_size(80, 8) == 8
+    assert auto_chunk_size(8, 8) == 4 and auto_chunk_size(2, 4) == 1 and auto_chunk_size(1, 4) == 1  # two looks
 
 
 def test_moments_combined_chunk_by_chunk_equal_the_whole():

@@ -66,9 +66,11 @@ def chunk_order(num_prompts: int, seeds: Sequence[int]) -> list[Item]:
 
 
 def auto_chunk_size(total: int, batch_size: int) -> int:
-    """About a tenth of the protocol, rounded up to whole batches (a GPU renders full batches)."""
-    size = math.ceil(total / DEFAULT_CHUNKS)
-    return min(total, max(1, math.ceil(size / batch_size) * batch_size))
+    """About a tenth of the protocol, rounded up to whole batches (a GPU renders full batches), but
+    never the whole protocol when it holds two images or more: a race of one chunk cannot stop
+    anything, so a protocol of one batch (the offline demo's) races in two halves."""
+    size = max(1, math.ceil(math.ceil(total / DEFAULT_CHUNKS) / batch_size) * batch_size)
+    return size if size < total else max(1, math.ceil(total / 2))
 
 
 def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
