@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -146,3 +148,13 @@ class CutAfter(SearchRun):
         if len(self.records) >= self.n:
             raise KeyboardInterrupt
         super()._log(*args, **kwargs)
+
+
+def evaluation_steps(run_dir: Path) -> list[tuple[str, int | None]]:
+    """(key, racing chunks done) of each record in a run's evaluations.jsonl. A raced candidate
+    writes one record per chunk it ran, so "no candidate evaluated twice" means no pair twice."""
+    steps = []
+    for line in (Path(run_dir) / "evaluations.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        steps.append((record["key"], (record.get("details") or {}).get("racing", {}).get("chunks")))
+    return steps

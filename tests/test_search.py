@@ -20,15 +20,15 @@ from ecad.distributed.pool import PoolError, RayPool, check_ray_address
 from ecad.distributed.worker import WorkerConfig
 from ecad.runs import RunError
 from ecad.search.run import ExecConfig, SearchConfig, SearchError, SearchRun
-from tests.conftest import SMALL, candidate_tasks
+from tests.conftest import SMALL, candidate_tasks, evaluation_steps
 
 
 def _population(run_dir: Path) -> list[str]:
     return json.loads((run_dir / "checkpoint.json").read_text())["population"]
 
 
-def _evaluated_keys(run_dir: Path) -> list[str]:
-    return [json.loads(line)["key"] for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+def _evaluated_keys(run_dir: Path) -> list[tuple[str, int | None]]:
+    return evaluation_steps(run_dir)
 
 
 def test_in_process_search_writes_run_files_and_a_usable_frontier(tmp_path, tiny_pixart):
