@@ -16,15 +16,17 @@ def write_result(result: dict, out: Path | None) -> None:
 
 def shapes_models_id() -> str:
     """Which trained shapes models a result was measured on: the first 12 hex digits of a SHA-256
-    over the shipped weight files (names and bytes). Retraining changes it, so a recorded result
-    whose id differs from the checkout's was measured on models the repo no longer ships."""
+    over the shipped weight files and configs (names and bytes; a scheduler's config changes the
+    pictures as much as its weights do), not the training log. Retraining changes it, so a recorded
+    result whose id differs from the checkout's was measured on models the repo no longer ships."""
     import hashlib
 
     from ecad.resources import shapes_models_dir
 
     root = shapes_models_dir()
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.safetensors")):
+    files = [*root.rglob("*.safetensors"), *(p for p in root.rglob("*.json") if p.name != "training.json")]
+    for path in sorted(files):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
