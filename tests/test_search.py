@@ -27,16 +27,12 @@ def _population(run_dir: Path) -> list[str]:
     return json.loads((run_dir / "checkpoint.json").read_text())["population"]
 
 
-def _evaluated_keys(run_dir: Path) -> list[tuple[str, int | None]]:
-    return evaluation_steps(run_dir)
-
-
 def test_in_process_search_writes_run_files_and_a_usable_frontier(tmp_path, tiny_pixart):
     run = SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(tmp_path / "run"), workers=0, quiet=True))
     root = run.run()
     assert (root / "config.json").exists() and (root / "checkpoint.json").exists()
     assert sorted(p.name for p in root.glob("gen_*.json")) == ["gen_000.json", "gen_001.json", "gen_002.json"]
-    keys = _evaluated_keys(root)
+    keys = evaluation_steps(root)
     assert len(keys) == len(set(keys)), "a genome was evaluated twice"
     gen = json.loads((root / "gen_002.json").read_text())
     assert gen["hypervolume"] >= json.loads((root / "gen_000.json").read_text())["hypervolume"]
@@ -54,7 +50,7 @@ def test_ray_search_with_two_workers_matches_one_worker(tmp_path, idle_cluster):
         out = tmp_path / f"w{workers}"
         SearchRun(SearchConfig(**SMALL), ExecConfig(out=str(out), workers=workers, quiet=True)).run()
         pops.append(_population(out))
-        keys = _evaluated_keys(out)
+        keys = evaluation_steps(out)
         assert len(keys) == len(set(keys))
     assert pops[0] == pops[1], "populations depend on the number of workers"
 
@@ -119,7 +115,7 @@ def test_resume_after_killing_the_driver_reaches_the_same_population(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (cut / "gen_004.json").exists(), "the run finished before it could be killed"
-    before = set(_evaluated_keys(cut))
+    before = set(evaluation_steps(cut))
     subprocess.run(
         [sys.executable, "-m", "ecad.cli", "search", "--resume", str(cut), "--workers", "0", "--quiet"],
         check=True,
@@ -128,7 +124,7 @@ def test_resume_after_killing_the_driver_reaches_the_same_population(tmp_path):
         timeout=300,
     )
     assert _population(cut) == _population(tmp_path / "whole")
-    keys = _evaluated_keys(cut)
+    keys = evaluation_steps(cut)
     assert len(keys) == len(set(keys)) and before <= set(keys)
 
 

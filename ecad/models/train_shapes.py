@@ -284,7 +284,33 @@ def step_rng(seed: int, step: int, stream: int) -> tuple[np.random.Generator, to
     )
 
 
-# ------------------------------------------------------------------ the four models
+# ------------------------------------------------------------------ the VAE's shared pieces
+def posterior_moments(vae, pictures: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's posterior mean and std of `pictures` ([0, 1]), encoded `batch` at a time."""
+    with torch.no_grad():
+        dists = [vae.encode(pictures[i : i + batch] * 2 - 1).latent_dist for i in range(0, len(pictures), batch)]
+    return torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+
+
+def reconstruction_loss(rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE in [-1, 1] pixels: the VAE's and the decoder fine-tune's objective."""
+    return (rec - target).abs().mean() + ((rec - target) ** 2).mean()
+
+
+def reconstruction_psnr(vae, pictures: torch.Tensor) -> float:
+    """PSNR (dB) of the VAE's reconstructions of `pictures` ([0, 1]) from their latent means."""
+    with torch.no_grad():
+        rec = vae.decode(posterior_moments(vae, pictures)[0]).sample.add(1).div(2).clamp(0, 1)
+    return float(-10 * torch.log10(((rec - pictures) ** 2).mean()))
+
+
+def require_vae(directory: Path) -> Path:
+    if not (directory / "config.json").is_file():
+        raise TrainError(f"{directory}: no trained VAE; run `python -m ecad.models.train_shapes --model vae` first")
+    return directory
+
+
+# ------------------------------------------------------------------ the models
 def train_vae(args, log) -> Path:
     """L1 + MSE reconstruction with a small KL term; scaling/shift factors from the latents' statistics."""
     vae = build_vae(args.seed)
@@ -295,14 +321,10 @@ def train_vae(args, log) -> Path:
         x = pool[rng.integers(0, len(pool), size=args.batch)]
         posterior = vae.encode(x * 2 - 1).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
-        rec = vae.decode(z).sample
-        target = x * 2 - 1
-        return (rec - target).abs().mean() + ((rec - target) ** 2).mean() + 1e-6 * posterior.kl().mean()
+        return reconstruction_loss(vae.decode(z).sample, x * 2 - 1) + 1e-6 * posterior.kl().mean()
 
     history = train_loop("vae", vae, loss_at, args.steps or DEFAULT_STEPS["vae"], args.out, args, args.lr or 1e-3, log)
-    with torch.no_grad():
-        n = min(4000, len(pool))
-        z = torch.cat([vae.encode(pool[i : i + 500] * 2 - 1).latent_dist.mean for i in range(0, n, 500)])
+    z = posterior_moments(vae, pool[:4000])[0]
     shift, scale = float(z.mean()), float(1 / z.std())
     psnr = reconstruction_psnr(vae, pool[:500])
     vae.register_to_config(scaling_factor=scale, shift_factor=shift)
@@ -323,20 +345,10 @@ def trained_vae_dir(out: Path) -> Path:
 def load_trained_vae(out: Path, shift: bool):
     from diffusers import AutoencoderKL
 
-    final = trained_vae_dir(out)
-    if not (final / "config.json").is_file():
-        raise TrainError(f"{final}: no trained VAE; run `python -m ecad.models.train_shapes --model vae` first")
-    vae = AutoencoderKL.from_pretrained(final).eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(require_vae(trained_vae_dir(out))).eval().requires_grad_(False)
     if not shift:  # PixArt's pipeline decodes latents / scaling_factor without a shift
         vae.register_to_config(shift_factor=None)
     return vae
-
-
-def reconstruction_psnr(vae, pictures: torch.Tensor) -> float:
-    """PSNR (dB) of the VAE's reconstructions of `pictures` ([0, 1]) from their latent means."""
-    with torch.no_grad():
-        rec = vae.decode(vae.encode(pictures * 2 - 1).latent_dist.mean).sample.add(1).div(2).clamp(0, 1)
-    return float(-10 * torch.log10(((rec - pictures) ** 2).mean()))
 
 
 def train_decoder(args, log) -> Path:
@@ -347,25 +359,19 @@ def train_decoder(args, log) -> Path:
     latents do not change, so the pipelines' transformers can train in parallel with this step."""
     from diffusers import AutoencoderKL
 
-    source = args.out / "checkpoints" / "vae" / "final"
-    if not (source / "config.json").is_file():
-        raise TrainError(f"{source}: no trained VAE; run `python -m ecad.models.train_shapes --model vae` first")
-    vae = AutoencoderKL.from_pretrained(source)
+    vae = AutoencoderKL.from_pretrained(require_vae(args.out / "checkpoints" / "vae" / "final"))
     vae.requires_grad_(False)
     for part in (vae.decoder, vae.post_quant_conv):
         part.requires_grad_(True)
     pool = training_pool(args, 0, "all").tensor()
-    with torch.no_grad():  # the frozen encoder's posteriors, once
-        posteriors = [vae.encode(pool[i : i + 500] * 2 - 1).latent_dist for i in range(0, len(pool), 500)]
-    mean, std = torch.cat([p.mean for p in posteriors]), torch.cat([p.std for p in posteriors])
+    mean, std = posterior_moments(vae, pool)  # the frozen encoder's, once
     before = reconstruction_psnr(vae, pool[:500])
 
     def loss_at(step: int) -> torch.Tensor:
         rng, gen = step_rng(args.seed, step, 4)
         idx = torch.from_numpy(rng.integers(0, len(pool), size=args.batch))
         z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
-        rec, target = vae.decode(z).sample, pool[idx] * 2 - 1
-        return (rec - target).abs().mean() + ((rec - target) ** 2).mean()
+        return reconstruction_loss(vae.decode(z).sample, pool[idx] * 2 - 1)
 
     steps = args.steps or DEFAULT_STEPS["decoder"]
     history = train_loop("decoder", vae, loss_at, steps, args.out, args, args.lr or 3e-4, log)
@@ -441,9 +447,7 @@ def pixart_pipeline(args):
 
 def encoded_latents(vae, pool: data.ShapesBatch, shift: bool) -> torch.Tensor:
     """The pool's latent means, scaled (and shifted) as the pipelines expect their latents."""
-    x = pool.tensor()
-    with torch.no_grad():
-        z = torch.cat([vae.encode(x[i : i + 500] * 2 - 1).latent_dist.mean for i in range(0, len(x), 500)])
+    z = posterior_moments(vae, pool.tensor())[0]
     if shift:
         z = z - vae.config.shift_factor
     return z * vae.config.scaling_factor
