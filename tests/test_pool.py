@@ -293,13 +293,15 @@ def test_more_workers_than_the_cluster_holds_start_with_what_fits_and_grow(idle_
         assert (
             "2 workers requested, 1 placed (no free CPU in the Ray cluster for the others now); the pool grows" in err
         )
-        assert [w.state for w in pool.workers] == ["idle", "starting"]
+        # Ray places either pending actor first: which slot got the CPU is not part of the contract
+        assert sorted(w.state for w in pool.workers) == ["idle", "starting"]
+        late = next(i for i, w in enumerate(pool.workers) if w.state == "starting")
         results: dict[str, list[dict]] = {}
 
         def on_result(key: str, result: dict) -> None:
             if not results:  # the other job ends: the second worker can be placed
                 ray.kill(other)
-                ray.get(pool.actors[1].pid.remote(), timeout=120)  # returns once it has loaded
+                ray.get(pool.actors[late].pid.remote(), timeout=120)  # returns once it has loaded
             results.setdefault(key, []).append(result)
 
         tasks = candidate_tasks("tiny-pixart", 8)
@@ -310,7 +312,7 @@ def test_more_workers_than_the_cluster_holds_start_with_what_fits_and_grow(idle_
             pool.shutdown()
     assert sorted(results) == sorted(k for k, _ in tasks)
     assert all(len(v) == 1 for v in results.values()) and all(r[0]["feasible"] for r in results.values())
-    assert [w.state for w in pool.workers] == ["idle", "idle"] and pool.workers[1].done >= 1
+    assert [w.state for w in pool.workers] == ["idle", "idle"] and pool.workers[late].done >= 1
 
 
 def test_a_slot_that_cannot_be_placed_waits_while_the_others_work(idle_cluster, capsys):
