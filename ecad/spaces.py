@@ -152,6 +152,9 @@ class SearchSpace:
     min_steps: int = 1  # fewest base steps a schedule may run; only read when timesteps_enabled
     constraints: dict[str, Any] = field(default_factory=dict, hash=False)
     source: Path | None = None  # the TOML file it was loaded from
+    # that file's parsed TOML: what a run fingerprints to refuse a resume after the file changed,
+    # kept here so nothing has to read the file a second time (and maybe get a newer version)
+    settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
     frames: int | None = None  # frames per video (video families only)
     # a measured no-caching time per image ([measured] table), which `ecad search --dry-run` plans
     # with instead of its roofline figure; `measured_on` says on what (GPU, batch, dtype)
@@ -544,6 +547,7 @@ def _parse(path: Path) -> SearchSpace:
         min_steps=min_steps,
         constraints=constraints,
         source=path,
+        settings=data,
         frames=frames,
         measured_ms_per_image=ms_per_image,
         measured_on=measured_on,

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -227,10 +226,9 @@ class SearchRun:
     def _inputs(self) -> dict[str, str]:
         """Fingerprints of what the config names but does not contain: the prompts actually
         read and the space file's settings. A resume compares them, since editing either file
-        changes every result while the config stays the same. The space counts as parsed TOML,
-        so editing a comment does not block a resume."""
-        source = self.space.source
-        space = tomllib.loads(source.read_text()) if source is not None else repr(self.space)
+        changes every result while the config stays the same. The space counts as parsed TOML
+        (as loaded, not re-read), so editing a comment does not block a resume."""
+        space = self.space.settings if self.space.source is not None else repr(self.space)
         return {
             "prompts_sha256": sha256_text(json.dumps(list(self.prompts))),
             "space_sha256": sha256_text(json.dumps(space, sort_keys=True)),
