@@ -251,3 +251,16 @@ def test_mismatched_layout_is_rejected():
         schedule_macs(Schedule.full(pixart_layout(28), 2), PIXART_ALPHA_DIMS)
     with pytest.raises(ValueError, match="unknown model family 'hunyuan'"):
         component_macs(TransformerDims(family="hunyuan", hidden=8), 256, 256)
+
+
+@pytest.mark.parametrize("space_name", ["shapes-pixart", "shapes-flux"])
+def test_shapes_dims_from_the_shipped_configs_equal_the_loaded_pipelines(space_name):
+    """`--dry-run` and the MACs of a shapes space read the shipped config files instead of loading
+    the weights; the dimensions must be the ones the loaded pipeline has."""
+    from ecad.cache.macs import dims_for_space
+    from ecad.models import load_shapes_pipeline
+    from ecad.spaces import load_space
+
+    space = load_space(space_name)
+    pipe = load_shapes_pipeline(space.model)
+    assert dims_for_space(space) == space.adapter.dims_for_pipeline(pipe, space)

@@ -240,8 +240,16 @@ def _forecast_macs(schedule: Schedule, dims, height, width, batch, text_len, row
 
 def dims_for_space(space: Any) -> TransformerDims:
     """Dimensions of a search space's transformer without loading weights: the family's presets
-    for the published models, the config itself for the offline tiny ones."""
+    for the published models, the shipped configs for the trained shapes models, the config
+    itself for the offline random tiny ones."""
     adapter = space.adapter
+    from ecad.models import SHAPES_MODELS
+
+    if space.model in SHAPES_MODELS:  # the shipped configs: no weights are loaded
+        from ecad.models import shapes_transformer_config
+
+        config, vae_scale_factor = shapes_transformer_config(space.model)
+        return adapter.dims_from_config(config, vae_scale_factor, space.text_length)
     if space.is_tiny:
         from ecad.models import build_tiny
 

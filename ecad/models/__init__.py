@@ -57,16 +57,12 @@ SHAPES_MODELS: dict[str, tuple[str, str]] = {
 }
 
 
-def load_shapes_pipeline(name: str):
-    """A shipped shapes pipeline (`ecad-tiny/shapes-pixart` or `ecad-tiny/shapes-flux`), float32,
-    loaded offline from its directory; a ModelWeightsError naming the weights and the command that
-    trains them when they are missing."""
-    import diffusers
-    import torch
-
+def shapes_pipeline_dir(name: str):
+    """The shipped directory of a shapes pipeline, or a ModelWeightsError naming the weights and the
+    command that trains them when they are missing."""
     from ecad.resources import shapes_models_dir
 
-    pipeline_class, subdir = SHAPES_MODELS[name]
+    subdir = SHAPES_MODELS[name][1]
     where = shapes_models_dir() / subdir
     if not (where / "model_index.json").is_file():
         raise ModelWeightsError(
@@ -74,7 +70,34 @@ def load_shapes_pipeline(name: str):
             f"`python -m ecad.models.train_shapes --model {subdir.removeprefix('shapes-')}` (it needs the VAE: "
             "`--model vae` first), or reinstall ecad, which ships them"
         )
-    return load_pretrained(getattr(diffusers, pipeline_class), str(where), torch.float32, None)
+    return where
+
+
+def load_shapes_pipeline(name: str):
+    """A shipped shapes pipeline (`ecad-tiny/shapes-pixart` or `ecad-tiny/shapes-flux`), float32,
+    loaded offline from its directory."""
+    import diffusers
+    import torch
+
+    where = shapes_pipeline_dir(name)
+    return load_pretrained(getattr(diffusers, SHAPES_MODELS[name][0]), str(where), torch.float32, None)
+
+
+def shapes_transformer_config(name: str) -> tuple[dict[str, Any], int]:
+    """A shapes pipeline's transformer config and its VAE's scale factor, read from the shipped
+    config files: what MACs and a plan need, without loading any weights (`--dry-run` starts nothing)."""
+    import json
+
+    where = shapes_pipeline_dir(name)
+    try:
+        config = json.loads((where / "transformer" / "config.json").read_text())
+        vae = json.loads((where / "vae" / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelWeightsError(
+            f"the shipped configs of {name!r} in {where} cannot be read ({exc}); reinstall ecad"
+        ) from None
+    # diffusers' rule for every pipeline ecad ships: one 2x downsampling per VAE block after the first
+    return config, 2 ** (len(vae["block_out_channels"]) - 1)
 
 
 def tiny_builders() -> dict[str, Any]:
@@ -106,6 +129,8 @@ __all__ = [
     "build_tiny",
     "load_pipeline",
     "load_shapes_pipeline",
+    "shapes_pipeline_dir",
+    "shapes_transformer_config",
     "load_pretrained",
     "tiny_builders",
 ]
