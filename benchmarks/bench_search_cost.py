@@ -10,6 +10,9 @@ runs once per method in this process (`--workers 0`: no Ray, so the runs differ 
              --generations`) until it has generated at least as many images as the plain run
   screening  racing + screening (ecad.search.screening: each generation's races ordered by a
              ridge model of quality fitted to the earlier generations), extended the same way
+  tolerance  racing with `--racing-tolerance` (`--tolerance`, default 0.001): a race also stops once
+             even its optimistic point would add at most that share of the hypervolume; extended
+             the same way (not in the default --methods)
 
 Each run's curve is read back from its run directory: after each generation, the images
 generated so far (gen_NNN.json `images_total`) and the hypervolume of every fully evaluated
@@ -73,11 +76,13 @@ ROOFLINE = ROOT / "results" / "roofline_pixart_256_b100_h100.json"
 TARGET_RATIO = 4.0
 ECAD_PROTOCOL = {"prompts": 100, "seeds": 10, "population": 72}
 # the methods compared: what each sets on top of the common search settings
-METHODS: dict[str, dict[str, bool]] = {
+METHODS: dict[str, dict[str, Any]] = {
     "plain": {"racing": False},
     "racing": {"racing": True},
     "screening": {"racing": True, "screening": True},
+    "tolerance": {"racing": True},  # + racing_tolerance=--tolerance
 }
+DEFAULT_TOLERANCE = 0.001
 
 
 # ------------------------------------------------------------------ runs
@@ -261,6 +266,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--racing-chunk", type=int, default=None, help="images per chunk (default: auto)")
     ap.add_argument("--search-seeds", default="0,1,2")
     ap.add_argument("--methods", default="plain,racing,screening", help="compared methods, plain first")
+    ap.add_argument(
+        "--tolerance", type=float, default=DEFAULT_TOLERANCE, help="the tolerance method's --racing-tolerance"
+    )
     ap.add_argument("--plan-generations", type=int, default=50)
     ap.add_argument("--keep", default=None, help="keep the run directories here (default: a temporary folder)")
     ap.add_argument(
@@ -295,7 +303,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for m in methods:
             out = root / f"seed{seed}_{m}"
             if not (args.reuse and m in walls):
-                walls[m] = run_search(SearchConfig(**base, seed=seed, **METHODS[m]), out, budget=budget)
+                settings = METHODS[m] | ({"racing_tolerance": args.tolerance} if m == "tolerance" else {})
+                walls[m] = run_search(SearchConfig(**base, seed=seed, **settings), out, budget=budget)
                 walls_file.write_text(json.dumps(walls))
             budget = images_total(root / f"seed{seed}_plain")  # the others are extended to plain's images
         runs[seed] = {m: (root / f"seed{seed}_{m}", walls[m]) for m in methods}
@@ -397,6 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **base,
             "images_per_candidate": args.num_prompts * args.seeds,
             "racing_confidence": SearchConfig().racing_confidence,
+            **({"racing_tolerance": args.tolerance} if "tolerance" in methods else {}),
             "search_seeds": seeds,
             "workers": 0,
             "methods": methods,
@@ -439,7 +449,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"{s['seeds']} seeds = {s['images_per_candidate']} images per candidate, population {s['population']}, "
         f"{s['generations']} generations (the others extended to the plain run's images), chunk "
         f"{s['racing_chunk'] or 'auto'}, confidence {s['racing_confidence']}, {result['device']} CPU "
-        f"x{result['cpu_count']}, in-process worker. `screening` is racing + screening.",
+        f"x{result['cpu_count']}, in-process worker. `screening` is racing + screening"
+        + (
+            f"; `tolerance` is racing with --racing-tolerance {s['racing_tolerance']}."
+            if "racing_tolerance" in s
+            else "."
+        ),
         "",
         "| seed | method | final HV (plain) / HV at plain's images | images share (equal gens) "
         "| images to 95% | ratio | images to 95% of the gain over gen 0 | ratio |",

@@ -223,6 +223,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "racing": args.racing,
         "racing_chunk": args.racing_chunk,
         "racing_confidence": args.racing_confidence,
+        "racing_tolerance": args.racing_tolerance,
         "screening": args.screening,
         "cells": args.cells,
         "forecast_order": args.forecast_order,
@@ -615,6 +616,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=number(0.5, 1, low_open=True),
         metavar="P",
         help="one-sided confidence of a candidate's whole race (default 0.95)",
+    )
+    opts.add(
+        "--racing-tolerance",
+        type=number(0, 0.5),
+        metavar="T",
+        help="also stop a race once even its optimistic point would add at most T x the frontier's hypervolume "
+        "(e.g. 0.001; default 0: only dominated races stop). Trades at most that much hypervolume per stopped "
+        "candidate for the candidates that would only squeeze between two frontier neighbours",
     )
     opts.add(
         "--screening",

@@ -88,6 +88,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "racing": False,
     "racing_chunk": None,
     "racing_confidence": 0.95,
+    "racing_tolerance": 0.0,
     "screening": False,
     # runs from before forecast cells, guidance reuse and the text K/V cache: compute/reuse genomes,
     # and MACs with the text K/V counted at every computed step (so their fractions stay as recorded)

@@ -21,7 +21,9 @@ from ecad.search.racing import (
     chunk_bounds,
     chunk_order,
     dominated,
+    hypervolume_gain,
     metric_can_race,
+    negligible,
     optimistic_bound,
     t_quantile,
 )
@@ -89,6 +91,27 @@ def test_dominance_is_strict():
     assert not dominated(0.9, 0.5, archive, True)  # the same point is not dominated
     assert not dominated(0.95, 0.6, archive, True) and not dominated(0.8, 0.4, archive, True)
     assert dominated(1.0, 0.6, [(0.9, 0.5)], False)  # lower quality is better
+
+
+def test_a_point_between_two_frontier_neighbours_adds_little_hypervolume_and_can_be_negligible():
+    """The tolerance rule (`--racing-tolerance`): a point squeezed between two archive neighbours
+    adds a sliver of hypervolume, one well above the frontier adds much; outside the reference box,
+    without a reference point (generation 0) or at tolerance 0, nothing is negligible."""
+    archive = [(0.9, 0.8), (0.6, 0.3)]
+    ref = [-0.5, 1.0]  # minimisation coordinates: (-quality, cost)
+    base = (0.9 - 0.5) * (1.0 - 0.8) + (0.6 - 0.5) * (0.8 - 0.3)  # 0.08 + 0.05
+    gain, hv = hypervolume_gain(0.61, 0.75, archive, True, ref)
+    assert hv == pytest.approx(base) and gain == pytest.approx(0.01 * 0.05)  # 0.6..0.61 from cost 0.75 to 0.8
+    assert hypervolume_gain(0.95, 0.3, archive, True, ref)[0] == pytest.approx(0.35 * 0.5 + 0.05 * 0.2)
+    assert negligible(0.61, 0.75, archive, True, ref, 0.005)  # adds 0.38% of the hypervolume
+    assert not negligible(0.61, 0.75, archive, True, ref, 0.003)
+    assert not negligible(0.95, 0.3, archive, True, ref, 0.05)
+    assert not negligible(0.61, 0.75, archive, True, ref, 0.0)
+    assert not negligible(0.61, 0.75, archive, True, None, 0.05)
+    assert hypervolume_gain(0.4, 0.1, archive, True, ref) is None  # worse than the reference quality
+    assert not negligible(0.4, 0.1, archive, True, ref, 0.5)
+    # lower-is-better metrics are mirrored: (quality, cost) -> (quality, cost), reference (worst q, worst c)
+    assert negligible(0.39, 0.75, [(0.1, 0.8), (0.4, 0.3)], False, [0.5, 1.0], 0.05)
 
 
 def _race(per_image: np.ndarray, chunk: int, archive, cost: float, reference=None) -> RaceState:
@@ -363,3 +386,26 @@ def test_racing_settings_are_checked():
         validate(SearchConfig(racing_chunk=0))
     with pytest.raises(SearchError, match="--racing-confidence"):
         validate(SearchConfig(racing_confidence=1.0))
+    for bad in (-0.1, 0.6, float("nan"), True, "0.01"):
+        with pytest.raises(
+            SearchError, match=r"--racing-tolerance .* must be a share of the hypervolume in \[0, 0.5\]"
+        ):
+            validate(SearchConfig(racing_tolerance=bad))
+
+
+@pytest.mark.slow
+def test_a_racing_tolerance_stops_more_races_and_keeps_the_frontier_complete(raced, tmp_path):
+    """The same search with --racing-tolerance: generation 0 decides as without it (no reference
+    point yet), later generations stop at least the same races and more, and every frontier point
+    is still fully evaluated."""
+    out = tmp_path / "tolerant"
+    SearchRun(SearchConfig(**RACE, racing_tolerance=0.2), ExecConfig(out=str(out), workers=0, quiet=True)).run()
+    exact, tolerant = _latest(raced), _latest(out)
+    gen0 = {k for k, r in exact.items() if r["generation"] == 0}
+    assert {k: _outcomes(raced)[k] for k in gen0} == {k: _outcomes(out)[k] for k in gen0}
+    stops = [sum(not _racing(r)["complete"] for r in run.values() if r["feasible"]) for run in (exact, tolerant)]
+    images = [json.loads((d / "gen_002.json").read_text())["images_total"] for d in (raced, out)]
+    assert stops[1] > stops[0] and images[1] < images[0], (stops, images)
+    run = load_run(out)
+    assert run.frontier and all(p.complete and _racing({"details": p.details})["n"] == 8 for p in run.frontier)
+    assert run.config["racing_tolerance"] == 0.2

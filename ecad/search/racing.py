@@ -23,7 +23,11 @@ known cost, is dominated by a fully evaluated point stops there. What is here:
   collapses onto it), one-sided, at `confidence` for the whole race of a candidate: the error
   level is split evenly over its looks (Bonferroni), since a candidate is tested after every chunk;
 - the stop decision (`dominated`): strict Pareto dominance of (optimistic quality, cost) by a
-  point of the archive of fully evaluated candidates.
+  point of the archive of fully evaluated candidates; and, when the run sets a tolerance,
+  `negligible`: the optimistic point would add at most that share to the archive's hypervolume.
+  Dominance alone leaves the candidates that land between two frontier neighbours, most of a
+  short search's offspring, to run whole; the tolerance trades a bounded share of hypervolume for
+  them (off by default).
 
 The sufficient statistics (count, mean, sum of squared deviations, combined chunk by chunk in
 chunk order) are kept instead of per-image values: they continue a stopped or interrupted race
@@ -219,6 +223,47 @@ def dominated(quality: float, cost: float, archive: Sequence[tuple[float, float]
         if aq >= q and ac <= cost and (aq > q or ac < cost):
             return True
     return False
+
+
+def hypervolume_gain(
+    quality: float, cost: float, archive: Sequence[tuple[float, float]], higher_is_better: bool, ref: Sequence[float]
+) -> tuple[float, float] | None:
+    """The hypervolume that (quality, cost) would add to `archive`'s, and the archive's own, against
+    the run's reference point `ref` (minimisation coordinates: (-quality or quality, cost)), as
+    (gain, archive hypervolume); None when the point lies outside the reference box, where the
+    hypervolume cannot tell what it is worth (a cheaper or worse point than any generation 0 had)."""
+    import moocore
+
+    sign = -1.0 if higher_is_better else 1.0
+    point = np.array([sign * quality, cost], dtype=float)
+    r = np.asarray(ref, dtype=float)
+    if not (point < r).all():
+        return None
+    pts = np.array([[sign * q, c] for q, c in archive], dtype=float).reshape(-1, 2)
+    pts = pts[(pts < r).all(axis=1)]
+    base = float(moocore.hypervolume(pts, ref=r)) if len(pts) else 0.0
+    return float(moocore.hypervolume(np.vstack([pts, point]), ref=r)) - base, base
+
+
+def negligible(
+    quality: float,
+    cost: float,
+    archive: Sequence[tuple[float, float]],
+    higher_is_better: bool,
+    ref: Sequence[float] | None,
+    tolerance: float,
+) -> bool:
+    """Whether even the optimistic (quality, cost) would add at most `tolerance` x the archive's
+    hypervolume (the run's `--racing-tolerance`, an indifference zone: 0 turns the rule off). It
+    stops races that could at best squeeze a point between two frontier neighbours; a point outside
+    the reference box, or a run without a reference point yet (generation 0), is never negligible."""
+    if tolerance <= 0 or ref is None or not archive:
+        return False
+    gain = hypervolume_gain(quality, cost, archive, higher_is_better, ref)
+    if gain is None:
+        return False
+    added, base = gain
+    return base > 0 and added <= tolerance * base
 
 
 # ---------------------------------------------------------------- a race

@@ -63,6 +63,7 @@ from ecad.search.racing import (
     chunk_bounds,
     dominated,
     metric_can_race,
+    negligible,
     race_wave,
     raced_in,
 )
@@ -108,6 +109,9 @@ class SearchConfig:
     racing: bool = True
     racing_chunk: int | None = None  # images per chunk; None: about a tenth of the protocol, whole batches
     racing_confidence: float = DEFAULT_CONFIDENCE  # one-sided, for a candidate's whole race
+    # also stop a race once even its optimistic point would add at most this share of the frontier's
+    # hypervolume (ecad.search.racing.negligible); 0: only dominated races stop
+    racing_tolerance: float = 0.0
     # screening (ecad.search.screening): race each generation's most promising candidates first, by a
     # ridge model of quality fitted to the earlier generations; off: waves by genome hash
     screening: bool = False
@@ -160,6 +164,12 @@ def validate(config: SearchConfig) -> None:
         raise SearchError(f"--racing-chunk {config.racing_chunk} must be >= 1 image (or left out: auto)")
     if not 0.5 < config.racing_confidence < 1:
         raise SearchError(f"--racing-confidence {config.racing_confidence} must be in (0.5, 1), e.g. 0.95 (one-sided)")
+    tolerance = config.racing_tolerance
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= 0.5:
+        raise SearchError(
+            f"--racing-tolerance {tolerance!r} must be a share of the hypervolume in [0, 0.5], e.g. 0.001; "
+            "0 turns it off"
+        )
     try:
         check_gene_options(config.cells, config.forecast_order, config.guidance_reuse)
     except GeneOptionError as exc:
@@ -408,21 +418,33 @@ class SearchRun:
             return (f"{key}:{states[key].chunks}", schedules[key], states[key].chunks)
 
         wave_of = self._waves({key: genome_of[key] for key in states}, fractions, generation)
+        # the tolerance measures hypervolume against the run's reference point, fixed by generation 0
+        # (whose races therefore stop on dominance alone, in a resumed run as in an uninterrupted one)
+        tolerance = self.config.racing_tolerance
+        ref = self.engine.state.hv_ref if generation > 0 and self.engine.state is not None else None
         for wave in range(WAVES):
             keys = [k for k in states if wave_of[k] == wave]
             if not keys:
                 continue
             archive = self._archive(generation, wave, results)
+
+            def cannot_pay(state: RaceState, cost: float, archive=archive) -> bool:
+                """The stop rule: the optimistic bound is dominated, or adds a negligible hypervolume."""
+                bound = state.bound(confidence, higher)
+                return dominated(bound, cost, archive, higher) or negligible(
+                    bound, cost, archive, higher, ref, tolerance
+                )
+
             tasks = []
             for key in keys:
                 state = states[key]
                 cost = self._race_cost(state, fractions[key])
-                if state.chunks and dominated(state.bound(confidence, higher), cost, archive, higher):
-                    continue  # stopped before and still dominated: nothing to continue
+                if state.chunks and cannot_pay(state, cost):
+                    continue  # stopped before and still cannot pay: nothing to continue
                 state.stopped = False
                 tasks.append(task(key))
 
-            def on_result(task_key: str, r: dict[str, Any], archive=archive) -> list[tuple]:
+            def on_result(task_key: str, r: dict[str, Any], cannot_pay=cannot_pay) -> list[tuple]:
                 key = task_key.rsplit(":", 1)[0]
                 state, frac = states[key], fractions[key]
                 self.images += int(r.get("images", 0))
@@ -439,8 +461,7 @@ class SearchRun:
                 except RacingError as exc:
                     raise SearchError(f"--metric {self.config.metric}: {exc}") from None
                 if not state.complete:
-                    bound = state.bound(confidence, higher)
-                    state.stopped = dominated(bound, self._race_cost(state, frac), archive, higher)
+                    state.stopped = cannot_pay(state, self._race_cost(state, frac))
                 ev = self._race_evaluation(state, frac, r, generation, wave_of[key])
                 results[key] = ev
                 self._log(key, ev, generation, hexes[key])
