@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +136,29 @@ def test_bench_search_cost_help_runs():
     )
     assert done.returncode == 0, done.stderr
     assert "--space" in done.stdout and "--metric" in done.stdout
+
+
+def test_racing_projection_replays_the_stop_rule_without_stopping_a_frontier_candidate(monkeypatch):
+    """The projection replays ecad's stop rule on per-image scores: on constructed candidates (a
+    frontier of good ones, then clearly worse ones at the same costs) the exact rule stops only
+    dominated candidates and keeps the whole hypervolume; a tolerance stops at least as many."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_racing_projection as projection
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for cost in np.linspace(0.2, 0.9, 8):  # the frontier: quality rising with cost
+        rows.append({"cost": float(cost), "per_image": (0.5 + 0.4 * cost + rng.normal(0, 0.05, 200)).tolist()})
+    for cost in np.linspace(0.25, 0.95, 8):  # a tenth worse than their cheaper neighbours
+        rows.append({"cost": float(cost), "per_image": (0.4 + 0.4 * cost + rng.normal(0, 0.05, 200)).tolist()})
+    for r in rows:
+        r["reference"] = None
+    data = {"higher_is_better": True, "images": 200, "rows": rows}
+    exact = projection.replay(data, 200, 20, 0.0, np.arange(200))
+    assert exact["stopped"] >= 6 and exact["stopped_but_not_dominated"] == 0
+    assert exact["hv_complete_over_all"] == pytest.approx(1.0) and exact["images_share"] < 0.8
+    loose = projection.replay(data, 200, 20, 0.05, np.arange(200))
+    assert loose["stopped"] >= exact["stopped"] and loose["images_share"] <= exact["images_share"]
 
 
 def test_bench_forecast_compares_forecast_and_reuse_at_the_same_grid(monkeypatch):
