@@ -105,7 +105,9 @@ def replay(data: dict[str, Any], size: int, chunk: int, tolerance: float, draw: 
     cost = np.array([r["cost"] for r in data["rows"]])
     sign = -1.0 if higher else 1.0
     pts = np.column_stack([sign * quality, cost])
-    ref = pts.max(axis=0) + 0.1 * np.maximum(np.ptp(pts, axis=0), 1e-9)  # as the search's: worst + 10% of the range
+    # worst + 10% of the range, as the search's reference point, but over every candidate (the search
+    # fixes its own from generation 0's population)
+    ref = pts.max(axis=0) + 0.1 * np.maximum(np.ptp(pts, axis=0), 1e-9)
     bounds = chunk_bounds(size, chunk)
     archive: list[tuple[float, float]] = []
     used = stopped = wrong = 0
