@@ -52,6 +52,7 @@ from ecad.search.genome import (
     genome_hash,
     hex_to_bits,
 )
+from ecad.search.interrupt import InterruptFlag, catch_interrupts
 from ecad.search.nsga2 import NSGA2, EngineConfig, EngineDataError, EngineState, Evaluation
 from ecad.search.progress import Progress, workers_text
 from ecad.search.racing import (
@@ -218,6 +219,7 @@ class SearchRun:
         # what the run directory holds, kept in memory as it is written: the frontier, the plots
         # and the summary are built from these, never read back from disk
         self.records: list[dict[str, Any]] = []  # evaluations.jsonl
+        self.interrupt = InterruptFlag()  # replaced by the one that records Ctrl-C while run() runs
         self.generation_records: list[dict[str, Any]] = []  # gen_NNN.json
         self.frontier_files: dict[str, str] = {}
         self.frontier_rows: list[dict[str, Any]] = []
@@ -300,6 +302,7 @@ class SearchRun:
         return [results[genome_hash(g)] for g in genomes]
 
     def _on_progress(self) -> None:
+        self.interrupt.check()  # a Ctrl-C that something in between swallowed still stops the run here
         self.progress.workers = workers_text(self.pool)
         self.progress.update()
 
@@ -549,7 +552,8 @@ class SearchRun:
                 try:
                     if not self.resume:
                         self.store.create(cfg.to_json(), force=self.exec.force, inputs=self.inputs)
-                    self._run(state)
+                    with catch_interrupts() as self.interrupt:
+                        self._run(state)
                 except KeyboardInterrupt:
                     done = self.engine.state.generation if self.engine and self.engine.state else None
                     after = f"after generation {done}" if done is not None else "before generation 0 finished"
@@ -683,6 +687,7 @@ class SearchRun:
             state = self.engine.start(genomes, labels)
             self._record(state, time.perf_counter() - t0, [genome_hash(g) for g in genomes])
         while self.engine.state.generation < cfg.generations:
+            self.interrupt.check()
             t0 = time.perf_counter()
             self.images = 0
             before = set(self.engine.evals)
