@@ -40,9 +40,11 @@ exercise the machinery.
 
 The planning figure (`--plan-generations`, ECAD's protocol: 100 prompts x 10 seeds, population
 72) scales the measured images-per-candidate of the last method to that search, and turns images
-into GPU-hours with the roofline ms/image of PixArt-alpha 256 px on an H100 (benchmarks/results/
-roofline_pixart_256_b100_h100.json, the no-caching row: an upper bound per image, since searched
-candidates compute less), labelled as a roofline prediction: no GPU measured it.
+into GPU-hours with the no-caching ms/image of PixArt-alpha 256 px (an upper bound per image, since
+searched candidates compute less): the `[measured]` time of the pixart-alpha-256 space (H200, from
+bench_apply.py) where the space records one, else the roofline prediction for an H100
+(results/roofline_pixart_256_b100_h100.json), labelled as such. `--replan RESULT.json` recomputes
+only that figure in a recorded result (and its Markdown), from the share it recorded.
 """
 
 from __future__ import annotations
@@ -70,9 +72,11 @@ from bench_io import models_of, write_result  # noqa: E402
 from ecad.frontier import pareto_front  # noqa: E402
 from ecad.runs import load_run, read_evaluation_records  # noqa: E402
 from ecad.search.run import ExecConfig, SearchConfig, SearchRun, resume_config  # noqa: E402
+from ecad.spaces import load_space  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 ROOFLINE = ROOT / "results" / "roofline_pixart_256_b100_h100.json"
+PLANNING_SPACE = "pixart-alpha-256"
 TARGET_RATIO = 4.0
 ECAD_PROTOCOL = {"prompts": 100, "seeds": 10, "population": 72}
 # the methods compared: what each sets on top of the common search settings
@@ -219,7 +223,16 @@ def hv_at(images: list[int], hv: list[float], budget: int) -> float:
 
 
 # ------------------------------------------------------------------ planning
-def roofline_ms_per_image() -> tuple[float, str]:
+def planning_ms_per_image() -> tuple[float, str]:
+    """The no-caching ms/image of PixArt-alpha 256 px: the space's measured GPU time (the same figure
+    `ecad search --dry-run` plans with), else the roofline prediction, each labelled as what it is.
+    No caching is an upper bound per candidate image, since searched candidates compute less."""
+    space = load_space(PLANNING_SPACE)
+    if space.measured_ms_per_image is not None:
+        return space.measured_ms_per_image, (
+            f"measured: {PLANNING_SPACE} ({space.steps} steps, CFG), {space.measured_on}, "
+            "full-size transformer with random weights (an upper bound per candidate image)"
+        )
     data = json.loads(ROOFLINE.read_text())
     row = next(r for r in data["rows"] if r["schedule"] == "no_caching" and r["gpu"].startswith("H100"))
     return float(row["ms_per_image"]), (
@@ -233,11 +246,12 @@ def plan(generations: int, images_share: float, method: str = "racing") -> dict[
     per_candidate = p["prompts"] * p["seeds"]
     candidates = p["population"] * (generations + 1)  # at most: one new population per generation
     plain = candidates * per_candidate
-    ms, label = roofline_ms_per_image()
+    ms, label = planning_ms_per_image()
     racing = plain * images_share
     return {
         "search": f"ECAD protocol: {p['prompts']} prompts x {p['seeds']} seeds, population {p['population']}, "
         f"{generations} generations (at most {candidates} candidates)",
+        "generations": generations,
         "images_plain": plain,
         "images_racing": round(racing),
         "method": method,
@@ -248,7 +262,7 @@ def plan(generations: int, images_share: float, method: str = "racing") -> dict[
         "ms_per_image_source": label,
         "caveat": "the share is the one measured here at equal generations, on this benchmark's protocol "
         "and space; on 1,000 images per candidate the bounds are tighter (more stops), on a real model's "
-        "landscape the share may differ either way: rerun on shapes-pixart/shapes-flux and a GPU",
+        "landscape the share may differ either way: it was measured on the small offline models, on a CPU",
     }
 
 
@@ -275,7 +289,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--reuse", action="store_true", help="read the runs already in --keep (from an earlier call) instead of running"
     )
     ap.add_argument("--out", default=None, help="JSON result; a Markdown table is written beside it")
+    ap.add_argument(
+        "--replan",
+        default=None,
+        metavar="RESULT.json",
+        help="recompute only the planning figure of a recorded result (and its .md) from its recorded share",
+    )
     args = ap.parse_args(argv)
+    if args.replan:
+        return replan(Path(args.replan))
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     seeds = [int(s) for s in args.search_seeds.split(",")]
     base = dict(
@@ -424,6 +446,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def replan(path: Path) -> dict[str, Any]:
+    """Rewrite a recorded result's planning figure with today's ms/image; every measured number stays."""
+    result = json.loads(path.read_text())
+    old = result.get("plan")
+    if not old:
+        raise SystemExit(f"{path}: records no planning figure (a single-method result); nothing to replan")
+    p = ECAD_PROTOCOL  # results before "generations" was recorded: images = population x (gens + 1) x images
+    generations = (
+        old.get("generations") or int(old["images_plain"]) // (p["prompts"] * p["seeds"] * p["population"]) - 1
+    )
+    result["plan"] = plan(generations, float(old["images_share_used"]), old.get("method", "racing"))
+    write_result(result, path)
+    md = path.with_suffix(".md")
+    if md.exists():  # only its planning line changes (results of older versions have other tables)
+        lines = md.read_text().splitlines()
+        md.write_text("\n".join(plan_line(result["plan"]) if x.startswith("Planning:") else x for x in lines) + "\n")
+    print(plan_line(result["plan"]))
+    return result
+
+
 def ratio(images_to: dict[str, int | None], method: str) -> float | None:
     """plain's images to a target over the method's: how many times fewer images it needed."""
     a, b = images_to["plain"], images_to[method]
@@ -506,17 +548,19 @@ def markdown(result: dict[str, Any]) -> str:
         f"Same schedule, same quality in every run (max difference "
         f"{m['same_schedule_max_quality_difference_across_runs']:.1e}): {m['runs_consistent']}.",
     ]
-    p = result["plan"]
-    if p:
-        lines += [
-            "",
-            f"Planning: {p['search']}: {p['images_plain']:,} images / {p['gpu_hours_plain']} GPU-h plain, "
-            f"about {p['images_racing']:,} / {p['gpu_hours_racing']} GPU-h with {p['method']} "
-            f"({p['images_share_used']:.0%} of the images, the share measured here). "
-            f"GPU-hours: {p['ms_per_image_source']}. "
-            f"{p['caveat']}.",
-        ]
+    if result["plan"]:
+        lines += ["", plan_line(result["plan"])]
     return "\n".join(lines) + "\n"
+
+
+def plan_line(p: dict[str, Any]) -> str:
+    return (
+        f"Planning: {p['search']}: {p['images_plain']:,} images / {p['gpu_hours_plain']} GPU-h plain, "
+        f"about {p['images_racing']:,} / {p['gpu_hours_racing']} GPU-h with {p.get('method', 'racing')} "
+        f"({p['images_share_used']:.0%} of the images, the share measured here). "
+        f"GPU-hours: {p['ms_per_image_source']}. "
+        f"{p['caveat']}."
+    )
 
 
 if __name__ == "__main__":

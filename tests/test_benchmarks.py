@@ -138,6 +138,36 @@ def test_bench_search_cost_help_runs():
     assert "--space" in done.stdout and "--metric" in done.stdout
 
 
+def test_replan_changes_only_the_planning_figure_of_a_recorded_result(monkeypatch, tmp_path, capsys):
+    """A recorded search-cost result keeps every measured number when its planning figure is
+    recomputed; the figure uses the shipped space's measured GPU time and says so."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_search_cost
+
+    from ecad.spaces import load_space
+
+    src = ROOT / "benchmarks" / "results" / "search_cost_shapes-pixart_fidelity.json"
+    path = tmp_path / src.name
+    path.write_text(src.read_text())
+    md = [
+        ("Planning: stale" if x.startswith("Planning:") else x) for x in src.with_suffix(".md").read_text().splitlines()
+    ]
+    path.with_suffix(".md").write_text("\n".join(md) + "\n")
+    before = json.loads(path.read_text())
+    before["plan"]["ms_per_image"] = 1.0  # a stale figure
+    path.write_text(json.dumps(before))
+    after = bench_search_cost.main(["--replan", str(path)])
+    assert {k: v for k, v in after.items() if k != "plan"} == {k: v for k, v in before.items() if k != "plan"}
+    plan, ms = after["plan"], load_space("pixart-alpha-256").measured_ms_per_image
+    assert plan["ms_per_image"] == ms and plan["ms_per_image_source"].startswith("measured")
+    assert plan["gpu_hours_plain"] == round(plan["images_plain"] * ms / 3.6e6, 1)
+    assert plan["images_share_used"] == before["plan"]["images_share_used"] and plan["generations"] == 50
+    new_md = path.with_suffix(".md").read_text().splitlines()
+    changed = [(a, b) for a, b in zip(md, new_md) if a != b]
+    assert len(new_md) == len(md) and [a for a, _ in changed] == ["Planning: stale"]
+    assert f"{plan['gpu_hours_plain']} GPU-h plain" in changed[0][1] and "measured: pixart-alpha-256" in changed[0][1]
+
+
 def test_racing_projection_replays_the_stop_rule_without_stopping_a_frontier_candidate(monkeypatch):
     """The projection replays ecad's stop rule on per-image scores: on constructed candidates (a
     frontier of good ones, then clearly worse ones at the same costs) the exact rule stops only

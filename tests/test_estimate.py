@@ -18,11 +18,12 @@ def _full_macs(name: str) -> float:
 
 
 def test_the_bounds_follow_the_protocol():
-    config = SearchConfig(space="pixart-alpha-256", num_prompts=100, seeds=10, population=72, generations=50)
+    # pixart-alpha-512 records no measured time, so the plan falls back to the roofline figure
+    config = SearchConfig(space="pixart-alpha-512", num_prompts=100, seeds=10, population=72, generations=50)
     est = estimate_search(config, ExecConfig(workers=8))
     assert est.candidates == 72 * 51
     assert est.images == 72 * 51 * 1000 and est.reference_images == 1000
-    assert est.macs_per_image == pytest.approx(_full_macs("pixart-alpha-256"))
+    assert est.macs_per_image == pytest.approx(_full_macs("pixart-alpha-512"))
     assert est.transformer_macs == pytest.approx(est.images * est.macs_per_image)
     assert est.gpu_hours == pytest.approx((est.images + 1000) * est.macs_per_image / ROOFLINE_MACS_PER_S / 3600)
     text = str(est)
@@ -40,6 +41,13 @@ def test_a_measured_time_replaces_the_roofline(tmp_path):
     est = estimate_search(SearchConfig(space=str(path), num_prompts=2, seeds=1), ExecConfig())
     assert est.gpu_hours == pytest.approx((est.images + est.reference_images) * 36.0 / 3.6e6)
     assert "measured 36 ms/image (H100 SXM, batch 100, float16)" in str(est)
+
+
+def test_the_shipped_pixart_space_plans_with_its_measured_gpu_time():
+    est = estimate_search(SearchConfig(space="pixart-alpha-256", num_prompts=100, seeds=10), ExecConfig())
+    space = load_space("pixart-alpha-256")
+    assert est.ms_per_image == space.measured_ms_per_image and "H200" in space.measured_on
+    assert "measured" in est.ms_per_image_source and "roofline" not in str(est)
 
 
 def test_a_measured_table_without_its_machine_is_refused(tmp_path):
