@@ -1,18 +1,7 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one short run, for a lent machine that has torch and transformers but not
-# diffusers: carry the wheels in .whl/ (diffusers and importlib_metadata, see benchmarks/README.md),
-# run from the repository root, results land in $OUT (or ./gpu_results). Each stage has its own
-# time limit so that a slow one cannot cost the others' results.
-set -u -o pipefail
-OUT=${OUT:-gpu_results}
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:.
-else
-    export PYTHONPATH=.
-fi
-export PYTHONUNBUFFERED=1
+# The GPU benchmarks in one short run (set-up: gpu_env.sh, see benchmarks/README.md). Each stage
+# has its own time limit so that a slow one cannot cost the others' results.
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)" | tee -a "$OUT/gpu.txt"
 

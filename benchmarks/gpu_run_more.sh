@@ -1,16 +1,7 @@
 #!/usr/bin/env bash
 # Second GPU run: PixArt at the search's default batch (8) and on the bit-exact path, and the
 # families with no GPU figure yet (SD3.5-medium, Sana, Wan), each under its own time limit.
-set -u -o pipefail
-OUT=${OUT:-gpu_results}
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:.
-else
-    export PYTHONPATH=.
-fi
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_env.sh"
 b=benchmarks/bench_apply.py
 timeout 60 python3 $b --batch 8 --schedules every-2,every-3,every-5 --out "$OUT/apply_pixart_256_b8_h200.json" 2>&1 | grep -v float32 | tee -a "$OUT/more.log"
 timeout 80 python3 $b --exact --out "$OUT/apply_pixart_256_b100_exact_h200.json" 2>&1 | grep -v float32 | tee -a "$OUT/more.log"
