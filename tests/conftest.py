@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -13,7 +15,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's single-machine mode: loopback only
-os.environ.setdefault("ECAD_CACHE", tempfile.mkdtemp(prefix="ecad-test-cache-"))  # reference images
+if "ECAD_CACHE" not in os.environ:  # the reference-image cache: one per test session, removed at its end
+    os.environ["ECAD_CACHE"] = tempfile.mkdtemp(prefix="ecad-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ECAD_CACHE"], ignore_errors=True)
 
 import pytest
 import torch
