@@ -35,7 +35,8 @@ any complete point of any of its runs, plus 10% of the range), so they compare. 
 exercise the machinery.
 
     python benchmarks/bench_search_cost.py --space shapes-flux --prompts calibration_prompts/shapes_100.txt \
-        --num-prompts 16 --seeds 2 --population 12 --generations 15 --batch-size 16 \
+        --num-prompts 32 --seeds 2 --population 12 --generations 15 --batch-size 8 \
+        --methods plain,racing,tolerance --tolerance 0.005 \
         --out benchmarks/results/search_cost_shapes-flux_fidelity_15gen.json
 
 The planning figure (`--plan-generations`, ECAD's protocol: 100 prompts x 10 seeds, population
