@@ -449,15 +449,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def replan(path: Path) -> dict[str, Any]:
     """Rewrite a recorded result's planning figure with today's ms/image; every measured number stays."""
-    result = json.loads(path.read_text())
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"--replan {path}: cannot read a recorded result ({exc}); give a search_cost_*.json") from None
     old = result.get("plan")
-    if not old:
-        raise SystemExit(f"{path}: records no planning figure (a single-method result); nothing to replan")
-    p = ECAD_PROTOCOL  # results before "generations" was recorded: images = population x (gens + 1) x images
-    generations = (
-        old.get("generations") or int(old["images_plain"]) // (p["prompts"] * p["seeds"] * p["population"]) - 1
-    )
-    result["plan"] = plan(generations, float(old["images_share_used"]), old.get("method", "racing"))
+    if not old or "generations" not in old:
+        raise SystemExit(f"{path}: records no planning figure with its generations; rerun the benchmark instead")
+    result["plan"] = plan(int(old["generations"]), float(old["images_share_used"]), old["method"])
     write_result(result, path)
     md = path.with_suffix(".md")
     if md.exists():  # only its planning line changes (results of older versions have other tables)
@@ -557,7 +556,7 @@ def markdown(result: dict[str, Any]) -> str:
 def plan_line(p: dict[str, Any]) -> str:
     return (
         f"Planning: {p['search']}: {p['images_plain']:,} images / {p['gpu_hours_plain']} GPU-h plain, "
-        f"about {p['images_racing']:,} / {p['gpu_hours_racing']} GPU-h with {p.get('method', 'racing')} "
+        f"about {p['images_racing']:,} / {p['gpu_hours_racing']} GPU-h with {p['method']} "
         f"({p['images_share_used']:.0%} of the images, the share measured here). "
         f"GPU-hours: {p['ms_per_image_source']}. "
         f"{p['caveat']}."
